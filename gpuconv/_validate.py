@@ -1,0 +1,53 @@
+"""Argument checks and array/dtype normalisation shared by every public op."""
+from __future__ import annotations
+
+import numpy as np
+
+from .backends import is_cupy_array
+
+SUPPORTED_DTYPES = (np.float16, np.float32, np.float64)
+
+
+def as_array(x, name: str):
+    """x as an array: CuPy arrays (and other __cuda_array_interface__ objects) stay on the
+    device, anything else becomes a NumPy array. Rejects non-numeric and complex data."""
+    if not is_cupy_array(x) and hasattr(x, "__cuda_array_interface__"):
+        import cupy
+
+        x = cupy.asarray(x)
+    elif not is_cupy_array(x):
+        x = np.asarray(x)
+    kind = x.dtype.kind
+    if kind == "c":
+        raise TypeError(f"{name} has complex dtype {x.dtype}: gpuconv supports real inputs only")
+    if kind not in "biuf":
+        raise TypeError(f"{name} has dtype {x.dtype}: expected a real numeric array")
+    return x
+
+
+def result_dtype(*arrays) -> np.dtype:
+    """NumPy's promotion of the inputs; integers and bool become float64, as `x / 1` would."""
+    dtype = np.result_type(*(a.dtype for a in arrays if a is not None))
+    if dtype.kind in "biu":
+        return np.dtype(np.float64)
+    if dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"dtype {dtype}: supported float types are float16, float32 and float64")
+    return dtype
+
+
+def check_ndim(x, name: str, allowed: tuple[int, ...], layout: str):
+    if x.ndim not in allowed:
+        raise ValueError(f"{name} has shape {tuple(x.shape)} ({x.ndim}-D): expected {layout}")
+
+
+def check_same_array_type(x, others: dict):
+    for name, a in others.items():
+        if a is not None and is_cupy_array(a) != is_cupy_array(x):
+            raise TypeError(f"{name} is a {type(a).__module__}.{type(a).__name__} but x is a "
+                            f"{type(x).__module__}.{type(x).__name__}: pass both on the same device")
+
+
+def check_bool(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}={value!r}: must be a bool")
+    return bool(value)
