@@ -67,6 +67,7 @@ def conv2d(x: np.ndarray, w: np.ndarray, bias, spec: ConvSpec, algorithm: str) -
             cols = np.ascontiguousarray(windows.transpose(1, 2, 5, 6, 0, 3, 4)).reshape(g, -1, nt * (r1 - r0) * spec.ow)
             res = np.matmul(wmat, cols)  # (g, fg, nt * rows * ow)
             out[n0:n1, :, r0:r1] = res.reshape(spec.f, nt, r1 - r0, spec.ow).transpose(1, 0, 2, 3)
+            del tile, cols, res  # free this tile's workspace before the next tile allocates its own
     if bias is not None:
         out += bias.astype(compute, copy=False)[:, None, None]
     return out
