@@ -1,0 +1,113 @@
+"""Helpers shared by the parity tests: random data, tolerances, device transfer, poisoning."""
+from __future__ import annotations
+
+import contextlib
+import sys
+
+import numpy as np
+
+DTYPES = (np.float16, np.float32, np.float64)
+
+# Allowed error relative to the scale of the float64 result (max |ref|, at least 1).
+RELATIVE_TOL = {np.dtype(np.float16): 1e-2, np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
+
+
+def random_array(rng: np.random.Generator, shape, dtype=np.float64) -> np.ndarray:
+    """Non-zero normal data in dtype (float16 data is rounded once, here)."""
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def as_reference_input(a):
+    """The exact values the op sees, as float64 (float16 inputs are compared from their rounded values)."""
+    return None if a is None else np.asarray(a).astype(np.float64)
+
+
+def to_backend(a, backend: str):
+    """a as the array type of `backend` (CuPy for the real GPU backend, NumPy otherwise)."""
+    if a is None or backend != "cuda":
+        return a
+    import cupy
+
+    return cupy.asarray(a)
+
+
+def to_numpy(a) -> np.ndarray:
+    if type(a).__module__.split(".")[0] == "cupy":
+        return a.get()
+    return np.asarray(a)
+
+
+def assert_close(actual, expected: np.ndarray, dtype, what: str = "") -> None:
+    """actual has expected's shape and `dtype`, the same NaN/inf pattern, and finite values within
+    the dtype's tolerance relative to the scale of expected."""
+    actual = to_numpy(actual)
+    dtype = np.dtype(dtype)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != expected {expected.shape}"
+    assert actual.dtype == dtype, f"{what}: dtype {actual.dtype} != expected {dtype}"
+    got = actual.astype(np.float64)
+    assert np.array_equal(np.isnan(got), np.isnan(expected)), f"{what}: NaN pattern differs from the reference"
+    finite = np.isfinite(expected)
+    assert np.array_equal(got[~finite & ~np.isnan(expected)], expected[~finite & ~np.isnan(expected)]), \
+        f"{what}: infinities differ from the reference"
+    assert np.isfinite(got[finite]).all(), f"{what}: non-finite values where the reference is finite"
+    if not finite.any():
+        return
+    scale = max(1.0, float(np.abs(expected[finite]).max()))
+    err = float(np.abs(got[finite] - expected[finite]).max())
+    assert err <= RELATIVE_TOL[dtype] * scale, \
+        f"{what}: max error {err:.3g} > {RELATIVE_TOL[dtype]:g} * scale {scale:.3g} ({dtype})"
+
+
+def assert_same(actual, expected: np.ndarray, dtype=None, what: str = "") -> None:
+    """Bit-for-bit equality (NaN equal to NaN): max pooling values, indices, padding."""
+    actual = to_numpy(actual)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != expected {expected.shape}"
+    if dtype is not None:
+        assert actual.dtype == np.dtype(dtype), f"{what}: dtype {actual.dtype} != expected {np.dtype(dtype)}"
+    mismatch = ~((actual == expected) | (np.isnan(actual) & np.isnan(expected))) if actual.dtype.kind == "f" \
+        else actual != expected
+    assert not mismatch.any(), (f"{what}: {int(mismatch.sum())} of {mismatch.size} elements differ, first at "
+                                f"{tuple(int(i) for i in np.argwhere(mismatch)[0])}")
+
+
+class _PoisonedNumpy:
+    """numpy, except that empty/empty_like return arrays filled with NaN (floats) or a huge
+    sentinel (integers), so that an output element the backend forgets to write shows."""
+
+    def __init__(self, real):
+        self._real = real
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    @staticmethod
+    def _poison(a):
+        if a.dtype.kind == "f":
+            a.fill(np.nan)
+        elif a.dtype.kind in "iu":
+            a.fill(np.iinfo(a.dtype).max)
+        return a
+
+    def empty(self, *args, **kwargs):
+        return self._poison(self._real.empty(*args, **kwargs))
+
+    def empty_like(self, *args, **kwargs):
+        return self._poison(self._real.empty_like(*args, **kwargs))
+
+
+@contextlib.contextmanager
+def poisoned_numpy_backend():
+    """Inside the block, every backend module (and gpuconv._api) that uses NumPy as `np` gets
+    NaN-filled arrays from np.empty / np.empty_like (CuPy allocations are not touched)."""
+    patched = []
+    for name, module in list(sys.modules.items()):
+        if (name.startswith("gpuconv.backends") or name == "gpuconv._api") and \
+                getattr(module, "np", None) is np:
+            patched.append(module)
+            module.np = _PoisonedNumpy(np)
+    try:
+        yield
+    finally:
+        for module in patched:
+            module.np = np
+
