@@ -70,6 +70,11 @@ def conv_pads(padding, in_hw, kernel_hw, stride, dilation):
             total = max((-(-n // s) - 1) * s + d * (k - 1) + 1 - n, 0)
             pads += [total // 2, total - total // 2]
         return tuple(pads)
+    return explicit_pads(padding)
+
+
+def explicit_pads(padding):
+    """(top, bottom, left, right) of int | (ph, pw) | ((top, bottom), (left, right))."""
     if isinstance(padding, (int, np.integer)):
         return (padding,) * 4
     first, second = padding
