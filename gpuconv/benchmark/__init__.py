@@ -1,0 +1,7 @@
+"""The benchmark runner behind `python -m gpuconv bench` (DESIGN.md §5 and §7).
+
+layers.py the cases; contenders.py gpuconv's backends and the peers as timed calls;
+timing.py the measuring method; ceilings.py the ceilings; figures.py the arithmetic on
+times; environment.py the machine record; runner.py one run; report.py the table, JSON and
+plot; cli.py the command line.
+"""

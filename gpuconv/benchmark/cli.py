@@ -1,0 +1,85 @@
+"""`python -m gpuconv bench`: conv2d and pooling on the layer set, for each selected backend
+and each available peer; prints the environment, a table and the speed ratios."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .contenders import PEERS
+from .layers import LAYERS
+from .report import plot, text, write_json
+from .runner import Settings, run as run_benchmark
+
+BACKENDS = ("numpy", "cuda", "cuda-emu")
+DTYPES = ("float32", "float64")
+
+
+def _names(choices):
+    """argparse type: a comma list whose items are all in choices."""
+
+    def parse(value: str) -> list[str]:
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        unknown = [item for item in items if item not in choices]
+        if unknown or not items:
+            raise argparse.ArgumentTypeError(f"{value!r}: expected a comma list of {', '.join(choices)}")
+        return items
+
+    return parse
+
+
+def add_arguments(parser) -> None:
+    layer_names = tuple(layer.name for layer in LAYERS)
+    parser.add_argument("--layers", type=_names(layer_names), action="extend",
+                        help=f"layers to run, repeatable or comma list (default: all of {','.join(layer_names)})")
+    parser.add_argument("--backend", type=_names(BACKENDS), action="extend", dest="backends",
+                        help="gpuconv backends, repeatable or comma list (default: numpy, plus cuda when available)")
+    parser.add_argument("--peers", type=_names(PEERS + ("none",)), action="extend",
+                        help=f"peers to compare with (default: every one installed: {','.join(PEERS)}; 'none': none)")
+    parser.add_argument("--dtype", type=_names(DTYPES), action="extend", dest="dtypes",
+                        help="float32 (default) and/or float64 (measured on layers B and F)")
+    parser.add_argument("--repeat", type=_positive, default=None, help="timed calls per round (default 5)")
+    parser.add_argument("--rounds", type=_positive, default=None, help="interleaved rounds (default 5)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes, each contender timed once: checks the runner, not the speed")
+    parser.add_argument("--json", type=Path, help="write every figure to this JSON file")
+    parser.add_argument("--plot", type=Path, help="write a PNG bar chart of GFLOP/s (GB/s for pooling) here")
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: must be an integer >= 1")
+    return number
+
+
+def settings_from(args) -> Settings:
+    options = {"layers": args.layers}
+    if args.backends:
+        options["backends"] = tuple(dict.fromkeys(args.backends))
+    if args.peers:
+        options["peers"] = () if "none" in args.peers else tuple(dict.fromkeys(args.peers))
+    if args.dtypes:
+        options["dtypes"] = tuple(dict.fromkeys(args.dtypes))
+    settings = Settings.for_smoke(**options) if args.smoke else Settings(**options)
+    if args.repeat:
+        settings.repeat = args.repeat
+    if args.rounds:
+        settings.rounds = args.rounds
+    return settings
+
+
+def run(args) -> int:
+    try:
+        document = run_benchmark(settings_from(args))
+    except ValueError as exc:
+        print(f"gpuconv bench: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text(document))
+    if args.json:
+        write_json(document, args.json)
+        print(f"wrote {args.json}")
+    if args.plot:
+        plot(document, args.plot)
+        print(f"wrote {args.plot}")
+    return 1 if document["problems"] else 0

@@ -1,0 +1,189 @@
+"""What is timed: gpuconv on each backend, and the peers (PyTorch on the CPU and with CUDA/cuDNN,
+scipy.ndimage and cupyx.scipy.ndimage). A contender turns a case and its host inputs into a
+call with no arguments that returns the result, or into the reason it does not apply.
+
+A peer that is not installed, or needs a GPU this machine lacks, raises Unavailable on
+creation: the runner lists it as skipped with that reason.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .. import _api
+from ..backends import BackendUnavailable, get_backend
+from .layers import AVG_POOL, CONV, MAX_POOL, Case
+from .timing import cupy_event_clock, host_clock, torch_event_clock
+
+CPU, GPU, EMULATOR = "cpu", "gpu", "emulator"
+PEERS = ("torch-cpu", "torch-cuda", "scipy", "cupyx")
+
+
+class Unavailable(RuntimeError):
+    """The contender cannot run here; the message says why."""
+
+
+@dataclass
+class Contender:
+    label: str
+    device: str  # CPU, GPU or EMULATOR: which ceiling applies
+    clock: Callable
+    # (case, {"x": ndarray, "w": ndarray or None}) -> call returning the result, or a reason string
+    prepare: Callable[[Case, dict], Callable[[], object] | str]
+
+
+def to_numpy(result) -> np.ndarray:
+    """A CuPy array, a torch tensor or a NumPy array as a NumPy array on the host."""
+    module = type(result).__module__.split(".")[0]
+    if module == "cupy":
+        return result.get()
+    if module == "torch":
+        return result.detach().cpu().numpy()
+    return np.asarray(result)
+
+
+def gpuconv_contender(backend: str) -> Contender:
+    """gpuconv's public ops pinned to `backend`; raises Unavailable with the registry's reason."""
+    try:
+        get_backend(backend)
+    except BackendUnavailable as exc:
+        raise Unavailable(str(exc)) from None
+    on_gpu = backend == "cuda"
+    if on_gpu:
+        import cupy
+
+        to_device = cupy.asarray
+    else:
+        to_device = np.asarray
+
+    def prepare(case, inputs):
+        layer = case.layer
+        x = to_device(inputs["x"])
+        if layer.op == CONV:
+            w = to_device(inputs["w"])
+            return lambda: _api.conv2d(x, w, None, layer.stride, layer.padding, 1, layer.groups, backend=backend)
+        if layer.op == MAX_POOL:
+            return lambda: _api.max_pool2d(x, layer.kernel, layer.stride, layer.padding, backend=backend)
+        return lambda: _api.avg_pool2d(x, layer.kernel, layer.stride, layer.padding, backend=backend)
+
+    device = GPU if on_gpu else (EMULATOR if backend == "cuda-emu" else CPU)
+    return Contender(f"gpuconv/{backend}", device, cupy_event_clock() if on_gpu else host_clock, prepare)
+
+
+def peer(label: str) -> Contender:
+    """One of PEERS; raises Unavailable with the reason when it cannot run here."""
+    if label not in PEERS:
+        raise ValueError(f"peer {label!r}: expected one of {PEERS}")
+    return {"torch-cpu": _torch_cpu, "torch-cuda": _torch_cuda, "scipy": _scipy, "cupyx": _cupyx}[label]()
+
+
+def _import(module_name: str):
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        extra = "cuda12] or gpuconv[cuda13" if module_name.startswith("cup") else "bench"
+        raise Unavailable(f"{module_name} is not installed ({exc}); pip install gpuconv[{extra}]") from None
+
+
+def _torch_prepare(torch, device: str):
+    functional = torch.nn.functional
+
+    def prepare(case, inputs):
+        layer = case.layer
+        x = torch.from_numpy(inputs["x"]).to(device)
+        if layer.op == CONV:
+            w = torch.from_numpy(inputs["w"]).to(device)
+            return _no_grad(torch, lambda: functional.conv2d(x, w, None, layer.stride, layer.padding, 1, layer.groups))
+        pool = functional.max_pool2d if layer.op == MAX_POOL else functional.avg_pool2d
+        return _no_grad(torch, lambda: pool(x, layer.kernel, layer.stride, layer.padding))
+
+    return prepare
+
+
+def _no_grad(torch, fn):
+    def call():
+        with torch.no_grad():
+            return fn()
+
+    return call
+
+
+def _torch_cpu() -> Contender:
+    torch = _import("torch")
+    return Contender("torch-cpu", CPU, host_clock, _torch_prepare(torch, "cpu"))
+
+
+def _torch_cuda() -> Contender:
+    torch = _import("torch")
+    if not torch.cuda.is_available():
+        raise Unavailable(f"torch {torch.__version__} sees no usable CUDA GPU")
+    # Full float32 (no TF32, as gpuconv computes), and cuDNN's autotuner as a PyTorch user
+    # would enable it; the warm-up calls pay for the tuning.
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True
+    return Contender("torch-cuda", GPU, torch_event_clock(), _torch_prepare(torch, "cuda"))
+
+
+def ndimage_rule(case: Case) -> str | None:
+    """Why ndimage.correlate cannot compute this case, or None. It correlates one 2-D plane with
+    one 2-D kernel into an output of the input's size: the conv must have a single input channel,
+    stride 1, no dilation, zero padding and its output window inside ndimage's."""
+    if case.layer.op != CONV:
+        return "ndimage.correlate is a convolution; pooling is not compared with it"
+    spec = case.spec
+    if spec.c != 1:
+        return f"needs a single input channel (C={spec.c})"
+    if spec.stride != (1, 1) or spec.dilation != (1, 1) or spec.padding_mode != "zeros":
+        return "needs stride 1, dilation 1 and zero padding"
+    first_row, first_col = spec.kh // 2 - spec.pads[0], spec.kw // 2 - spec.pads[2]
+    if first_row < 0 or first_col < 0 or first_row + spec.oh > spec.h or first_col + spec.ow > spec.w:
+        return f"padding {spec.pads} reaches past ndimage's same-size output"
+    return None
+
+
+def _ndimage_prepare(xp, ndimage):
+    """Per image n and filter f: correlate the plane into a same-size buffer, then copy the
+    conv's output window (row r of the conv is row r - top + kh//2 of ndimage's output)."""
+
+    def prepare(case, inputs):
+        reason = ndimage_rule(case)
+        if reason:
+            return reason
+        spec = case.spec
+        x, w = xp.asarray(inputs["x"]), xp.asarray(inputs["w"])
+        rows = slice(spec.kh // 2 - spec.pads[0], spec.kh // 2 - spec.pads[0] + spec.oh)
+        cols = slice(spec.kw // 2 - spec.pads[2], spec.kw // 2 - spec.pads[2] + spec.ow)
+        plane = xp.empty((spec.h, spec.w), dtype=x.dtype)
+        out = xp.empty(spec.out_shape, dtype=x.dtype)
+
+        def call():
+            for n in range(spec.n):
+                for f in range(spec.f):
+                    ndimage.correlate(x[n, 0], w[f, 0], output=plane, mode="constant", cval=0.0)
+                    out[n, f] = plane[rows, cols]
+            return out
+
+        return call
+
+    return prepare
+
+
+def _scipy() -> Contender:
+    ndimage = _import("scipy.ndimage")
+    return Contender("scipy", CPU, host_clock, _ndimage_prepare(np, ndimage))
+
+
+def _cupyx() -> Contender:
+    cupy = _import("cupy")
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CuPy raises its CUDARuntimeError when no driver is loaded
+        raise Unavailable(f"CuPy finds no usable CUDA device ({exc})") from None
+    if count == 0:
+        raise Unavailable("CuPy finds no CUDA device")
+    ndimage = _import("cupyx.scipy.ndimage")
+    return Contender("cupyx", GPU, cupy_event_clock(), _ndimage_prepare(cupy, ndimage))

@@ -1,0 +1,132 @@
+"""The benchmark cases: conv layers A-H of DESIGN.md §5 and two pooling shapes, max and avg.
+
+A case is one layer in one dtype. Every layer also has a tiny "smoke" version with the same
+kernel, stride, padding and groups, small enough for the CUDA emulator to run in a moment.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import _geometry as geometry
+
+CONV = "conv2d"
+MAX_POOL = "max_pool2d"
+AVG_POOL = "avg_pool2d"
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    title: str
+    op: str  # CONV, MAX_POOL or AVG_POOL
+    x_shape: tuple[int, int, int, int]
+    kernel: tuple[int, int]
+    stride: int = 1
+    padding: int = 0
+    out_channels: int = 0  # conv only
+    groups: int = 1  # conv only
+    dtypes: tuple[str, ...] = ("float32",)
+
+    @property
+    def w_shape(self) -> tuple[int, int, int, int] | None:
+        if self.op != CONV:
+            return None
+        return (self.out_channels, self.x_shape[1] // self.groups) + self.kernel
+
+
+@dataclass(frozen=True)
+class Case:
+    layer: Layer
+    dtype: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.layer.name} {self.dtype}"
+
+    @property
+    def spec(self):
+        layer = self.layer
+        if layer.op == CONV:
+            return geometry.conv_spec(layer.x_shape, layer.w_shape, layer.stride, layer.padding, 1,
+                                      layer.groups, "zeros")
+        return geometry.pool_spec(layer.x_shape, layer.kernel, layer.stride, layer.padding, 1, False)
+
+    @property
+    def flops(self) -> int | None:
+        """2*N*F*(C/groups)*KH*KW*OH*OW for a conv; None for pooling."""
+        return self.spec.flops if self.layer.op == CONV else None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes read and written once: input (and weights) plus output."""
+        itemsize = np.dtype(self.dtype).itemsize
+        shapes = [self.layer.x_shape, self.spec.out_shape] + ([self.layer.w_shape] if self.layer.op == CONV else [])
+        return itemsize * sum(int(np.prod(s)) for s in shapes)
+
+    def describe(self) -> str:
+        layer = self.layer
+        text = "x".join(map(str, layer.x_shape))
+        if layer.op == CONV:
+            text += f" -> {layer.out_channels}"
+            if layer.groups > 1:
+                text += f" g{layer.groups}"
+        text += f" k{layer.kernel[0]}x{layer.kernel[1]}"
+        if layer.stride != 1 or layer.op != CONV:
+            text += f" s{layer.stride}"
+        if layer.padding:
+            text += f" p{layer.padding}"
+        return text
+
+
+def _conv(name, title, x_shape, out_channels, k, stride=1, padding=0, groups=1, dtypes=("float32",)):
+    return Layer(name, title, CONV, x_shape, (k, k), stride, padding, out_channels, groups, dtypes)
+
+
+def _pool(name, title, op, x_shape, k, stride, padding=0):
+    return Layer(name, title, op, x_shape, (k, k), stride, padding)
+
+
+BOTH = ("float32", "float64")
+
+LAYERS = (
+    _conv("A", "7x7 stride-2 stem", (8, 3, 224, 224), 64, 7, stride=2, padding=3),
+    _conv("B", "ResNet 3x3, 64 channels", (8, 64, 56, 56), 64, 3, padding=1, dtypes=BOTH),
+    _conv("C", "ResNet 3x3, 128 channels", (8, 128, 28, 28), 128, 3, padding=1),
+    _conv("D", "ResNet 3x3, 256 channels", (8, 256, 14, 14), 256, 3, padding=1),
+    _conv("E", "small CNN 5x5 (MNIST-like)", (32, 1, 28, 28), 32, 5),
+    _conv("F", "one single-channel image 3x3", (1, 1, 512, 512), 1, 3, dtypes=BOTH),
+    _conv("G", "large 3-channel image 3x3", (1, 3, 1024, 1024), 16, 3, padding=1),
+    _conv("H", "depthwise 3x3", (8, 64, 56, 56), 64, 3, padding=1, groups=64),
+    _pool("max3", "max pool k3 s2 p1", MAX_POOL, (8, 64, 112, 112), 3, 2, 1),
+    _pool("avg3", "avg pool k3 s2 p1", AVG_POOL, (8, 64, 112, 112), 3, 2, 1),
+    _pool("max2", "max pool k2 s2", MAX_POOL, (8, 64, 56, 56), 2, 2),
+    _pool("avg2", "avg pool k2 s2", AVG_POOL, (8, 64, 56, 56), 2, 2),
+)
+
+# Tiny inputs of the same character (kernel, stride, padding, groups; one or several channels).
+SMOKE_SHAPES = {
+    "A": ((1, 3, 16, 16), 4), "B": ((2, 4, 8, 8), 4), "C": ((1, 6, 6, 6), 6), "D": ((1, 8, 5, 5), 8),
+    "E": ((2, 1, 9, 9), 3), "F": ((1, 1, 12, 12), 1), "G": ((1, 3, 12, 12), 2), "H": ((1, 4, 8, 8), 4),
+    "max3": ((1, 2, 9, 9), 0), "avg3": ((1, 2, 9, 9), 0), "max2": ((1, 2, 8, 8), 0), "avg2": ((1, 2, 8, 8), 0),
+}
+
+
+def smoke(layer: Layer) -> Layer:
+    x_shape, out_channels = SMOKE_SHAPES[layer.name]
+    groups = x_shape[1] if layer.groups > 1 else 1
+    return dataclasses.replace(layer, x_shape=x_shape, out_channels=out_channels, groups=groups)
+
+
+def select_cases(names=None, dtypes=("float32",), use_smoke=False) -> list[Case]:
+    """The cases of the named layers (all when None) in each dtype the layer is measured in."""
+    by_name = {layer.name: layer for layer in LAYERS}
+    unknown = [n for n in names or () if n not in by_name]
+    if unknown:
+        raise ValueError(f"--layers: unknown layer(s) {unknown}; expected names from {tuple(by_name)}")
+    layers = [by_name[n] for n in names] if names else list(LAYERS)
+    if use_smoke:
+        layers = [smoke(layer) for layer in layers]
+    return [Case(layer, dtype) for dtype in dtypes for layer in layers if dtype in layer.dtypes]

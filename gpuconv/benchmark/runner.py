@@ -1,0 +1,222 @@
+"""One benchmark run: every selected case, timed for every contender that can run it, with
+the ceilings measured in the same run. The result is one JSON-ready document holding every
+figure; report.py renders it.
+
+Before timing, each contender's first call (a warm-up) is compared with the first
+contender's result, so that a ratio never compares two different computations.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from . import ceilings, environment
+from .contenders import CPU, GPU, PEERS, Unavailable, gpuconv_contender, peer, to_numpy
+from .figures import geometric_mean, rate, relative_difference, share, speed_ratio, summarise
+from .layers import CONV, Case, select_cases
+from .timing import measure
+
+FORMAT = "gpuconv-bench/1"
+# Largest allowed max|difference| / max(1, max|reference|) between two contenders' results.
+AGREEMENT_TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
+
+
+@dataclass
+class Settings:
+    layers: list[str] | None = None  # None: all
+    backends: tuple[str, ...] = ("numpy", "cuda")
+    peers: tuple[str, ...] = PEERS
+    dtypes: tuple[str, ...] = ("float32",)
+    warmup: int = 2  # calls before timing, the first of them checked against the reference
+    rounds: int = 5
+    repeat: int = 5  # timed calls per round
+    smoke: bool = False
+    matmul_size: int = 2048  # n of the CPU matmul ceiling
+    copy_bytes: int = 256 << 20  # size of the GPU copy ceiling
+
+    @classmethod
+    def for_smoke(cls, **kwargs) -> "Settings":
+        """Tiny sizes, each contender called once to warm up and check, then timed once."""
+        return cls(smoke=True, warmup=1, rounds=1, repeat=1, matmul_size=64, copy_bytes=1 << 20, **kwargs)
+
+    @property
+    def method(self) -> dict:
+        return {"warmup": self.warmup - 1, "rounds": self.rounds, "repeat": self.repeat}
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def run(settings: Settings, progress=_stderr) -> dict:
+    cases = select_cases(settings.layers, settings.dtypes, settings.smoke)
+    if not cases:
+        raise ValueError(f"no case to run: layers {settings.layers} have no {settings.dtypes} version "
+                         f"(float64 is measured on layers B and F)")
+    contenders, skipped = _contenders(settings)
+    progress(f"gpuconv bench: {len(cases)} cases; timing {', '.join(c.label for c in contenders) or 'nothing'}"
+             + "".join(f"; skipped {label}: {reason}" for label, reason in skipped.items()))
+    document = {
+        "format": FORMAT,
+        "settings": asdict(settings),
+        "environment": environment.record(),
+        "contenders": {"measured": [c.label for c in contenders], "skipped": skipped},
+        "ceilings": _shared_ceilings(settings, cases, contenders, progress),
+        "cases": [],
+    }
+    for number, case in enumerate(cases, 1):
+        result = _run_case(case, number, contenders, document["ceilings"], settings)
+        document["cases"].append(result)
+        progress(_progress_line(number, len(cases), case, result))
+    document["summary"] = summary(document["cases"])
+    document["problems"] = problems(document["cases"])
+    return document
+
+
+def _contenders(settings: Settings):
+    contenders, skipped = [], {}
+    for make, names in ((gpuconv_contender, settings.backends), (peer, settings.peers)):
+        for name in names:
+            try:
+                contenders.append(make(name))
+            except Unavailable as exc:
+                label = f"gpuconv/{name}" if make is gpuconv_contender else name
+                skipped[label] = str(exc)
+    return contenders, skipped
+
+
+def _shared_ceilings(settings, cases, contenders, progress) -> dict:
+    devices = {c.device for c in contenders}
+    found = {}
+    if CPU in devices:
+        for dtype in sorted({case.dtype for case in cases if case.layer.op == CONV}):
+            progress(f"ceiling: numpy {dtype} matmul {settings.matmul_size}^3")
+            found[f"cpu_matmul_{dtype}"] = ceilings.cpu_matmul(dtype, settings.matmul_size, settings.method)
+    if GPU in devices and any(case.layer.op != CONV for case in cases):
+        progress(f"ceiling: device-to-device copy of {settings.copy_bytes >> 20} MiB")
+        found["gpu_copy"] = ceilings.gpu_copy(settings.copy_bytes, settings.method)
+    return found
+
+
+def _inputs(case: Case, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    layer = case.layer
+    x = rng.standard_normal(layer.x_shape).astype(case.dtype)
+    w = None
+    if layer.op == CONV:
+        fan_in = int(np.prod(layer.w_shape[1:]))
+        w = (rng.standard_normal(layer.w_shape) / np.sqrt(fan_in)).astype(case.dtype)
+    return {"x": x, "w": w}
+
+
+def _describe_case(case: Case) -> dict:
+    layer = case.layer
+    return {"layer": layer.name, "title": layer.title, "op": layer.op, "dtype": case.dtype,
+            "shape": case.describe(), "x_shape": list(layer.x_shape),
+            "w_shape": None if layer.w_shape is None else list(layer.w_shape), "kernel": list(layer.kernel),
+            "stride": layer.stride, "padding": layer.padding, "groups": layer.groups,
+            "out_shape": list(case.spec.out_shape), "flops": case.flops, "bytes": case.nbytes,
+            "unit": "GFLOP/s" if layer.op == CONV else "GB/s"}
+
+
+def _run_case(case: Case, seed: int, contenders, shared_ceilings: dict, settings: Settings) -> dict:
+    result = {**_describe_case(case), "results": {}, "ratios": {}, "not_applicable": {}, "errors": {},
+              "disagreements": {}, "reference": None}
+    inputs = _inputs(case, seed)
+    timed, reference = {}, None
+    for contender in contenders:
+        try:
+            call = contender.prepare(case, inputs)
+            if isinstance(call, str):
+                result["not_applicable"][contender.label] = call
+                continue
+            output = to_numpy(call())
+        except Exception as exc:  # one contender failing must not stop the others
+            result["errors"][contender.label] = f"{type(exc).__name__}: {exc}"
+            continue
+        if reference is None:
+            reference, result["reference"] = output, contender.label
+        difference = relative_difference(output, reference)
+        if difference > AGREEMENT_TOLERANCE[case.dtype]:
+            result["disagreements"][contender.label] = difference
+        timed[contender.label] = (contender.clock, call, contender.device, difference)
+    samples = measure({label: entry[:2] for label, entry in timed.items()}, **settings.method)
+    case_ceilings = dict(shared_ceilings)
+    if case.layer.op == CONV and any(entry[2] == GPU for entry in timed.values()):
+        case_ceilings["gpu_gemm"] = result["gpu_gemm_ceiling"] = ceilings.gpu_gemm(case.spec, case.dtype, settings.method)
+    for label, (_, _, device, difference) in timed.items():
+        result["results"][label] = measured_figures(case, samples[label], device, case_ceilings)
+        result["results"][label]["max_rel_difference"] = difference
+    result["ratios"] = ratios(result["results"])
+    return result
+
+
+def ceiling_for(case: Case, device: str, found: dict) -> tuple[str, dict] | None:
+    """(name, ceiling) a contender on `device` is measured against, or None (the emulator, and
+    pooling on the CPU, have none)."""
+    if device == CPU and case.layer.op == CONV:
+        name = f"cpu_matmul_{case.dtype}"
+    elif device == GPU:
+        name = "gpu_gemm" if case.layer.op == CONV else "gpu_copy"
+    else:
+        return None
+    return (name, found[name]) if name in found else None
+
+
+def measured_figures(case: Case, rounds: list[list[float]], device: str, found_ceilings: dict) -> dict:
+    """Time, spread, rate (GFLOP/s for a conv, GB/s for pooling) and share of the ceiling."""
+    figures = {**summarise(rounds), "rounds_s": rounds, "device": device}
+    amount = case.flops if case.layer.op == CONV else case.nbytes
+    figures["rate"] = rate(amount, figures["time_s"])
+    ceiling = ceiling_for(case, device, found_ceilings)
+    figures["ceiling"] = None if ceiling is None else ceiling[0]
+    figures["ceiling_share"] = None if ceiling is None else share(figures["rate"], ceiling[1]["rate"])
+    return figures
+
+
+def ratios(results: dict) -> dict:
+    """{gpuconv contender: {peer: peer time / our time}} over the contenders measured in a case."""
+    ours = [label for label in results if label.startswith("gpuconv/")]
+    peers = [label for label in results if not label.startswith("gpuconv/")]
+    return {mine: {other: speed_ratio(results[other]["time_s"], results[mine]["time_s"]) for other in peers}
+            for mine in ours}
+
+
+def summary(cases: list[dict]) -> dict:
+    """{gpuconv contender: {peer: {"conv float32": {geomean, min, worst, cases}, ...}}}: the
+    geometric mean and the minimum of the speed ratios per group of cases (conv or pooling,
+    per dtype)."""
+    collected: dict = {}
+    for case in cases:
+        group = f"{'conv' if case['op'] == CONV else 'pool'} {case['dtype']}"
+        for mine, by_peer in case["ratios"].items():
+            for other, value in by_peer.items():
+                collected.setdefault(mine, {}).setdefault(other, {}).setdefault(group, []).append(
+                    (value, case["layer"]))
+    return {mine: {other: {group: {"geomean": geometric_mean(v for v, _ in items),
+                                   "min": min(items)[0], "worst": min(items)[1],
+                                   "cases": [name for _, name in items]}
+                           for group, items in groups.items()}
+                   for other, groups in by_peer.items()}
+            for mine, by_peer in collected.items()}
+
+
+def problems(cases: list[dict]) -> list[str]:
+    """Errors and disagreements, one line each (the run's exit status is 1 when any)."""
+    lines = []
+    for case in cases:
+        name = f"{case['layer']} {case['dtype']}"
+        lines += [f"{name}: {label} failed: {message}" for label, message in case["errors"].items()]
+        lines += [f"{name}: {label} differs from {case['reference']} by {difference:.3g} of the result's scale"
+                  for label, difference in case["disagreements"].items()]
+    return lines
+
+
+def _progress_line(number: int, total: int, case: Case, result: dict) -> str:
+    unit = result["unit"]
+    parts = [f"{label} {figures['time_s'] * 1e3:.3g} ms ({figures['rate']:.3g} {unit})"
+             for label, figures in result["results"].items()]
+    parts += [f"{label} FAILED" for label in result["errors"]]
+    return f"[{number}/{total}] {case.label} {case.describe()}: " + ", ".join(parts)

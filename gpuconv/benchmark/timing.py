@@ -1,0 +1,63 @@
+"""The measuring method: warm-up, then interleaved rounds (A B A B ...), each contender timing
+`repeat` calls per round. A clock times one call: the host clock on the CPU; on a GPU, CUDA
+events recorded around the call after synchronising the device, so that queued work from
+earlier calls is not counted and the call's own kernels are.
+
+CuPy and PyTorch are imported only when a GPU clock is made.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+
+def host_clock(call: Callable[[], object]) -> float:
+    """Seconds one call takes on the host clock."""
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def cupy_event_clock() -> Callable[[Callable[[], object]], float]:
+    """A clock for work CuPy queues on its current stream (gpuconv's "cuda" backend, cupyx)."""
+    import cupy
+
+    def clock(call):
+        cupy.cuda.Device().synchronize()
+        start, end = cupy.cuda.Event(), cupy.cuda.Event()
+        start.record()
+        call()
+        end.record()
+        end.synchronize()
+        return cupy.cuda.get_elapsed_time(start, end) / 1e3  # milliseconds -> seconds
+
+    return clock
+
+
+def torch_event_clock() -> Callable[[Callable[[], object]], float]:
+    """A clock for work PyTorch queues on its current CUDA stream."""
+    import torch
+
+    def clock(call):
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        call()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3  # milliseconds -> seconds
+
+    return clock
+
+
+def measure(timed: dict, warmup: int, rounds: int, repeat: int) -> dict[str, list[list[float]]]:
+    """timed: {label: (clock, call)}. Calls each `warmup` times, then runs `rounds` rounds in
+    which every contender in turn times `repeat` calls. Returns {label: per-round call times}."""
+    for clock, call in timed.values():
+        for _ in range(warmup):
+            clock(call)
+    samples: dict[str, list[list[float]]] = {label: [] for label in timed}
+    for _ in range(rounds):
+        for label, (clock, call) in timed.items():
+            samples[label].append([clock(call) for _ in range(repeat)])
+    return samples
