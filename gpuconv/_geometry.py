@@ -152,12 +152,12 @@ def conv_spec(x_shape, w_shape, stride, padding, dilation, groups, padding_mode)
     if not _is_int(groups) or groups < 1:
         raise ValueError(f"groups={groups!r}: must be an int >= 1")
     if min(f, cg, kh, kw) == 0:
-        raise ValueError(f"weight shape {tuple(w_shape)}: the kernel must not be empty")
+        raise ValueError(f"w has shape {tuple(w_shape)}: the kernel must not be empty (every dimension >= 1)")
     if c != cg * groups:
-        raise ValueError(f"weight shape {tuple(w_shape)} with groups={groups}: input channels C={c} must equal "
+        raise ValueError(f"w has shape {tuple(w_shape)} with groups={groups}: input channels C={c} of x must equal "
                          f"weight.shape[1] * groups = {cg * groups}")
     if f % groups:
-        raise ValueError(f"weight shape {tuple(w_shape)}: out channels F={f} must be divisible by groups={groups}")
+        raise ValueError(f"w has shape {tuple(w_shape)}: out channels F={f} must be divisible by groups={groups}")
     if padding_mode not in CONV_PADDING_MODES:
         raise ValueError(f"padding_mode={padding_mode!r}: expected one of {CONV_PADDING_MODES}")
     stride = pair(stride, "stride", 1)
@@ -165,16 +165,17 @@ def conv_spec(x_shape, w_shape, stride, padding, dilation, groups, padding_mode)
     pads = explicit_pads(padding, (h, w), (kh, kw), stride, dilation)
     if padding_mode != "zeros":
         _check_mode_pads(pads, h, w, padding_mode, f"padding={padding!r} with padding_mode={padding_mode!r}")
-    oh, ow = (_out_size(size + p0 + p1, k, s, d, "input", (h, w), pads, (kh, kw), dilation)
+    oh, ow = (_out_size(size + p0 + p1, k, s, d, (h, w), pads, (kh, kw), dilation, padding)
               for size, p0, p1, k, s, d in zip((h, w), pads[::2], pads[1::2], (kh, kw), stride, dilation))
     return ConvSpec(n, c, h, w, f, kh, kw, int(groups), stride, dilation, pads, padding_mode, oh, ow)
 
 
-def _out_size(padded, k, s, d, what, in_hw, pads, kernel_hw, dilation):
+def _out_size(padded, k, s, d, in_hw, pads, kernel_hw, dilation, padding):
     span = d * (k - 1) + 1
     if span > padded:
-        raise ValueError(f"kernel {kernel_hw} with dilation {dilation} spans more than the padded {what} "
-                         f"(input {in_hw}, pads (top, bottom, left, right)={pads})")
+        raise ValueError(f"w's kernel {kernel_hw} with dilation={dilation} spans more than x's input {in_hw} "
+                         f"padded by padding={padding!r} (pads (top, bottom, left, right)={pads}): "
+                         f"dilation * (kernel - 1) + 1 must be <= the padded size")
     return (padded - span) // s + 1
 
 
