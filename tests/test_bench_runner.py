@@ -1,0 +1,226 @@
+"""The benchmark runner: its arithmetic on synthetic timings, the layer set, and the --smoke
+path end to end on every backend that can run here (JSON holds every case and figure)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import sys
+
+import numpy as np
+import pytest
+
+from gpuconv.__main__ import main
+from gpuconv.backends import BackendUnavailable
+from gpuconv.benchmark import contenders, runner
+from gpuconv.benchmark.figures import (geometric_mean, rate, relative_difference, share, speed_ratio,
+                                       summarise)
+from gpuconv.benchmark.layers import AVG_POOL, CONV, LAYERS, MAX_POOL, Case, select_cases
+from gpuconv.benchmark.timing import measure
+
+LAYER = {layer.name: layer for layer in LAYERS}
+
+
+# --- arithmetic on synthetic timings -------------------------------------------------------
+
+def test_summarise_reports_the_best_round_median_and_its_spread():
+    rounds = [[3.0, 1.0, 2.0], [0.5, 0.7, 0.6, 0.9], [2.0, 2.0, 2.0]]
+    figures = summarise(rounds)
+    assert figures["best_round"] == 1
+    assert figures["time_s"] == pytest.approx(0.65)  # median of an even count: mean of the middle two
+    assert figures["spread"] == pytest.approx((0.9 - 0.5) / 0.65)
+    assert figures["round_medians_s"] == pytest.approx([2.0, 0.65, 2.0])
+
+
+def test_summarise_rejects_empty_rounds():
+    with pytest.raises(ValueError, match="at least one timed call"):
+        summarise([[1.0], []])
+
+
+def test_rates_ratios_and_shares():
+    assert rate(3e9, 0.5) == pytest.approx(6.0)
+    assert speed_ratio(peer_seconds=2.0, our_seconds=4.0) == pytest.approx(0.5)
+    assert speed_ratio(peer_seconds=3.0, our_seconds=1.0) == pytest.approx(3.0)
+    assert share(90.0, 360.0) == pytest.approx(0.25)
+    assert geometric_mean([0.5, 2.0, 1.0]) == pytest.approx(1.0)
+    assert geometric_mean([0.25, 1.0]) == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        geometric_mean([1.0, 0.0])
+
+
+def test_relative_difference_flags_nan_and_shape_mismatch():
+    expected = np.array([[2.0, -4.0]])
+    assert relative_difference(np.array([[2.0, -3.0]]), expected) == pytest.approx(0.25)
+    assert relative_difference(np.array([[2.0, np.nan]]), expected) == math.inf
+    assert relative_difference(np.array([2.0, -4.0]), expected) == math.inf
+
+
+def test_measure_interleaves_rounds_after_the_warm_up():
+    order = []
+
+    def clock_for(label):
+        return lambda call: (order.append(label), call(), 1.0)[2]
+
+    timed = {"A": (clock_for("A"), lambda: None), "B": (clock_for("B"), lambda: None)}
+    samples = measure(timed, warmup=1, rounds=2, repeat=3)
+    assert order == ["A", "B"] + ["A"] * 3 + ["B"] * 3 + ["A"] * 3 + ["B"] * 3
+    assert samples == {"A": [[1.0] * 3] * 2, "B": [[1.0] * 3] * 2}
+
+
+def _conv_case():
+    return Case(LAYER["B"], "float32")
+
+
+def test_measured_figures_use_flops_or_bytes_and_the_matching_ceiling():
+    ceilings = {"cpu_matmul_float32": {"rate": 200.0}, "gpu_gemm": {"rate": 1000.0}, "gpu_copy": {"rate": 500.0}}
+    rounds = [[0.02, 0.01, 0.03], [0.012, 0.008, 0.010]]
+    conv = _conv_case()
+    cpu = runner.measured_figures(conv, rounds, contenders.CPU, ceilings)
+    assert cpu["time_s"] == pytest.approx(0.010)
+    assert cpu["rate"] == pytest.approx(conv.flops / 0.010 / 1e9)
+    assert (cpu["ceiling"], cpu["ceiling_share"]) == ("cpu_matmul_float32", pytest.approx(cpu["rate"] / 200.0))
+    gpu = runner.measured_figures(conv, rounds, contenders.GPU, ceilings)
+    assert (gpu["ceiling"], gpu["ceiling_share"]) == ("gpu_gemm", pytest.approx(gpu["rate"] / 1000.0))
+    emulated = runner.measured_figures(conv, rounds, contenders.EMULATOR, ceilings)
+    assert (emulated["ceiling"], emulated["ceiling_share"]) == (None, None)
+    pool = Case(LAYER["max3"], "float32")
+    on_gpu = runner.measured_figures(pool, rounds, contenders.GPU, ceilings)
+    assert on_gpu["rate"] == pytest.approx(pool.nbytes / 0.010 / 1e9)
+    assert (on_gpu["ceiling"], on_gpu["ceiling_share"]) == ("gpu_copy", pytest.approx(on_gpu["rate"] / 500.0))
+    assert runner.measured_figures(pool, rounds, contenders.CPU, ceilings)["ceiling_share"] is None
+
+
+def test_ratios_and_summary_from_synthetic_results():
+    def results(ours, torch_time):
+        return {"gpuconv/numpy": {"time_s": ours}, "torch-cpu": {"time_s": torch_time}}
+
+    assert runner.ratios(results(2.0, 1.0)) == {"gpuconv/numpy": {"torch-cpu": pytest.approx(0.5)}}
+    cases = [{"layer": name, "op": CONV, "dtype": "float32", "ratios": runner.ratios(results(ours, 1.0))}
+             for name, ours in (("A", 2.0), ("B", 0.5), ("H", 4.0))]
+    cases.append({"layer": "max3", "op": MAX_POOL, "dtype": "float32", "ratios": runner.ratios(results(1.0, 3.0))})
+    found = runner.summary(cases)["gpuconv/numpy"]["torch-cpu"]
+    assert found["conv float32"]["geomean"] == pytest.approx((0.5 * 2.0 * 0.25) ** (1 / 3))
+    assert (found["conv float32"]["min"], found["conv float32"]["worst"]) == (pytest.approx(0.25), "H")
+    assert found["conv float32"]["cases"] == ["A", "B", "H"]
+    assert found["pool float32"]["geomean"] == pytest.approx(3.0)
+
+
+# --- the layer set --------------------------------------------------------------------------
+
+def test_layer_set_matches_design_section_5():
+    assert [layer.name for layer in LAYERS] == list("ABCDEFGH") + ["max3", "avg3", "max2", "avg2"]
+    a = Case(LAYER["A"], "float32")
+    assert a.spec.out_shape == (8, 64, 112, 112)
+    assert a.flops == 2 * 8 * 64 * 3 * 7 * 7 * 112 * 112
+    h = Case(LAYER["H"], "float32")
+    assert (LAYER["H"].w_shape, h.flops) == ((64, 1, 3, 3), 2 * 8 * 64 * 1 * 9 * 56 * 56)
+    assert Case(LAYER["F"], "float64").spec.out_shape == (1, 1, 510, 510)
+    max3 = Case(LAYER["max3"], "float32")
+    assert max3.spec.out_shape == (8, 64, 56, 56) and max3.flops is None
+    assert max3.nbytes == 4 * (8 * 64 * 112 * 112 + 8 * 64 * 56 * 56)
+    assert (LAYER["avg2"].op, Case(LAYER["avg2"], "float32").spec.out_shape) == (AVG_POOL, (8, 64, 28, 28))
+    assert [c.label for c in select_cases(dtypes=("float64",))] == ["B float64", "F float64"]
+
+
+def test_smoke_layers_keep_kernel_stride_padding_and_grouping():
+    for full, tiny in zip(select_cases(), select_cases(use_smoke=True)):
+        assert (tiny.layer.kernel, tiny.layer.stride, tiny.layer.padding) == \
+            (full.layer.kernel, full.layer.stride, full.layer.padding)
+        assert (tiny.layer.groups > 1) == (full.layer.groups > 1)
+        assert np.prod(tiny.layer.x_shape) <= 1024
+
+
+def test_ndimage_applies_to_single_input_channel_convs_only():
+    assert contenders.ndimage_rule(Case(LAYER["F"], "float32")) is None
+    assert contenders.ndimage_rule(Case(LAYER["E"], "float32")) is None
+    assert "single input channel" in contenders.ndimage_rule(Case(LAYER["B"], "float32"))
+    assert "pooling" in contenders.ndimage_rule(Case(LAYER["max2"], "float32"))
+
+
+# --- runs -----------------------------------------------------------------------------------
+
+def test_unavailable_backends_and_peers_are_listed_as_skipped(monkeypatch):
+    def no_cuda(name):
+        if name == "cuda":
+            raise BackendUnavailable("backend 'cuda' is not available: no GPU in this test")
+
+    monkeypatch.setattr(contenders, "get_backend", no_cuda)
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
+    lines = []
+    document = runner.run(runner.Settings.for_smoke(layers=["F"], backends=("numpy", "cuda"),
+                                                    peers=("torch-cpu", "scipy")), progress=lines.append)
+    skipped = document["contenders"]["skipped"]
+    assert skipped["gpuconv/cuda"] == "backend 'cuda' is not available: no GPU in this test"
+    assert "torch is not installed" in skipped["torch-cpu"]
+    assert document["contenders"]["measured"] == ["gpuconv/numpy", "scipy"]
+    assert document["problems"] == []
+    assert "skipped gpuconv/cuda" in lines[0]
+
+
+def test_a_failing_contender_is_reported_not_fatal(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("deliberately broken")
+
+    monkeypatch.setattr("gpuconv._api.max_pool2d", broken)
+    document = runner.run(runner.Settings.for_smoke(layers=["max2", "F"], backends=("numpy",), peers=()),
+                          progress=lambda line: None)
+    max2, f = document["cases"]
+    assert max2["errors"] == {"gpuconv/numpy": "RuntimeError: deliberately broken"}
+    assert "gpuconv/numpy" in f["results"]
+    assert document["problems"] == ["max2 float32: gpuconv/numpy failed: RuntimeError: deliberately broken"]
+
+
+def test_disagreeing_results_are_reported(monkeypatch):
+    real = contenders._api.conv2d
+    monkeypatch.setattr(contenders._api, "conv2d", lambda *args, **kwargs: real(*args, **kwargs) + 1.0)
+    document = runner.run(runner.Settings.for_smoke(layers=["F"], backends=("numpy",), peers=("scipy",)),
+                          progress=lambda line: None)
+    (case,) = document["cases"]
+    assert case["reference"] == "gpuconv/numpy"
+    assert case["disagreements"]["scipy"] > 0.1
+    assert document["problems"] and "scipy differs from gpuconv/numpy" in document["problems"][0]
+
+
+def test_smoke_run_writes_every_case_and_figure(backend, tmp_path, capsys):
+    """--smoke on one backend through the command line: a JSON with every case, every figure
+    computed from its own measured times, every peer measured or listed as skipped."""
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--smoke", "--backend", backend, "--dtype", "float32,float64", "--json", str(out)])
+    captured = capsys.readouterr()
+    document = json.loads(out.read_text())
+    assert code == 0, document["problems"]
+    expected = select_cases(dtypes=("float32", "float64"), use_smoke=True)
+    assert [(c["layer"], c["dtype"]) for c in document["cases"]] == [(c.layer.name, c.dtype) for c in expected]
+    assert len([line for line in captured.err.splitlines() if line.startswith("[")]) == len(expected)
+
+    contender_labels = document["contenders"]["measured"] + list(document["contenders"]["skipped"])
+    assert set(contender_labels) >= {f"gpuconv/{backend}", *contenders.PEERS}
+    assert all(document["contenders"]["skipped"].values())
+    ours = f"gpuconv/{backend}"
+    assert ours in document["contenders"]["measured"]
+
+    for case, spec_case in zip(document["cases"], expected):
+        assert case["errors"] == {} and case["disagreements"] == {}
+        assert set(case["results"]) | set(case["not_applicable"]) == set(document["contenders"]["measured"])
+        for label, figures in case["results"].items():
+            time_s = min(statistics.median(calls) for calls in figures["rounds_s"])
+            assert figures["time_s"] == pytest.approx(time_s) and time_s > 0
+            amount = spec_case.flops if spec_case.layer.op == CONV else spec_case.nbytes
+            assert figures["rate"] == pytest.approx(amount / time_s / 1e9)
+            assert figures["spread"] >= 0
+            assert figures["max_rel_difference"] <= runner.AGREEMENT_TOLERANCE[case["dtype"]]
+            if figures["ceiling"] is not None:
+                ceiling = document["ceilings"][figures["ceiling"]]
+                assert figures["ceiling_share"] == pytest.approx(figures["rate"] / ceiling["rate"])
+        peers = [label for label in case["results"] if not label.startswith("gpuconv/")]
+        assert set(case["ratios"][ours]) == set(peers)
+        for label in peers:
+            assert case["ratios"][ours][label] == pytest.approx(
+                case["results"][label]["time_s"] / case["results"][ours]["time_s"])
+
+    env = document["environment"]
+    assert env["cpu"]["model"] and env["cpu"]["usable_cpus"] >= 1 and env["versions"]["numpy"]
+    for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        assert env["environment_variables"].get(name) == os.environ.get(name)
+    assert "NumPy BLAS" in captured.out and "Speed ratio" in captured.out
