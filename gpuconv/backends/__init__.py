@@ -88,7 +88,12 @@ def is_cupy_array(x) -> bool:
 
 
 def select(x, backend: str | None):
-    name = backend or _current.get() or os.environ.get("GPUCONV_BACKEND") or None
+    name = backend or _current.get() or None
+    if name is None and os.environ.get("GPUCONV_BACKEND"):
+        name = os.environ["GPUCONV_BACKEND"]
+        if name not in _MODULES:
+            raise ValueError(f"environment variable GPUCONV_BACKEND={name!r}: unknown backend; "
+                             f"expected one of {tuple(_MODULES)}")
     if name is None:
         name = "cuda" if is_cupy_array(x) else "numpy"
     return get_backend(name)
