@@ -83,12 +83,14 @@ def bank(kernels, in_channels: int = 1, dtype=np.float32) -> np.ndarray:
     """
     if not isinstance(in_channels, int) or in_channels < 1:
         raise ValueError(f"in_channels={in_channels!r}: must be an int >= 1")
-    mats = [NAMED[k]() if isinstance(k, str) and k in NAMED else np.asarray(k, dtype=np.float64) for k in kernels]
-    if not mats:
+    kernels = list(kernels)
+    if not kernels:
         raise ValueError("kernels is empty: give at least one kernel")
-    for i, (k, m) in enumerate(zip(kernels, mats)):
+    for i, k in enumerate(kernels):
         if isinstance(k, str) and k not in NAMED:
             raise ValueError(f"kernels[{i}]={k!r}: unknown name; expected one of {sorted(NAMED)}")
+    mats = [NAMED[k]() if isinstance(k, str) else np.asarray(k, dtype=np.float64) for k in kernels]
+    for i, m in enumerate(mats):
         if m.ndim != 2 or m.size == 0:
             raise ValueError(f"kernels[{i}] has shape {m.shape}: expected a non-empty 2-D kernel")
     kh = max(m.shape[0] for m in mats)
