@@ -1,0 +1,119 @@
+"""The CUDA kernels: where the .cu files are, how they compile, every instantiation, and loading.
+
+One source of truth for what the CUDA backend hands to CuPy's RawModule and what the compile
+check (gpuconv._compile) compiles: NVRTC_OPTIONS and KERNEL_SOURCES. get_module() returns a
+CuPy RawModule on a GPU ("cuda") or the emulator's Module on the CPU ("emu"); both have
+get_function(name_expression).
+"""
+from __future__ import annotations
+
+import functools
+import os
+import re
+import sys
+import threading
+from pathlib import Path
+
+import gpuconv
+
+
+def _cuda_dir() -> Path:
+    packaged = Path(gpuconv.__file__).parent / "cuda"  # a wheel ships cuda/ as gpuconv/cuda
+    if any(packaged.glob("*.cu")):
+        return packaged
+    return Path(__file__).resolve().parent.parent / "cuda"
+
+
+def _cuda_include_dir() -> str | None:
+    """A directory with CUDA's cuda_fp16.h: $CUDA_PATH, the pip wheels, then /usr/local/cuda."""
+    candidates = [Path(os.environ[v]) / "include" for v in ("CUDA_PATH", "CUDA_HOME") if os.environ.get(v)]
+    for site in sys.path:
+        candidates += [Path(site) / "nvidia" / sub / "include" for sub in ("cu13", "cu12", "cuda_runtime")]
+    candidates.append(Path("/usr/local/cuda/include"))
+    return next((str(d) for d in candidates if (d / "cuda_fp16.h").is_file()), None)
+
+
+CUDA_DIR = _cuda_dir()
+CUDA_INCLUDE_DIR = _cuda_include_dir()
+NVRTC_OPTIONS = ("-std=c++17", f"-I{CUDA_DIR}") + ((f"-I{CUDA_INCLUDE_DIR}",) if CUDA_INCLUDE_DIR else ())
+
+# NumPy dtype name -> C++ element type of the kernels.
+ELEMENT_TYPES = {"float16": "__half", "float32": "float", "float64": "double"}
+INDEX_TYPES = ("int", "long long")  # 32-bit index arithmetic when the tensors allow it
+
+# Direct convolution: filters per block (FB) and whether the input tile is staged in shared memory.
+DIRECT_FILTER_BATCHES = (1, 4)
+# Implicit GEMM register tilings (BM, BN, TM, TN): 128x128 tiles of 8x8 per thread for large
+# GEMMs, 64x64 tiles of 4x4 per thread for small ones (and float64, which has half the registers).
+IGEMM_TILINGS = {"large": (128, 128, 8, 8), "small": (64, 64, 4, 4)}
+
+
+def direct_kernel(ctype: str, itype: str, filter_batch: int, staged: bool) -> str:
+    return f"conv2d_direct<{ctype}, {itype}, {filter_batch}, {'true' if staged else 'false'}>"
+
+
+def implicit_gemm_kernel(ctype: str, itype: str, tiling: str) -> str:
+    return f"conv2d_implicit_gemm<{ctype}, {itype}, {', '.join(map(str, IGEMM_TILINGS[tiling]))}>"
+
+
+def igemm_tilings(ctype: str) -> tuple[str, ...]:
+    return ("small",) if ctype == "double" else tuple(IGEMM_TILINGS)
+
+
+def _all_instantiations() -> dict[str, tuple[str, ...]]:
+    sources: dict[str, list[str]] = {"conv_direct.cu": [], "conv_implicit_gemm.cu": [], "pool.cu": [], "pad.cu": []}
+    for ctype in ELEMENT_TYPES.values():
+        for itype in INDEX_TYPES:
+            sources["conv_direct.cu"] += [direct_kernel(ctype, itype, fb, staged)
+                                          for fb in DIRECT_FILTER_BATCHES for staged in (True, False)]
+            sources["conv_implicit_gemm.cu"] += [implicit_gemm_kernel(ctype, itype, t) for t in igemm_tilings(ctype)]
+            sources["pool.cu"] += [f"max_pool2d<{ctype}, {itype}>", f"avg_pool2d<{ctype}, {itype}>"]
+            sources["pad.cu"].append(f"pad2d<{ctype}, {itype}>")
+    return {file: tuple(names) for file, names in sources.items()}
+
+
+KERNEL_SOURCES = _all_instantiations()
+
+@functools.lru_cache(maxsize=None)
+def constants(file: str) -> dict[str, int]:
+    """The integer `#define NAME value` lines of cuda/<file>: tile sizes and threads per block,
+    so the launcher's grids and shared-memory sizes come from the kernel's own constants."""
+    text = (CUDA_DIR / file).read_text()
+    return {m[1]: int(m[2]) for m in re.finditer(r"^#define (\w+) (\d+)\b", text, re.M)}
+
+
+_modules: dict[tuple, object] = {}
+_lock = threading.Lock()
+
+
+def get_module(file: str, device_kind: str):
+    """The compiled module of cuda/<file> with all its instantiations, memoised per device.
+
+    device_kind "cuda": a cupy.RawModule for CuPy's current device; "emu": the emulator's Module.
+    """
+    if device_kind == "cuda":
+        import cupy
+
+        key = (file, device_kind, cupy.cuda.Device().id)
+    elif device_kind == "emu":
+        key = (file, device_kind)
+    else:
+        raise ValueError(f"device_kind={device_kind!r}: expected 'cuda' or 'emu'")
+    with _lock:
+        module = _modules.get(key)
+        if module is None:
+            module = _modules[key] = _build(file, device_kind)
+    return module
+
+
+def _build(file: str, device_kind: str):
+    names = KERNEL_SOURCES[file]
+    path = CUDA_DIR / file
+    if device_kind == "cuda":
+        import cupy
+
+        # RawModule's path= takes a cubin, not source: hand it the code; includes resolve via -I.
+        return cupy.RawModule(code=path.read_text(), options=NVRTC_OPTIONS, name_expressions=names)
+    from gpuconv.emulator import Module
+
+    return Module(path=str(path), options=NVRTC_OPTIONS, name_expressions=names)

@@ -1,0 +1,306 @@
+"""The CUDA backends: launch logic for the kernels in cuda/*.cu.
+
+One launcher serves two backends: "cuda" runs the kernels on a GPU through CuPy; "cuda-emu"
+runs the very same kernels, grids, block sizes and argument lists in the CPU emulator
+(gpuconv.emulator), NumPy arrays standing in for device memory. What differs between the two
+is isolated in `_Device` (array module, module loading, shared-memory limit).
+
+Conv algorithm choice ("auto"): implicit GEMM when a group is GEMM-shaped enough to fill its
+tiles, i.e. at least IGEMM_MIN_FILTERS filters per group and a reduction (C/groups*KH*KW) of
+at least IGEMM_MIN_REDUCTION taps; otherwise the direct kernel (few channels, image filters,
+depthwise and small grouped layers), where a GEMM tile would be mostly padding.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from .. import _kernels
+from . import BackendUnavailable, is_cupy_array
+
+ALGORITHMS = ("auto", "direct", "implicit_gemm")
+IGEMM_MIN_FILTERS = 16
+IGEMM_MIN_REDUCTION = 64
+IGEMM_LARGE_MIN_FILTERS = 96      # 128-row tiles once most of their rows hold filters
+IGEMM_LARGE_MIN_PIXELS = 16384    # ...and there are enough output pixels to fill the GPU with them
+
+MODE_CODES = {"zeros": 0, "constant": 0, "reflect": 1, "replicate": 2, "circular": 3}  # common.cuh PadMode
+MAX_GRID_X = 2**31 - 1
+MAX_GRID_YZ = 65535
+MAX_ELEMENTWISE_BLOCKS = 65536  # pooling/padding kernels loop (grid-stride) beyond this many blocks
+DEFAULT_SHARED_BYTES = 48 * 1024  # above this, dynamic shared memory needs the kernel attribute raised
+EMULATED_SHARED_BYTES = 96 * 1024  # the emulator plays a device with sm_70's opt-in limit
+
+# Test hook: True forces the 64-bit index instantiations on small tensors.
+FORCE_INDEX64 = False
+
+
+class _Device:
+    """What differs between a GPU (kind "cuda", CuPy) and the emulator (kind "emu", NumPy)."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    @property
+    def xp(self):
+        """cupy or numpy (looked up per call, so tests can poison numpy's allocations)."""
+        if self.kind == "cuda":
+            import cupy
+
+            return cupy
+        return np
+
+    def scope(self, x):
+        """Run on x's GPU when x is a CuPy array (a no-op otherwise)."""
+        return x.device if self.kind == "cuda" and is_cupy_array(x) else contextlib.nullcontext()
+
+    def to_work(self, a):
+        """a as a C-contiguous array of this device's array module."""
+        if self.kind == "cuda":
+            return self.xp.ascontiguousarray(self.xp.asarray(a))
+        return np.ascontiguousarray(a.get() if is_cupy_array(a) else a)
+
+    def like(self, result, x):
+        """result in x's array type (NumPy in -> NumPy out, CuPy in -> CuPy out)."""
+        if is_cupy_array(result) == is_cupy_array(x):
+            return result
+        if is_cupy_array(result):
+            return result.get()
+        import cupy
+
+        return cupy.asarray(result)
+
+    def max_shared_bytes(self) -> int:
+        if self.kind == "emu":
+            return EMULATED_SHARED_BYTES
+        attributes = self.xp.cuda.Device().attributes
+        return int(attributes.get("MaxSharedMemoryPerBlockOptin", DEFAULT_SHARED_BYTES))
+
+    def launch(self, file: str, name: str, grid, block, args, shared: int = 0):
+        function = _kernels.get_module(file, self.kind).get_function(name)
+        if shared > DEFAULT_SHARED_BYTES:
+            function.max_dynamic_shared_size_bytes = shared
+        function(grid, block, args, shared_mem=shared)
+
+
+def _index_type(*arrays) -> tuple[str, type]:
+    """32-bit index arithmetic when every tensor is under 2^31 bytes, else 64-bit."""
+    if FORCE_INDEX64 or any(a.nbytes >= 2**31 for a in arrays):
+        return "long long", np.int64
+    return "int", np.int32
+
+
+def _ctype(dtype) -> str:
+    return _kernels.ELEMENT_TYPES[np.dtype(dtype).name]
+
+
+def _acc_itemsize(dtype) -> int:
+    return 8 if np.dtype(dtype) == np.float64 else 4
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+class _DirectPlan:
+    """Grid and shared memory of conv2d_direct for one spec (tile sizes from conv_direct.cu)."""
+
+    def __init__(self, spec, max_shared: int, acc_itemsize: int):
+        k = _kernels.constants("conv_direct.cu")
+        self.block = (k["DIRECT_BLOCK_X"], k["DIRECT_BLOCK_Y"], 1)
+        tile_w, tile_h = k["DIRECT_BLOCK_X"], k["DIRECT_BLOCK_Y"] * k["DIRECT_ROWS_PER_THREAD"]
+        fg = spec.f // spec.groups
+        self.filter_batch = 4 if fg >= 4 else 1
+        self.tiles_x, self.tiles_y = _ceil_div(spec.ow, tile_w), _ceil_div(spec.oh, tile_h)
+        blocks = self.tiles_x * self.tiles_y * spec.n
+        if blocks > MAX_GRID_X:
+            raise ValueError(f"algorithm='direct' needs at most {MAX_GRID_X} output tiles of {tile_h}x{tile_w} "
+                             f"over all images; this convolution has {blocks}")
+        batches = spec.groups * _ceil_div(fg, self.filter_batch)
+        self.grid = (blocks, min(batches, MAX_GRID_YZ), 1)
+        in_h = (tile_h - 1) * spec.stride[0] + (spec.kh - 1) * spec.dilation[0] + 1
+        in_w = (tile_w - 1) * spec.stride[1] + (spec.kw - 1) * spec.dilation[1] + 1
+        shared = (in_h * in_w + self.filter_batch * spec.kh * spec.kw) * acc_itemsize
+        # Fast path: the input tile and its halo fit in shared memory; else read global memory.
+        self.staged = shared <= max_shared
+        self.shared = shared if self.staged else 0
+        self.in_hw = (in_h, in_w) if self.staged else (0, 0)
+
+
+class _ImplicitGemmPlan:
+    """Tiling and grid of conv2d_implicit_gemm for one spec."""
+
+    def __init__(self, spec, ctype: str):
+        fg = spec.f // spec.groups
+        pixels = spec.n * spec.oh * spec.ow
+        large = (ctype != "double" and fg >= IGEMM_LARGE_MIN_FILTERS and pixels >= IGEMM_LARGE_MIN_PIXELS)
+        self.tiling = "large" if large else "small"
+        bm, bn, tm, tn = _kernels.IGEMM_TILINGS[self.tiling]
+        self.block = ((bm // tm) * (bn // tn), 1, 1)
+        self.grid = (_ceil_div(pixels, bn), spec.groups * _ceil_div(fg, bm), 1)
+        if self.grid[1] > MAX_GRID_YZ or self.grid[0] > MAX_GRID_X:
+            raise ValueError(f"algorithm='implicit_gemm' needs groups * ceil(F/groups / {bm}) <= {MAX_GRID_YZ} and "
+                             f"ceil(N*OH*OW / {bn}) <= {MAX_GRID_X}; got groups={spec.groups}, F={spec.f}, "
+                             f"N*OH*OW={pixels}")
+
+
+class CudaBackend:
+    algorithms = ALGORITHMS
+
+    def __init__(self, name: str, device: _Device):
+        self.name = name
+        self.device = device
+
+    # ---- convolution -------------------------------------------------------------------------
+    def applicable_algorithms(self, spec) -> tuple[str, ...]:
+        usable = ["auto"]
+        for algorithm in ALGORITHMS[1:]:
+            try:
+                self._plan(spec, algorithm, np.float32)
+                usable.append(algorithm)
+            except ValueError:
+                pass
+        return tuple(usable)
+
+    def choose_algorithm(self, spec) -> str:
+        fg, reduction = spec.f // spec.groups, spec.c // spec.groups * spec.kh * spec.kw
+        preferred = "implicit_gemm" if fg >= IGEMM_MIN_FILTERS and reduction >= IGEMM_MIN_REDUCTION else "direct"
+        usable = self.applicable_algorithms(spec)
+        if preferred in usable:
+            return preferred
+        if len(usable) > 1:
+            return usable[1]
+        self._plan(spec, preferred, np.float32)  # raises the reason
+        raise AssertionError("unreachable")
+
+    def _plan(self, spec, algorithm, dtype):
+        if algorithm == "direct":
+            return _DirectPlan(spec, self.device.max_shared_bytes(), _acc_itemsize(dtype))
+        if algorithm == "implicit_gemm":
+            return _ImplicitGemmPlan(spec, _ctype(dtype))
+        raise ValueError(f"algorithm={algorithm!r}: the {self.name} backend offers {ALGORITHMS}")
+
+    def conv2d(self, x, w, bias, spec, algorithm):
+        with self.device.scope(x):
+            return self._conv2d(x, w, bias, spec, algorithm)
+
+    def _conv2d(self, x, w, bias, spec, algorithm):
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm={algorithm!r}: the {self.name} backend offers {ALGORITHMS}")
+        if algorithm == "auto":
+            algorithm = self.choose_algorithm(spec)
+        plan = self._plan(spec, algorithm, x.dtype)
+        dev = self.device
+        xd, wd = dev.to_work(x), dev.to_work(w)
+        has_bias = bias is not None
+        bd = dev.to_work(bias) if has_bias else dev.xp.zeros(1, dtype=x.dtype)
+        out = dev.xp.empty(spec.out_shape, dtype=x.dtype)
+        itype, I = _index_type(xd, wd, out)
+        ctype = _ctype(x.dtype)
+        (sh, sw), (dh, dw) = spec.stride, spec.dilation
+        top, _, left, _ = spec.pads
+        geometry = (I(spec.c), I(spec.h), I(spec.w), I(spec.f), I(spec.oh), I(spec.ow),
+                    *map(np.int32, (spec.kh, spec.kw, spec.groups, sh, sw, dh, dw, top, left,
+                                    MODE_CODES[spec.padding_mode])))
+        if algorithm == "direct":
+            name = _kernels.direct_kernel(ctype, itype, plan.filter_batch, plan.staged)
+            args = (xd, wd, bd, out, np.int32(has_bias), *geometry,
+                    *map(np.int32, (plan.tiles_x, plan.tiles_y, *plan.in_hw)))
+            dev.launch("conv_direct.cu", name, plan.grid, plan.block, args, plan.shared)
+        else:
+            groups, fg = spec.groups, spec.f // spec.groups
+            wt = dev.xp.ascontiguousarray(wd.reshape(groups, fg, -1).transpose(0, 2, 1))  # (groups, K, F/groups)
+            name = _kernels.implicit_gemm_kernel(ctype, itype, plan.tiling)
+            args = (xd, wt, bd, out, np.int32(has_bias), I(spec.n), *geometry)
+            dev.launch("conv_implicit_gemm.cu", name, plan.grid, plan.block, args)
+        return dev.like(out, x)
+
+    # ---- pooling and padding ------------------------------------------------------------------
+    def _elementwise_grid(self, total: int, file: str, threads_name: str):
+        threads = _kernels.constants(file)[threads_name]
+        return (min(_ceil_div(total, threads), MAX_ELEMENTWISE_BLOCKS), 1, 1), (threads, 1, 1)
+
+    def max_pool2d(self, x, spec, return_indices):
+        with self.device.scope(x):
+            return self._max_pool2d(x, spec, return_indices)
+
+    def _max_pool2d(self, x, spec, return_indices):
+        dev = self.device
+        xd = dev.to_work(x)
+        out = dev.xp.empty(spec.out_shape, dtype=x.dtype)
+        indices = dev.xp.empty(spec.out_shape if return_indices else (1,), dtype=np.int64)
+        itype, I = _index_type(xd, out, indices)
+        grid, block = self._elementwise_grid(out.size, "pool.cu", "POOL_THREADS")
+        top, _, left, _ = spec.pads
+        args = (xd, out, indices, I(out.size), I(spec.h), I(spec.w), I(spec.oh), I(spec.ow),
+                *map(np.int32, (spec.kh, spec.kw, *spec.stride, *spec.dilation, top, left, return_indices)))
+        dev.launch("pool.cu", f"max_pool2d<{_ctype(x.dtype)}, {itype}>", grid, block, args)
+        out = dev.like(out, x)
+        return (out, dev.like(indices, x)) if return_indices else out
+
+    def avg_pool2d(self, x, spec):
+        with self.device.scope(x):
+            return self._avg_pool2d(x, spec)
+
+    def _avg_pool2d(self, x, spec):
+        dev = self.device
+        xd = dev.to_work(x)
+        out = dev.xp.empty(spec.out_shape, dtype=x.dtype)
+        itype, I = _index_type(xd, out)
+        grid, block = self._elementwise_grid(out.size, "pool.cu", "POOL_THREADS")
+        top, bottom, left, right = spec.pads
+        args = (xd, out, I(out.size), I(spec.h), I(spec.w), I(spec.oh), I(spec.ow),
+                *map(np.int32, (spec.kh, spec.kw, *spec.stride, top, bottom, left, right,
+                                spec.count_include_pad, spec.divisor_override or 0)))
+        dev.launch("pool.cu", f"avg_pool2d<{_ctype(x.dtype)}, {itype}>", grid, block, args)
+        return dev.like(out, x)
+
+    def pad2d(self, x, spec):
+        with self.device.scope(x):
+            return self._pad2d(x, spec)
+
+    def _pad2d(self, x, spec):
+        dev = self.device
+        xd = dev.to_work(x)
+        out = dev.xp.empty(spec.out_shape, dtype=x.dtype)
+        itype, I = _index_type(xd, out)
+        grid, block = self._elementwise_grid(out.size, "pad.cu", "PAD_THREADS")
+        top, _, left, _ = spec.pads
+        _, _, oh, ow = spec.out_shape
+        args = (xd, out, I(out.size), I(spec.h), I(spec.w), I(oh), I(ow), I(top), I(left),
+                np.int32(MODE_CODES[spec.mode]), np.float64(spec.value))
+        dev.launch("pad.cu", f"pad2d<{_ctype(x.dtype)}, {itype}>", grid, block, args)
+        return dev.like(out, x)
+
+
+def _gpu_unavailable_reason() -> str | None:
+    try:
+        import cupy
+    except ImportError as exc:
+        return f"CuPy is not installed ({exc}); pip install 'gpuconv[cuda12]' or 'gpuconv[cuda13]'"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CuPy raises CUDARuntimeError without a driver
+        return f"CuPy is installed but finds no usable CUDA device ({type(exc).__name__}: {exc})"
+    return None if count > 0 else "CuPy is installed but there is no CUDA device"
+
+
+def _emulator_unavailable_reason() -> str | None:
+    try:
+        from gpuconv.emulator import unavailable_reason
+    except ImportError as exc:
+        return f"the CUDA emulator cannot be imported ({exc})"
+    return unavailable_reason()
+
+
+def load(name: str) -> CudaBackend:
+    if name == "cuda":
+        reason, kind = _gpu_unavailable_reason(), "cuda"
+    elif name == "cuda-emu":
+        reason, kind = _emulator_unavailable_reason(), "emu"
+    else:
+        raise ValueError(f"backend={name!r}: gpuconv.backends.cuda provides 'cuda' and 'cuda-emu'")
+    if reason:
+        raise BackendUnavailable(reason)
+    return CudaBackend(name, _Device(kind))
