@@ -33,6 +33,8 @@ class Contender:
     clock: Callable
     # (case, {"x": ndarray, "w": ndarray or None}) -> call returning the result, or a reason string
     prepare: Callable[[Case, dict], Callable[[], object] | str]
+    # waits for the work a call queued (a GPU's); for timers that read the host clock
+    synchronise: Callable[[], None] = lambda: None
 
 
 def to_numpy(result) -> np.ndarray:
@@ -45,6 +47,13 @@ def to_numpy(result) -> np.ndarray:
     return np.asarray(result)
 
 
+def by_label(label: str) -> Contender:
+    """"gpuconv/<backend>" or one of PEERS; raises Unavailable with the reason it cannot run here."""
+    if label.startswith("gpuconv/"):
+        return gpuconv_contender(label.split("/", 1)[1])
+    return peer(label)
+
+
 def gpuconv_contender(backend: str) -> Contender:
     """gpuconv's public ops pinned to `backend`; raises Unavailable with the registry's reason."""
     try:
@@ -55,9 +64,9 @@ def gpuconv_contender(backend: str) -> Contender:
     if on_gpu:
         import cupy
 
-        to_device = cupy.asarray
+        to_device, synchronise = cupy.asarray, cupy.cuda.Device().synchronize
     else:
-        to_device = np.asarray
+        to_device, synchronise = np.asarray, lambda: None
 
     def prepare(case, inputs):
         layer = case.layer
@@ -70,7 +79,8 @@ def gpuconv_contender(backend: str) -> Contender:
         return lambda: _api.avg_pool2d(x, layer.kernel, layer.stride, layer.padding, backend=backend)
 
     device = GPU if on_gpu else (EMULATOR if backend == "cuda-emu" else CPU)
-    return Contender(f"gpuconv/{backend}", device, cupy_event_clock() if on_gpu else host_clock, prepare)
+    return Contender(f"gpuconv/{backend}", device, cupy_event_clock() if on_gpu else host_clock, prepare,
+                     synchronise)
 
 
 def peer(label: str) -> Contender:
@@ -125,7 +135,7 @@ def _torch_cuda() -> Contender:
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.benchmark = True
-    return Contender("torch-cuda", GPU, torch_event_clock(), _torch_prepare(torch, "cuda"))
+    return Contender("torch-cuda", GPU, torch_event_clock(), _torch_prepare(torch, "cuda"), torch.cuda.synchronize)
 
 
 def ndimage_rule(case: Case) -> str | None:
@@ -186,4 +196,5 @@ def _cupyx() -> Contender:
     if count == 0:
         raise Unavailable("CuPy finds no CUDA device")
     ndimage = _import("cupyx.scipy.ndimage")
-    return Contender("cupyx", GPU, cupy_event_clock(), _ndimage_prepare(cupy, ndimage))
+    return Contender("cupyx", GPU, cupy_event_clock(), _ndimage_prepare(cupy, ndimage),
+                     cupy.cuda.Device().synchronize)

@@ -66,6 +66,16 @@ class Case:
         shapes = [self.layer.x_shape, self.spec.out_shape] + ([self.layer.w_shape] if self.layer.op == CONV else [])
         return itemsize * sum(int(np.prod(s)) for s in shapes)
 
+    def inputs(self, seed: int) -> dict:
+        """{"x": input, "w": weights or None}: seeded normal data, weights scaled by 1/sqrt(fan-in)
+        so that outputs stay near unit scale."""
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal(self.layer.x_shape).astype(self.dtype)
+        w_shape = self.layer.w_shape
+        w = None if w_shape is None else \
+            (rng.standard_normal(w_shape) / np.sqrt(np.prod(w_shape[1:]))).astype(self.dtype)
+        return {"x": x, "w": w}
+
     def describe(self) -> str:
         layer = self.layer
         text = "x".join(map(str, layer.x_shape))

@@ -10,10 +10,8 @@ from __future__ import annotations
 import sys
 from dataclasses import asdict, dataclass
 
-import numpy as np
-
 from . import ceilings, environment
-from .contenders import CPU, GPU, PEERS, Unavailable, gpuconv_contender, peer, to_numpy
+from .contenders import CPU, GPU, PEERS, Unavailable, by_label, to_numpy
 from .figures import geometric_mean, rate, relative_difference, share, speed_ratio, summarise
 from .layers import CONV, Case, select_cases
 from .timing import measure
@@ -77,13 +75,11 @@ def run(settings: Settings, progress=_stderr) -> dict:
 
 def _contenders(settings: Settings):
     contenders, skipped = [], {}
-    for make, names in ((gpuconv_contender, settings.backends), (peer, settings.peers)):
-        for name in names:
-            try:
-                contenders.append(make(name))
-            except Unavailable as exc:
-                label = f"gpuconv/{name}" if make is gpuconv_contender else name
-                skipped[label] = str(exc)
+    for label in [f"gpuconv/{name}" for name in settings.backends] + list(settings.peers):
+        try:
+            contenders.append(by_label(label))
+        except Unavailable as exc:
+            skipped[label] = str(exc)
     return contenders, skipped
 
 
@@ -100,17 +96,6 @@ def _shared_ceilings(settings, cases, contenders, progress) -> dict:
     return found
 
 
-def _inputs(case: Case, seed: int) -> dict:
-    rng = np.random.default_rng(seed)
-    layer = case.layer
-    x = rng.standard_normal(layer.x_shape).astype(case.dtype)
-    w = None
-    if layer.op == CONV:
-        fan_in = int(np.prod(layer.w_shape[1:]))
-        w = (rng.standard_normal(layer.w_shape) / np.sqrt(fan_in)).astype(case.dtype)
-    return {"x": x, "w": w}
-
-
 def _describe_case(case: Case) -> dict:
     layer = case.layer
     return {"layer": layer.name, "title": layer.title, "op": layer.op, "dtype": case.dtype,
@@ -124,7 +109,7 @@ def _describe_case(case: Case) -> dict:
 def _run_case(case: Case, seed: int, contenders, shared_ceilings: dict, settings: Settings) -> dict:
     result = {**_describe_case(case), "results": {}, "ratios": {}, "not_applicable": {}, "errors": {},
               "disagreements": {}, "reference": None}
-    inputs = _inputs(case, seed)
+    inputs = case.inputs(seed)
     timed, reference = {}, None
     for contender in contenders:
         try:
