@@ -21,9 +21,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# PyTorch is only a peer the benchmark measures against. Without an NVIDIA GPU its CPU build is
+# enough, and pinning the release whose CPU wheel this project's machines keep locally avoids
+# pulling the default Linux build with ~3 GB of CUDA libraries. Override: make bench TORCH=torch
+TORCH ?= $(if $(wildcard /dev/nvidiactl),torch>=2.1,torch==2.13.0)
+
 bench: $(STAMP)
-	$(PY) -m pip install -q -e ".[bench]"
-	$(PY) -m gpuconv bench
+	$(PY) -m pip install -q -e ".[bench]" "$(TORCH)"
+	$(PY) -m gpuconv bench --dtype float32,float64 --json out/bench.json --plot out/bench.png
 
 clean:
 	rm -rf $(VENV) out build *.egg-info .pytest_cache .hypothesis
