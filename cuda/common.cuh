@@ -19,9 +19,9 @@ template <typename T> __device__ __forceinline__ T from_acc(typename Acc<T>::typ
 template <> __device__ __forceinline__ __half from_acc<__half>(float v) { return __float2half_rn(v); }
 
 template <typename A> __device__ __forceinline__ A negative_infinity();
-template <> __device__ __forceinline__ float negative_infinity<float>() { return __int_as_float(0xff800000); }
+template <> __device__ __forceinline__ float negative_infinity<float>() { return -__uint_as_float(0x7f800000u); }
 template <> __device__ __forceinline__ double negative_infinity<double>() {
-  return __longlong_as_double(0xfff0000000000000LL);
+  return -__longlong_as_double(0x7ff0000000000000LL);
 }
 
 // Padding modes, numbered as gpuconv.backends.cuda passes them (pad2d's "constant" is ZEROS).
