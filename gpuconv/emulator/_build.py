@@ -1,0 +1,168 @@
+"""Turns a .cu source into a shared library that runs its kernels on the CPU.
+
+Pipeline: preprocess with g++ (cuda_emu.h force-included, so __global__ / __shared__ survive as
+markers), rewrite the markers, append one registration line per kernel (name expressions and
+every non-template extern "C" __global__ function), compile. The preprocessed text holds
+everything the library depends on, so its hash (with the flags and the compiler version) is the
+cache key; libraries are written to a temporary file and renamed, so concurrent processes never
+load a half-written one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import _toolchain
+from ._errors import EmulatorCompileError
+
+_MARK_GLOBAL = "__gpuconv_emu_global__"
+_MARK_SHARED = "__gpuconv_emu_shared__"
+_STATIC_SHARED = 'static __attribute__((section("gpuconv_shared")))'
+# `extern __shared__ <type> name[];` -> a pointer to the dynamic shared buffer.
+_EXTERN_SHARED = re.compile(r"\bextern\s+" + _MARK_SHARED + r"\b([^;{}]*?)\b([A-Za-z_]\w*)\s*\[\s*\]\s*;")
+_GLOBAL_FUNCTION = re.compile(_MARK_GLOBAL + r"\s+(?:[A-Za-z_]\w*\s+)*?void\s+([A-Za-z_]\w*)\s*\(")
+_EXTERN_C_BLOCK = re.compile(r'extern\s+"C"\s*\{')
+_CODEGEN_FLAGS = ("-O1", "-fPIC", "-shared", "-fno-threadsafe-statics", "-ffp-contract=off",
+                  "-Wl,-z,defs", "-Wl,-Bsymbolic")
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    source: Path                      # the .cu file (a cached copy for code= modules)
+    include_dirs: tuple[str, ...]
+    defines: tuple[str, ...]          # "NAME" or "NAME=VALUE"
+    std: str                          # e.g. "c++17"
+    name_expressions: tuple[str, ...]
+    sanitizer_flags: tuple[str, ...]
+
+
+def _cpu_flags() -> tuple[str, ...]:
+    """-mfma where the CPU has FMA: fmaf() then inlines to one instruction (a*b+c is still not
+    contracted). The flag is part of the cache key, so a CPU without FMA never loads such a library."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return ()
+    return ("-mfma",) if "fma" in flags and platform.machine() == "x86_64" else ()
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("GPUCONV_EMU_CACHE")
+    if not root:
+        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = os.path.join(xdg, "gpuconv", "emulator")
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def source_file_for(code: str) -> Path:
+    """A stable file holding `code`, so that it can be preprocessed like a file on disk."""
+    path = cache_dir() / "sources" / f"module_{hashlib.sha256(code.encode()).hexdigest()[:16]}.cu"
+    if not path.exists():
+        path.parent.mkdir(exist_ok=True)
+        _write_atomically(path, code.encode())
+    return path
+
+
+def _run(cmd: list[str], what: str, stdin: str | None = None) -> str:
+    proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise EmulatorCompileError(f"{what} failed (exit {proc.returncode}):\n{proc.stderr.strip()}\n"
+                                   f"command: {' '.join(cmd)}")
+    return proc.stdout
+
+
+def _preprocess(req: BuildRequest) -> str:
+    cmd = [_toolchain.compiler(), "-E", "-x", "c++", f"-std={req.std}", *req.sanitizer_flags,
+           "-include", str(_toolchain.HEADER_DIR / "cuda_emu.h")]
+    cmd += [f"-I{d}" for d in (*req.include_dirs, *_toolchain.cuda_include_dirs())]
+    cmd += [f"-D{d}" for d in req.defines]
+    cmd += ["-"]
+    quoted = str(req.source).replace("\\", "\\\\").replace('"', '\\"')
+    return _run(cmd, f"preprocessing {req.source}", stdin=f'#include "{quoted}"\n')
+
+
+def _rewrite_shared(text: str) -> str:
+    def extern_shared(m: re.Match) -> str:
+        decl, name = m.group(1), m.group(2)
+        pointer = f"decltype(+gpuconv_emu_decl_{name})"
+        return (f"extern{decl}gpuconv_emu_decl_{name}[]; {pointer} const {name} = "
+                f"reinterpret_cast<{pointer}>(::gpuconv_emu::dynamic_shared_base());")
+
+    text = _EXTERN_SHARED.sub(extern_shared, text)
+    text = re.sub(r"\bstatic\s+" + _MARK_SHARED, _MARK_SHARED, text)
+    return text.replace(_MARK_SHARED, _STATIC_SHARED)
+
+
+def _extern_c_spans(text: str) -> list[tuple[int, int]]:
+    spans = []
+    for m in _EXTERN_C_BLOCK.finditer(text):
+        depth, i = 1, m.end()
+        while depth and i < len(text):
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        spans.append((m.end(), i))
+    return spans
+
+
+def extern_c_kernels(text: str) -> list[str]:
+    """Names of the non-template extern "C" __global__ functions in preprocessed text."""
+    spans = _extern_c_spans(text)
+    names: list[str] = []
+    for m in _GLOBAL_FUNCTION.finditer(text):
+        start = max(text.rfind(c, 0, m.start()) for c in ";{}") + 1
+        prefix = text[start:m.start()]
+        if re.search(r"\btemplate\b", prefix):
+            continue
+        in_block = any(a <= m.start() < b for a, b in spans)
+        if (in_block or re.search(r'extern\s+"C"', prefix)) and m.group(1) not in names:
+            names.append(m.group(1))
+    return names
+
+
+def _registrations(kernels: list[str]) -> str:
+    lines = ['# 1 "<emulator kernel registrations>"']
+    for i, expr in enumerate(kernels):
+        literal = expr.replace("\\", "\\\\").replace('"', '\\"')
+        lines.append(f'static int gpuconv_emu_registered_{i} = ::gpuconv_emu::register_kernel("{literal}", &{expr});')
+    return "\n".join(lines) + "\n"
+
+
+def build(req: BuildRequest) -> Path:
+    """Path of the shared library for `req`, compiled unless cached."""
+    text = _preprocess(req)
+    kernels = list(dict.fromkeys((*req.name_expressions, *extern_c_kernels(text))))
+    text = _rewrite_shared(text).replace(_MARK_GLOBAL, "") + _registrations(kernels)
+    compile_cmd = [_toolchain.compiler(), "-x", "c++", "-fpreprocessed", f"-std={req.std}", *_CODEGEN_FLAGS,
+                   *_cpu_flags(), *req.sanitizer_flags]
+    key = hashlib.sha256("\0".join([text, *compile_cmd, _toolchain.compiler_version()]).encode()).hexdigest()[:32]
+    library = cache_dir() / f"{req.source.stem}-{key}.so"
+    if library.exists():
+        return library
+    with tempfile.TemporaryDirectory(dir=cache_dir(), prefix="build-") as tmp:
+        source = Path(tmp) / f"{req.source.stem}.ii"
+        source.write_text(text)
+        output = Path(tmp) / "out.so"
+        _run([*compile_cmd, str(source), "-o", str(output)], f"compiling {req.source} for the emulator")
+        os.replace(output, library)
+    return library

@@ -1,0 +1,586 @@
+// The emulator's runtime: kernel registry, the block scheduler (threads as fibers, barriers,
+// warp collectives, thread and block orders) and the C entry points the Python loader calls.
+// Blocks run one after another; inside a block every thread runs until it blocks (barrier,
+// warp collective) or exits, then the scheduler checks and releases what can proceed.
+#pragma once
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <type_traits>
+#include <utility>
+
+#include <vector_types.h>
+
+#include "emu_fiber.h"
+
+namespace gpuconv_emu {
+
+// ---------------------------------------------------------------- limits of the largest GPU
+constexpr unsigned kMaxThreadsPerBlock = 1024;
+constexpr unsigned kMaxBlockDim[3] = {1024, 1024, 64};
+constexpr unsigned long long kMaxGridDim[3] = {2147483647ull, 65535ull, 65535ull};
+constexpr size_t kMaxSharedBytes = 227 * 1024;  // H100 opt-in maximum per block
+constexpr unsigned kWarpSize = 32;
+
+// ---------------------------------------------------------------- kernel registry
+template <class T> struct ScalarCode { static constexpr const char* value = nullptr; };
+#define GPUCONV_EMU_SCALAR(T, code) template <> struct ScalarCode<T> { static constexpr const char* value = code; };
+GPUCONV_EMU_SCALAR(bool, "b8")
+GPUCONV_EMU_SCALAR(char, "i8")
+GPUCONV_EMU_SCALAR(signed char, "i8")
+GPUCONV_EMU_SCALAR(unsigned char, "u8")
+GPUCONV_EMU_SCALAR(short, "i16")
+GPUCONV_EMU_SCALAR(unsigned short, "u16")
+GPUCONV_EMU_SCALAR(int, "i32")
+GPUCONV_EMU_SCALAR(unsigned int, "u32")
+GPUCONV_EMU_SCALAR(long, "i64")
+GPUCONV_EMU_SCALAR(unsigned long, "u64")
+GPUCONV_EMU_SCALAR(long long, "i64")
+GPUCONV_EMU_SCALAR(unsigned long long, "u64")
+GPUCONV_EMU_SCALAR(float, "f32")
+GPUCONV_EMU_SCALAR(double, "f64")
+#undef GPUCONV_EMU_SCALAR
+
+// Element type an array argument must have for a pointer parameter; "?" accepts any array
+// (void and byte pointers, structs). Vector types ask for their component type.
+template <class T> struct PointeeCode { static constexpr const char* value = ScalarCode<T>::value ? ScalarCode<T>::value : "?"; };
+template <> struct PointeeCode<void> { static constexpr const char* value = "?"; };
+template <> struct PointeeCode<char> { static constexpr const char* value = "?"; };
+template <> struct PointeeCode<signed char> { static constexpr const char* value = "?"; };
+template <> struct PointeeCode<unsigned char> { static constexpr const char* value = "?"; };
+#define GPUCONV_EMU_VECTOR(type, code) \
+    template <> struct PointeeCode<type> { static constexpr const char* value = code; };
+GPUCONV_EMU_VECTOR(float1, "f32") GPUCONV_EMU_VECTOR(float2, "f32") GPUCONV_EMU_VECTOR(float3, "f32")
+GPUCONV_EMU_VECTOR(float4, "f32") GPUCONV_EMU_VECTOR(double1, "f64") GPUCONV_EMU_VECTOR(double2, "f64")
+GPUCONV_EMU_VECTOR(int1, "i32") GPUCONV_EMU_VECTOR(int2, "i32") GPUCONV_EMU_VECTOR(int3, "i32")
+GPUCONV_EMU_VECTOR(int4, "i32") GPUCONV_EMU_VECTOR(uint1, "u32") GPUCONV_EMU_VECTOR(uint2, "u32")
+GPUCONV_EMU_VECTOR(uint3, "u32") GPUCONV_EMU_VECTOR(uint4, "u32") GPUCONV_EMU_VECTOR(longlong1, "i64")
+GPUCONV_EMU_VECTOR(longlong2, "i64") GPUCONV_EMU_VECTOR(ulonglong1, "u64") GPUCONV_EMU_VECTOR(ulonglong2, "u64")
+#undef GPUCONV_EMU_VECTOR
+
+// Parameter code: "*<element>" for pointers, the scalar code otherwise.
+template <class T> struct ParamCode {
+    static_assert(ScalarCode<T>::value != nullptr,
+                  "emulated kernel parameters must be pointers or arithmetic scalars (no structs by value)");
+    static void append(char* out, size_t n) { strncat(out, ScalarCode<T>::value, n - strlen(out) - 1); }
+};
+template <class T> struct ParamCode<T*> {
+    static void append(char* out, size_t n) {
+        strncat(out, "*", n - strlen(out) - 1);
+        strncat(out, PointeeCode<std::remove_cv_t<T>>::value, n - strlen(out) - 1);
+    }
+};
+
+using ErasedKernel = void (*)();
+using Invoker = void (*)(ErasedKernel, void* const*);
+
+struct Kernel {
+    const char* name;
+    char signature[512];  // comma-separated parameter codes
+    ErasedKernel fn;
+    Invoker invoke;
+};
+
+constexpr int kMaxKernels = 4096;
+inline Kernel g_kernels[kMaxKernels];
+inline int g_kernel_count = 0;
+
+template <class... A> struct Call {
+    template <size_t... I> static void unpack(ErasedKernel fn, void* const* args, std::index_sequence<I...>) {
+        reinterpret_cast<void (*)(A...)>(fn)(*static_cast<std::remove_cv_t<A>*>(args[I])...);
+    }
+    static void invoke(ErasedKernel fn, void* const* args) { unpack(fn, args, std::index_sequence_for<A...>{}); }
+};
+
+// Called from the registration lines the loader appends to the source.
+template <class... A> int register_kernel(const char* name, void (*fn)(A...)) {
+    if (g_kernel_count == kMaxKernels) return -1;
+    Kernel& k = g_kernels[g_kernel_count];
+    k.name = name;
+    k.signature[0] = 0;
+    int i = 0;
+    ((strncat(k.signature, i++ ? "," : "", sizeof k.signature - strlen(k.signature) - 1),
+      ParamCode<std::remove_cv_t<A>>::append(k.signature, sizeof k.signature)), ...);
+    k.fn = reinterpret_cast<ErasedKernel>(fn);
+    k.invoke = &Call<A...>::invoke;
+    return g_kernel_count++;
+}
+
+// ---------------------------------------------------------------- threads and the block
+enum ThreadState : int { kRunnable, kAtBarrier, kAtWarp, kExited, kFailed };
+enum Collective : int { kShflIdx, kShflUp, kShflDown, kShflXor, kBallot, kAny, kAll, kSyncWarp };
+enum Barrier : int { kSync, kSyncCount, kSyncAnd, kSyncOr };
+enum Order : int { kForward = 0, kReverse = 1, kRandom = 2 };
+
+inline const char* collective_name(int kind) {
+    static const char* names[] = {"__shfl_sync", "__shfl_up_sync", "__shfl_down_sync", "__shfl_xor_sync",
+                                  "__ballot_sync", "__any_sync", "__all_sync", "__syncwarp"};
+    return names[kind];
+}
+inline const char* barrier_name(int kind) {
+    static const char* names[] = {"__syncthreads", "__syncthreads_count", "__syncthreads_and", "__syncthreads_or"};
+    return names[kind];
+}
+
+struct Thread {
+    Fiber fiber;
+    uint3 idx;
+    unsigned linear, lane, warp;
+    int state;
+    // Where a blocked thread waits, and its operands.
+    int kind;
+    const char* file;
+    int line;
+    unsigned mask;
+    int param, width;
+    unsigned long long value, result;
+};
+
+struct Launch {
+    HostContext host;
+    Thread threads[kMaxThreadsPerBlock];
+    unsigned fibers_allocated = 0;
+    unsigned nthreads = 0;
+    Thread* current = nullptr;
+    const Kernel* kernel = nullptr;
+    void* const* args = nullptr;
+    dim3 grid, block;
+    uint3 block_idx;
+    size_t dynamic_shared_bytes = 0;
+    unsigned long long rng = 0;
+    bool failed = false;
+    char error[2048];
+    // Addresses TSan uses as synchronisation objects.
+    char barrier_sync, block_end_sync, warp_sync[kMaxThreadsPerBlock / kWarpSize];
+};
+inline Launch g;
+
+// Static __shared__ arrays live in this section (the loader rewrites __shared__ to put them there);
+// dynamic shared memory is one buffer, poisoned for ASan past the size the launch asked for.
+extern "C" char __start_gpuconv_shared[] __attribute__((weak, visibility("hidden")));
+extern "C" char __stop_gpuconv_shared[] __attribute__((weak, visibility("hidden")));
+alignas(256) inline unsigned char g_dynamic_shared[kMaxSharedBytes];
+
+inline void* dynamic_shared_base() { return g_dynamic_shared; }
+
+inline void tsan_release(void* addr) {
+#if defined(__SANITIZE_THREAD__)
+    __tsan_release(addr);
+#endif
+    (void)addr;
+}
+inline void tsan_acquire(void* addr) {
+#if defined(__SANITIZE_THREAD__)
+    __tsan_acquire(addr);
+#endif
+    (void)addr;
+}
+
+GPUCONV_EMU_RUNTIME inline void describe_thread(char* out, size_t n, const Thread* t) {
+    snprintf(out, n, "kernel '%s', block (%u,%u,%u), thread (%u,%u,%u)", g.kernel->name, g.block_idx.x,
+             g.block_idx.y, g.block_idx.z, t->idx.x, t->idx.y, t->idx.z);
+}
+
+// Record the first error of a launch: "kernel ..., block ..., thread ...: <what>".
+GPUCONV_EMU_RUNTIME __attribute__((format(printf, 2, 3))) inline void record_error(const Thread* t, const char* fmt, ...) {
+    if (g.failed) return;
+    g.failed = true;
+    describe_thread(g.error, sizeof g.error, t);
+    size_t used = strlen(g.error);
+    snprintf(g.error + used, sizeof g.error - used, ": ");
+    used = strlen(g.error);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g.error + used, sizeof g.error - used, fmt, ap);
+    va_end(ap);
+}
+
+// ---------------------------------------------------------------- called from inside a thread
+GPUCONV_EMU_RUNTIME inline uint3 thread_idx() { return g.current->idx; }
+GPUCONV_EMU_RUNTIME inline uint3 block_idx() { return g.block_idx; }
+GPUCONV_EMU_RUNTIME inline dim3 block_dim() { return g.block; }
+GPUCONV_EMU_RUNTIME inline dim3 grid_dim() { return g.grid; }
+
+// Stop the calling thread for good and make the launch fail with this message.
+[[noreturn]] GPUCONV_EMU_RUNTIME __attribute__((format(printf, 1, 2))) inline void fail_thread(const char* fmt, ...) {
+    Thread* t = g.current;
+    char what[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    record_error(t, "%s", what);
+    t->state = kFailed;
+    switch_to_host(&g.host, &t->fiber, true);
+    __builtin_unreachable();
+}
+
+GPUCONV_EMU_RUNTIME inline unsigned long long block_barrier(int kind, int predicate, const char* file, int line) {
+    Thread* t = g.current;
+    t->state = kAtBarrier;
+    t->kind = kind;
+    t->file = file;
+    t->line = line;
+    t->value = predicate != 0;
+    tsan_release(&g.barrier_sync);
+    switch_to_host(&g.host, &t->fiber, false);
+    tsan_acquire(&g.barrier_sync);
+    return t->result;
+}
+
+GPUCONV_EMU_RUNTIME inline unsigned long long warp_collective(int kind, unsigned mask, unsigned long long value,
+                                                              int param, int width, const char* file, int line) {
+    Thread* t = g.current;
+    if (!(mask >> t->lane & 1u))
+        fail_thread("%s at %s:%d: mask 0x%08x does not include the calling lane %u", collective_name(kind), file, line,
+                    mask, t->lane);
+    if (kind <= kShflXor && (width < 1 || width > 32 || (width & (width - 1))))
+        fail_thread("%s at %s:%d: width %d is not a power of two in 1..32", collective_name(kind), file, line, width);
+    t->state = kAtWarp;
+    t->kind = kind;
+    t->file = file;
+    t->line = line;
+    t->mask = mask;
+    t->value = value;
+    t->param = param;
+    t->width = width;
+    if (kind == kSyncWarp) tsan_release(&g.warp_sync[t->warp]);
+    switch_to_host(&g.host, &t->fiber, false);
+    if (kind == kSyncWarp) tsan_acquire(&g.warp_sync[t->warp]);
+    return t->result;
+}
+
+// Lanes of the caller's warp that have not exited.
+GPUCONV_EMU_RUNTIME inline unsigned active_mask() {
+    const Thread* t = g.current;
+    unsigned mask = 0;
+    for (unsigned lane = 0; lane < kWarpSize; ++lane) {
+        unsigned linear = t->warp * kWarpSize + lane;
+        if (linear < g.nthreads && g.threads[linear].state != kExited) mask |= 1u << lane;
+    }
+    return mask;
+}
+
+GPUCONV_EMU_RUNTIME inline void thread_main(void* arg) {
+    Thread* t = static_cast<Thread*>(arg);
+    fiber_arrived(&g.host, &t->fiber);
+    g.kernel->invoke(g.kernel->fn, g.args);
+    t->state = kExited;
+    tsan_release(&g.block_end_sync);
+    switch_to_host(&g.host, &t->fiber, true);
+    __builtin_unreachable();
+}
+
+// ---------------------------------------------------------------- the scheduler
+GPUCONV_EMU_RUNTIME inline unsigned long long next_random() {  // splitmix64
+    unsigned long long z = (g.rng += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+GPUCONV_EMU_RUNTIME inline void thread_order(unsigned* order, unsigned n, int mode) {
+    for (unsigned i = 0; i < n; ++i) order[i] = mode == kReverse ? n - 1 - i : i;
+    if (mode == kRandom)
+        for (unsigned i = n; i > 1; --i) {
+            unsigned j = static_cast<unsigned>(next_random() % i);
+            unsigned tmp = order[i - 1];
+            order[i - 1] = order[j];
+            order[j] = tmp;
+        }
+}
+
+// Shared memory starts every block as NaN (0x7fffffff words: NaN as float, double and half,
+// INT_MAX as int), so a missing barrier or a short halo reads garbage instead of stale data.
+GPUCONV_EMU_RUNTIME inline void poison_fill(unsigned char* begin, unsigned char* end) {
+    static const unsigned char pattern[4] = {0xff, 0xff, 0xff, 0x7f};
+    for (unsigned char* p = begin; p < end; ++p) *p = pattern[reinterpret_cast<uintptr_t>(p) & 3u];
+}
+
+GPUCONV_EMU_RUNTIME inline void fill_shared_memory() {
+    if (__start_gpuconv_shared)
+        poison_fill(reinterpret_cast<unsigned char*>(__start_gpuconv_shared),
+                    reinterpret_cast<unsigned char*>(__stop_gpuconv_shared));
+    poison_fill(g_dynamic_shared, g_dynamic_shared + g.dynamic_shared_bytes);
+}
+
+// Release the warp collectives whose lanes have all arrived. Returns how many threads became
+// runnable, or -1 after recording an error.
+GPUCONV_EMU_RUNTIME inline int release_warp_collectives() {
+    int released = 0;
+    for (unsigned i = 0; i < g.nthreads; ++i) {
+        Thread* t = &g.threads[i];
+        if (t->state != kAtWarp) continue;
+        unsigned base = t->warp * kWarpSize;
+        for (unsigned lane = 0; lane < kWarpSize; ++lane) {
+            if (!(t->mask >> lane & 1u)) continue;
+            unsigned linear = base + lane;
+            if (linear >= g.nthreads) {
+                record_error(t, "%s at %s:%d: mask 0x%08x names lane %u, which does not exist in a block of %u threads "
+                             "(full-mask collectives need a block size that is a multiple of 32)",
+                             collective_name(t->kind), t->file, t->line, t->mask, lane, g.nthreads);
+                return -1;
+            }
+            const Thread* o = &g.threads[linear];
+            if (o->state == kExited) {
+                record_error(t, "%s at %s:%d: mask 0x%08x names lane %u, which has exited", collective_name(t->kind),
+                             t->file, t->line, t->mask, lane);
+                return -1;
+            }
+            if (o->state == kAtBarrier) {
+                record_error(t, "%s at %s:%d: mask 0x%08x names lane %u, which waits at %s (%s:%d) instead",
+                             collective_name(t->kind), t->file, t->line, t->mask, lane, barrier_name(o->kind), o->file,
+                             o->line);
+                return -1;
+            }
+            if (o->kind != t->kind || o->mask != t->mask) {
+                record_error(t, "%s at %s:%d with mask 0x%08x, but lane %u is at %s (%s:%d) with mask 0x%08x",
+                             collective_name(t->kind), t->file, t->line, t->mask, lane, collective_name(o->kind),
+                             o->file, o->line, o->mask);
+                return -1;
+            }
+        }
+        // Every lane of the mask is here: compute each one's result.
+        unsigned votes = 0;
+        for (unsigned lane = 0; lane < kWarpSize; ++lane)
+            if ((t->mask >> lane & 1u) && g.threads[base + lane].value) votes |= 1u << lane;
+        for (unsigned lane = 0; lane < kWarpSize; ++lane) {
+            if (!(t->mask >> lane & 1u)) continue;
+            Thread* me = &g.threads[base + lane];
+            unsigned width = static_cast<unsigned>(me->width), segment = lane & ~(width - 1u);
+            unsigned src = lane;
+            bool reads = true;
+            switch (me->kind) {
+                case kShflIdx: src = segment + (static_cast<unsigned>(me->param) & (width - 1u)); break;
+                case kShflUp: reads = (lane - segment) >= static_cast<unsigned>(me->param); src = lane - me->param; break;
+                case kShflDown: reads = (lane - segment) + me->param < width; src = lane + me->param; break;
+                case kShflXor: src = lane ^ static_cast<unsigned>(me->param); reads = src >= segment && src < segment + width && src < kWarpSize; break;
+                default: reads = false;
+            }
+            if (me->kind <= kShflXor) {
+                if (reads && !(me->mask >> src & 1u)) {
+                    record_error(me, "%s at %s:%d reads lane %u, outside its mask 0x%08x", collective_name(me->kind),
+                                 me->file, me->line, src, me->mask);
+                    return -1;
+                }
+                me->result = reads ? g.threads[base + src].value : me->value;
+            } else if (me->kind == kBallot) {
+                me->result = votes;
+            } else if (me->kind == kAny) {
+                me->result = votes != 0;
+            } else if (me->kind == kAll) {
+                me->result = votes == me->mask;
+            }
+        }
+        for (unsigned lane = 0; lane < kWarpSize; ++lane)
+            if (t->mask >> lane & 1u) g.threads[base + lane].state = kRunnable;
+        released += __builtin_popcount(t->mask);
+    }
+    return released;
+}
+
+// Nobody can run: either the block is done, or every live thread waits at the same barrier.
+// Returns 1 when the barrier was released, 0 when the block finished, -1 on an error.
+GPUCONV_EMU_RUNTIME inline int release_barrier() {
+    const Thread* waiting = nullptr;
+    const Thread* exited = nullptr;
+    unsigned n_exited = 0;
+    for (unsigned i = 0; i < g.nthreads; ++i) {
+        const Thread* t = &g.threads[i];
+        if (t->state == kExited) {
+            if (!exited) exited = t;
+            ++n_exited;
+        } else if (!waiting) {
+            waiting = t;
+        }
+    }
+    if (!waiting) return 0;
+    if (exited) {
+        record_error(exited, "exited while %u other thread(s) wait at %s (%s:%d): a barrier reached by only part of the "
+                     "block (divergent __syncthreads)", g.nthreads - n_exited, barrier_name(waiting->kind),
+                     waiting->file, waiting->line);
+        return -1;
+    }
+    unsigned long long count = 0;
+    for (unsigned i = 0; i < g.nthreads; ++i) {
+        const Thread* t = &g.threads[i];
+        if (t->kind != waiting->kind || t->line != waiting->line ||
+            (t->file != waiting->file && strcmp(t->file, waiting->file) != 0)) {
+            record_error(t, "waits at %s (%s:%d) while thread (%u,%u,%u) waits at %s (%s:%d): threads wait at different "
+                         "barriers (barriers are told apart by source line)", barrier_name(t->kind), t->file, t->line,
+                         waiting->idx.x, waiting->idx.y, waiting->idx.z, barrier_name(waiting->kind), waiting->file,
+                         waiting->line);
+            return -1;
+        }
+        count += t->value;
+    }
+    unsigned long long result = 0;
+    if (waiting->kind == kSyncCount) result = count;
+    if (waiting->kind == kSyncAnd) result = count == g.nthreads;
+    if (waiting->kind == kSyncOr) result = count != 0;
+    for (unsigned i = 0; i < g.nthreads; ++i) {
+        g.threads[i].result = result;
+        g.threads[i].state = kRunnable;
+    }
+    return 1;
+}
+
+GPUCONV_EMU_RUNTIME inline bool run_block(int order) {
+    fill_shared_memory();
+    for (unsigned i = 0; i < g.nthreads; ++i) {
+        Thread* t = &g.threads[i];
+        t->state = kRunnable;
+        fiber_reset(&t->fiber, &thread_main, t);
+    }
+    static unsigned sequence[kMaxThreadsPerBlock];
+    for (;;) {
+        thread_order(sequence, g.nthreads, order);
+        for (unsigned i = 0; i < g.nthreads; ++i) {
+            Thread* t = &g.threads[sequence[i]];
+            if (t->state != kRunnable) continue;
+            g.current = t;
+            switch_to_fiber(&g.host, &t->fiber);
+            g.current = nullptr;
+            if (t->state == kFailed) return false;
+        }
+        int released = release_warp_collectives();
+        if (released < 0) return false;
+        if (released > 0) continue;
+        int barrier = release_barrier();
+        if (barrier < 0) return false;
+        if (barrier == 0) break;
+    }
+    tsan_acquire(&g.block_end_sync);
+    return true;
+}
+
+// Abandon the fibers of a failed block (their frames never return) so the next launch starts clean.
+GPUCONV_EMU_RUNTIME inline void abandon_block() {
+    for (unsigned i = 0; i < g.nthreads; ++i) fiber_forget_frames(&g.threads[i].fiber);
+    g.current = nullptr;
+}
+
+GPUCONV_EMU_RUNTIME inline bool check_configuration(const unsigned long long* grid, const unsigned long long* block,
+                                                    unsigned long long shared_bytes) {
+    static const char axis[] = "xyz";
+    unsigned long long threads = 1;
+    for (int d = 0; d < 3; ++d) {
+        if (block[d] < 1 || block[d] > kMaxBlockDim[d]) {
+            snprintf(g.error, sizeof g.error, "kernel '%s': blockDim.%c = %llu is outside 1..%u", g.kernel->name,
+                     axis[d], block[d], kMaxBlockDim[d]);
+            return false;
+        }
+        if (grid[d] < 1 || grid[d] > kMaxGridDim[d]) {
+            snprintf(g.error, sizeof g.error, "kernel '%s': gridDim.%c = %llu is outside 1..%llu", g.kernel->name,
+                     axis[d], grid[d], kMaxGridDim[d]);
+            return false;
+        }
+        threads *= block[d];
+    }
+    if (threads > kMaxThreadsPerBlock) {
+        snprintf(g.error, sizeof g.error, "kernel '%s': a block of %llux%llux%llu = %llu threads exceeds the limit of %u",
+                 g.kernel->name, block[0], block[1], block[2], threads, kMaxThreadsPerBlock);
+        return false;
+    }
+    if (shared_bytes > kMaxSharedBytes) {
+        snprintf(g.error, sizeof g.error,
+                 "kernel '%s': %llu bytes of dynamic shared memory exceed the largest GPU's limit of %zu bytes (227 KiB)",
+                 g.kernel->name, shared_bytes, kMaxSharedBytes);
+        return false;
+    }
+    return true;
+}
+
+GPUCONV_EMU_RUNTIME inline bool prepare_threads() {
+    for (unsigned i = 0; i < g.nthreads; ++i) {
+        Thread* t = &g.threads[i];
+        if (i >= g.fibers_allocated) {
+            if (!fiber_allocate(&t->fiber)) {
+                snprintf(g.error, sizeof g.error, "kernel '%s': cannot allocate a stack for thread %u", g.kernel->name, i);
+                return false;
+            }
+            g.fibers_allocated = i + 1;
+        }
+        t->linear = i;
+        t->idx = make_uint3(i % g.block.x, i / g.block.x % g.block.y, i / (g.block.x * g.block.y));
+        t->lane = i % kWarpSize;
+        t->warp = i / kWarpSize;
+    }
+    return true;
+}
+
+GPUCONV_EMU_RUNTIME inline void set_dynamic_shared_size(size_t bytes) {
+    g.dynamic_shared_bytes = bytes;
+#if defined(__SANITIZE_ADDRESS__)
+    ASAN_UNPOISON_MEMORY_REGION(g_dynamic_shared, bytes);
+    ASAN_POISON_MEMORY_REGION(g_dynamic_shared + bytes, kMaxSharedBytes - bytes);
+#endif
+}
+
+inline unsigned long long gcd(unsigned long long a, unsigned long long b) {
+    while (b) {
+        unsigned long long r = a % b;
+        a = b;
+        b = r;
+    }
+    return a;
+}
+
+// Blocks visited in order; "random" walks a seeded affine bijection of the block indices.
+GPUCONV_EMU_RUNTIME inline int run_grid(int order) {
+    unsigned long long nblocks = 1ull * g.grid.x * g.grid.y * g.grid.z;
+    unsigned long long step = 1, offset = 0;
+    if (order == kRandom && nblocks > 1) {
+        offset = next_random() % nblocks;
+        do step = next_random() % nblocks; while (step == 0 || gcd(step, nblocks) != 1);
+    }
+    for (unsigned long long i = 0; i < nblocks; ++i) {
+        unsigned long long b = order == kReverse ? nblocks - 1 - i
+                               : order == kRandom ? (unsigned long long)((unsigned __int128)i * step % nblocks + offset) % nblocks
+                                                  : i;
+        g.block_idx = make_uint3(static_cast<unsigned>(b % g.grid.x), static_cast<unsigned>(b / g.grid.x % g.grid.y),
+                                 static_cast<unsigned>(b / (1ull * g.grid.x * g.grid.y)));
+        if (!run_block(order)) {
+            abandon_block();
+            return 1;
+        }
+    }
+    return 0;
+}
+
+}  // namespace gpuconv_emu
+
+// ---------------------------------------------------------------- entry points for the loader
+extern "C" {
+__attribute__((visibility("default"))) int gpuconv_emu_kernel_count() { return gpuconv_emu::g_kernel_count; }
+__attribute__((visibility("default"))) const char* gpuconv_emu_kernel_name(int i) { return gpuconv_emu::g_kernels[i].name; }
+__attribute__((visibility("default"))) const char* gpuconv_emu_kernel_signature(int i) {
+    return gpuconv_emu::g_kernels[i].signature;
+}
+__attribute__((visibility("default"))) const char* gpuconv_emu_error() { return gpuconv_emu::g.error; }
+__attribute__((visibility("default"))) void* gpuconv_emu_alloc(size_t bytes) {
+    void* p = nullptr;
+    return posix_memalign(&p, 256, bytes) == 0 ? p : nullptr;  // cudaMalloc's alignment, exact size for ASan
+}
+__attribute__((visibility("default"))) void gpuconv_emu_free(void* p) { free(p); }
+
+// Runs kernel `index` over the whole grid. Returns 0, or 1 with gpuconv_emu_error() set.
+GPUCONV_EMU_RUNTIME __attribute__((visibility("default"))) int gpuconv_emu_launch(
+    int index, const unsigned long long* grid, const unsigned long long* block, unsigned long long shared_bytes,
+    void* const* args, int order, unsigned long long seed) {
+    using namespace gpuconv_emu;
+    g.failed = false;
+    g.error[0] = 0;
+    g.kernel = &g_kernels[index];
+    if (!check_configuration(grid, block, shared_bytes)) return 1;
+    g.grid = dim3(grid[0], grid[1], grid[2]);
+    g.block = dim3(block[0], block[1], block[2]);
+    g.nthreads = static_cast<unsigned>(block[0] * block[1] * block[2]);
+    g.args = args;
+    g.rng = seed;
+    if (!prepare_threads()) return 1;
+    set_dynamic_shared_size(shared_bytes);
+    return run_grid(order);
+}
+}
