@@ -72,18 +72,23 @@ def assert_same(actual, expected: np.ndarray, dtype=None, what: str = "") -> Non
 
 class _PoisonedNumpy:
     """numpy, except that empty/empty_like return arrays filled with NaN (floats) or a huge
-    sentinel (integers), so that an output element the backend forgets to write shows."""
+    sentinel (integers; raw uint8 scratch bytes read as float are then NaN too), so that an
+    output element the backend forgets to write shows. With huge=True, floats get the largest
+    finite value and bytes 0x7F (huge finite floats): leftover memory that is computed on
+    and then discarded shows as overflow warnings."""
 
-    def __init__(self, real):
+    def __init__(self, real, huge):
         self._real = real
+        self._huge = huge
 
     def __getattr__(self, name):
         return getattr(self._real, name)
 
-    @staticmethod
-    def _poison(a):
+    def _poison(self, a):
         if a.dtype.kind == "f":
-            a.fill(np.nan)
+            a.fill(np.finfo(a.dtype).max if self._huge else np.nan)
+        elif a.dtype == np.uint8 and self._huge:
+            a.fill(0x7F)
         elif a.dtype.kind in "iu":
             a.fill(np.iinfo(a.dtype).max)
         return a
@@ -96,7 +101,7 @@ class _PoisonedNumpy:
 
 
 @contextlib.contextmanager
-def poisoned_numpy_backend():
+def poisoned_numpy_backend(huge=False):
     """Inside the block, every backend module (and gpuconv._api) that uses NumPy as `np` gets
     NaN-filled arrays from np.empty / np.empty_like (CuPy allocations are not touched)."""
     patched = []
@@ -104,7 +109,7 @@ def poisoned_numpy_backend():
         if (name.startswith("gpuconv.backends") or name == "gpuconv._api") and \
                 getattr(module, "np", None) is np:
             patched.append(module)
-            module.np = _PoisonedNumpy(np)
+            module.np = _PoisonedNumpy(np, huge)
     try:
         yield
     finally:

@@ -134,13 +134,33 @@ def test_conv2d_after_a_call_that_produced_nan(backend):
     x, w = random_array(rng, (2, 3, 9, 9)), random_array(rng, (4, 3, 3, 3))
     dirty = x.copy()
     dirty[:, :, ::2] = np.nan
-    for algorithm in get_backend(backend).algorithms:
+    impl = get_backend(backend)
+    for algorithm in impl.applicable_algorithms(conv_spec(x.shape, w.shape, 1, 1, 1, 1, "zeros")):
         bad = to_numpy(gpuconv.conv2d(to_backend(dirty, backend), to_backend(w, backend), padding=1,
                                       algorithm=algorithm, backend=backend))
         assert np.isnan(bad).any()
         out = gpuconv.conv2d(to_backend(x, backend), to_backend(w, backend), padding=1, algorithm=algorithm,
                              backend=backend)
         assert_close(out, ref.conv2d(x, w, padding=1), np.float64, f"algorithm={algorithm}")
+
+
+def test_finite_inputs_raise_no_floating_point_warnings(backend):
+    """Scratch memory can hold anything from earlier calls; no algorithm may compute on it in a
+    way that warns (users run with -W error or np.seterr(all="raise"))."""
+    rng = np.random.default_rng(13)
+    cases = [((2, 3, 12, 12), (4, 3, 3, 3), dict(padding=1)), ((1, 3, 13, 11), (6, 1, 5, 3), dict(groups=3, dilation=2)),
+             ((2, 4, 9, 10), (4, 4, 2, 2), dict(stride=2, padding="same")), ((1, 2, 14, 14), (3, 2, 3, 3), {})]
+    impl = get_backend(backend)
+    for x_shape, w_shape, kwargs in cases:
+        x, w = random_array(rng, x_shape, np.float32), random_array(rng, w_shape, np.float32)
+        spec = conv_spec(x_shape, w_shape, kwargs.get("stride", 1), kwargs.get("padding", 0), kwargs.get("dilation", 1),
+                         kwargs.get("groups", 1), "zeros")
+        for algorithm in impl.applicable_algorithms(spec):
+            with warnings.catch_warnings(), poisoned_numpy_backend(huge=True):
+                warnings.simplefilter("error", RuntimeWarning)
+                out = gpuconv.conv2d(to_backend(x, backend), to_backend(w, backend), **kwargs, algorithm=algorithm,
+                                     backend=backend)
+            assert_close(out, ref.conv2d(x, w, **kwargs), np.float32, f"algorithm={algorithm} {kwargs}")
 
 
 def test_poisoning_reaches_the_numpy_backend():
@@ -151,6 +171,10 @@ def test_poisoning_reaches_the_numpy_backend():
         assert np.isnan(conv.np.empty((3, 2))).all()
         assert np.isnan(pool.np.empty(4, dtype=np.float16)).all()
         assert (pool.np.empty(2, dtype=np.int64) == np.iinfo(np.int64).max).all()
+        assert np.isnan(conv.np.empty(64, dtype=np.uint8).view(np.float64)).all()  # raw scratch bytes
+    with poisoned_numpy_backend(huge=True):
+        assert (conv.np.empty(3, dtype=np.float32) == np.finfo(np.float32).max).all()
+        assert (np.abs(conv.np.empty(64, dtype=np.uint8).view(np.float32)) > 1e38).all()
     assert conv.np is np and pool.np is np
 
 
@@ -188,7 +212,8 @@ def test_workspace_cap_bounds_memory_and_keeps_results_right():
     saved = config.workspace_bytes
     gpuconv.set_workspace_limit(cap)
     try:
-        for algorithm in get_backend("numpy").algorithms:
+        impl = get_backend("numpy")
+        for algorithm in impl.applicable_algorithms(conv_spec(x.shape, w.shape, 1, 1, 1, 1, "zeros")):
             # a first call may fill one-time library caches (BLAS, NumPy); measure the second
             gpuconv.conv2d(x, w, b, padding=1, algorithm=algorithm, backend="numpy")
             tracemalloc.start()
