@@ -68,27 +68,38 @@ def test_measure_interleaves_rounds_after_the_warm_up():
     assert samples == {"A": [[1.0] * 3] * 2, "B": [[1.0] * 3] * 2}
 
 
-def _conv_case():
-    return Case(LAYER["B"], "float32")
-
-
 def test_measured_figures_use_flops_or_bytes_and_the_matching_ceiling():
-    ceilings = {"cpu_matmul_float32": {"rate": 200.0}, "gpu_gemm": {"rate": 1000.0}, "gpu_copy": {"rate": 500.0}}
+    shared = {"cpu_matmul_float32": {"rate": 200.0}, "gpu_copy": {"rate": 500.0}}
     rounds = [[0.02, 0.01, 0.03], [0.012, 0.008, 0.010]]
-    conv = _conv_case()
-    cpu = runner.measured_figures(conv, rounds, contenders.CPU, ceilings)
+    conv = Case(LAYER["B"], "float32")
+    result = {"op": CONV, "dtype": "float32", "gpu_gemm_ceiling": {"rate": 1000.0},
+              "results": {label: runner.measured_figures(conv, rounds, device) for label, device in
+                          (("cpu", contenders.CPU), ("gpu", contenders.GPU), ("emu", contenders.EMULATOR))}}
+    runner.attach_ceilings(result, shared)
+    cpu, gpu, emulated = (result["results"][label] for label in ("cpu", "gpu", "emu"))
     assert cpu["time_s"] == pytest.approx(0.010)
-    assert cpu["rate"] == pytest.approx(conv.flops / 0.010 / 1e9)
+    assert cpu["rate"] == pytest.approx(conv.flops / 0.010 / 1e9) == gpu["rate"]
     assert (cpu["ceiling"], cpu["ceiling_share"]) == ("cpu_matmul_float32", pytest.approx(cpu["rate"] / 200.0))
-    gpu = runner.measured_figures(conv, rounds, contenders.GPU, ceilings)
     assert (gpu["ceiling"], gpu["ceiling_share"]) == ("gpu_gemm", pytest.approx(gpu["rate"] / 1000.0))
-    emulated = runner.measured_figures(conv, rounds, contenders.EMULATOR, ceilings)
     assert (emulated["ceiling"], emulated["ceiling_share"]) == (None, None)
+
     pool = Case(LAYER["max3"], "float32")
-    on_gpu = runner.measured_figures(pool, rounds, contenders.GPU, ceilings)
+    result = {"op": MAX_POOL, "dtype": "float32",
+              "results": {label: runner.measured_figures(pool, rounds, device) for label, device in
+                          (("cpu", contenders.CPU), ("gpu", contenders.GPU))}}
+    runner.attach_ceilings(result, shared)
+    on_gpu = result["results"]["gpu"]
     assert on_gpu["rate"] == pytest.approx(pool.nbytes / 0.010 / 1e9)
     assert (on_gpu["ceiling"], on_gpu["ceiling_share"]) == ("gpu_copy", pytest.approx(on_gpu["rate"] / 500.0))
-    assert runner.measured_figures(pool, rounds, contenders.CPU, ceilings)["ceiling_share"] is None
+    assert result["results"]["cpu"]["ceiling_share"] is None
+
+
+def test_best_ceilings_keeps_the_highest_rate_of_the_measurements():
+    before = {"cpu_matmul_float32": {"rate": 150.0, "what": "before"}}
+    after = {"cpu_matmul_float32": {"rate": 300.0, "what": "after"}, "gpu_copy": {"rate": 9.0, "what": "copy"}}
+    best = runner.best_ceilings(before, after)
+    assert best["cpu_matmul_float32"] == {"rate": 300.0, "what": "after", "rates_measured": [150.0, 300.0]}
+    assert best["gpu_copy"]["rates_measured"] == [9.0]
 
 
 def test_ratios_and_summary_from_synthetic_results():
