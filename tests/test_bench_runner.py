@@ -235,3 +235,45 @@ def test_smoke_run_writes_every_case_and_figure(backend, tmp_path, capsys):
     for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         assert env["environment_variables"].get(name) == os.environ.get(name)
     assert "NumPy BLAS" in captured.out and "Speed ratio" in captured.out
+
+
+def test_implicit_gemm_shape_has_the_conv_flops():
+    from gpuconv.benchmark.ceilings import implicit_gemm_shape
+
+    for name in "ABEH":
+        case = Case(LAYER[name], "float32")
+        m, n, k = implicit_gemm_shape(case.spec)
+        assert 2 * m * n * k == case.flops
+    assert implicit_gemm_shape(Case(LAYER["A"], "float32").spec) == (64, 8 * 112 * 112, 3 * 7 * 7)
+
+
+def test_cupy_event_clock_synchronises_then_times_the_call_between_events(monkeypatch):
+    """The GPU clock without a GPU: a stand-in CuPy records what the clock asks of it."""
+    import types
+
+    from gpuconv.benchmark.timing import cupy_event_clock
+
+    log = []
+
+    class Event:
+        def __init__(self):
+            self.name = f"event{sum(entry.startswith('new') for entry in log)}"
+            log.append(f"new {self.name}")
+
+        def record(self):
+            log.append(f"record {self.name}")
+
+        def synchronize(self):
+            log.append(f"wait {self.name}")
+
+    def elapsed(start, end):
+        log.append(f"elapsed {start.name} {end.name}")
+        return 250.0  # milliseconds
+
+    device = types.SimpleNamespace(synchronize=lambda: log.append("device sync"))
+    cuda = types.SimpleNamespace(Device=lambda: device, Event=Event, get_elapsed_time=elapsed)
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(cuda=cuda))
+    seconds = cupy_event_clock()(lambda: log.append("call"))
+    assert seconds == pytest.approx(0.25)
+    assert log == ["device sync", "new event0", "new event1", "record event0", "call", "record event1",
+                   "wait event1", "elapsed event0 event1"]

@@ -82,6 +82,8 @@ def _ratio_cell(case: dict, label: str, peer: str) -> str:
 
 
 def _summary_lines(summary: dict) -> list[str]:
+    if not summary:
+        return ["No speed ratio: no peer ran beside a gpuconv backend."]
     lines = ["Speed ratio = peer's time / gpuconv's time, both measured in this run (> 1: gpuconv is faster)."]
     for mine, by_peer in summary.items():
         for other, groups in by_peer.items():
