@@ -13,7 +13,7 @@ import pytest
 
 from gpuconv.__main__ import main
 from gpuconv.backends import BackendUnavailable
-from gpuconv.benchmark import contenders, runner
+from gpuconv.benchmark import contenders, report, runner
 from gpuconv.benchmark.figures import (geometric_mean, rate, relative_difference, share, speed_ratio,
                                        summarise)
 from gpuconv.benchmark.layers import AVG_POOL, CONV, LAYERS, MAX_POOL, Case, select_cases
@@ -180,6 +180,8 @@ def test_a_failing_contender_is_reported_not_fatal(monkeypatch):
     assert max2["errors"] == {"gpuconv/numpy": "RuntimeError: deliberately broken"}
     assert "gpuconv/numpy" in f["results"]
     assert document["problems"] == ["max2 float32: gpuconv/numpy failed: RuntimeError: deliberately broken"]
+    rendered = report.text(document)
+    assert "FAILED: RuntimeError: deliberately broken" in rendered and "PROBLEMS" in rendered
 
 
 def test_disagreeing_results_are_reported(monkeypatch):
@@ -277,3 +279,10 @@ def test_cupy_event_clock_synchronises_then_times_the_call_between_events(monkey
     assert seconds == pytest.approx(0.25)
     assert log == ["device sync", "new event0", "new event1", "record event0", "call", "record event1",
                    "wait event1", "elapsed event0 event1"]
+
+
+def test_plot_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib", reason="the plot needs matplotlib (the bench extra)")
+    out = tmp_path / "bench.png"
+    assert main(["bench", "--smoke", "--layers", "F,max2", "--backend", "numpy", "--plot", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
