@@ -1,0 +1,47 @@
+"""The conv and pooling kernels under ASan+UBSan and under TSan, in the emulator, in a child process.
+
+The child runs a small selection of tests/test_cuda_kernels.py with the sanitizer runtime
+preloaded (gpuconv.emulator.sanitizer_env); its whole output is captured and must hold no report:
+ASan/UBSan catch out-of-bounds global and shared accesses, TSan catches races between the
+threads of a block (a missing barrier, a non-atomic read-modify-write).
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gpuconv.backends import BackendUnavailable, get_backend
+
+pytestmark = [pytest.mark.emulator, pytest.mark.sanitizer, pytest.mark.slow]
+
+TESTS = Path(__file__).resolve().parent
+# Both conv kernels (tile edges, every padding mode, the fallback), max/avg pooling, padding.
+SELECTION = {
+    "address": "tile_boundaries or (padding_modes and float32) or fallback or (small_tile and 65) "
+               "or (max_pool_options and float32) or (avg_pool_options and float32) or pad_modes",
+    "thread": "(tile_boundaries and out_hw2) or (padding_modes and float32 and reflect) "
+              "or (max_pool_options and float32 and params1) or (avg_pool_options and float64 and params1)",
+}
+REPORT_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "WARNING: ThreadSanitizer", "ERROR: LeakSanitizer",
+                  "SUMMARY: UndefinedBehaviorSanitizer")
+
+
+@pytest.mark.parametrize("mode", ["address", "thread"])
+def test_kernels_have_no_sanitizer_reports(mode):
+    try:
+        get_backend("cuda-emu")
+    except BackendUnavailable as exc:
+        pytest.skip(str(exc))
+    from gpuconv.emulator import sanitizer_env
+
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
+           str(TESTS / "test_cuda_kernels.py"), "-k", SELECTION[mode]]
+    proc = subprocess.run(cmd, env=sanitizer_env(mode), capture_output=True, text=True, timeout=900, cwd=TESTS.parent)
+    output = proc.stdout + proc.stderr
+    reports = [line for line in output.splitlines() if any(m in line for m in REPORT_MARKERS)]
+    assert not reports, f"{mode} sanitizer reports:\n" + "\n".join(reports[:20]) + "\n" + output[-4000:]
+    assert proc.returncode == 0, f"child pytest under {mode} failed (exit {proc.returncode}):\n{output[-4000:]}"
+    assert " passed" in output and " skipped" not in output, output[-2000:]
