@@ -9,12 +9,10 @@ class NumpyBackend:
     algorithms = conv.ALGORITHMS
 
     def applicable_algorithms(self, spec):
-        """Every conv algorithm of this backend runs every ConvSpec."""
-        return self.algorithms
+        return conv.applicable_algorithms(spec)
 
     def conv2d(self, x, w, bias, spec, algorithm):
-        out = conv.conv2d(x, w, bias, spec, algorithm)
-        return out.astype(x.dtype, copy=False)
+        return conv.conv2d(x, w, bias, spec, algorithm)
 
     def max_pool2d(self, x, spec, return_indices):
         return pool.max_pool2d(x, spec, return_indices)

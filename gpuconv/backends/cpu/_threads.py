@@ -1,28 +1,67 @@
 """A small persistent thread pool: NumPy's copies and ufuncs run on one core, so the
-NumPy backend splits independent work (planes, tiles) over config.num_threads threads."""
+NumPy backend splits independent work (planes, tiles) over config.num_threads threads.
+
+The calling thread works too, so n threads means n - 1 pool workers. While the workers
+run, BLAS is limited to one thread each (they would otherwise oversubscribe the cores);
+a call that runs on the caller alone lets BLAS use up to config.num_threads threads.
+"""
 from __future__ import annotations
 
+import itertools
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from ..._config import config
+from . import _blas
 
 _executor: ThreadPoolExecutor | None = None
 _executor_size = 0
+_executor_lock = threading.Lock()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    global _executor, _executor_size
+    with _executor_lock:
+        if _executor is None or _executor_size < workers:
+            if _executor is not None:
+                _executor.shutdown(wait=False)
+            _executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gpuconv")
+            _executor_size = workers
+        return _executor
+
+
+def thread_count(n_items: int, threads: int | None = None) -> int:
+    """Threads that a call over n_items items uses: at most config.num_threads (or `threads`)."""
+    return max(1, min(config.num_threads if threads is None else threads, n_items))
+
+
+def parallel_items(fn, n_items: int, threads: int | None = None) -> None:
+    """Call fn(i) for every i in range(n_items); each thread takes the next item when it is free."""
+    parts = thread_count(n_items, threads)
+    if parts == 1:
+        with _blas.limit(config.num_threads):
+            for i in range(n_items):
+                fn(i)
+        return
+    counter = itertools.count()  # next() on it is atomic under the GIL
+
+    def work():
+        for i in iter(counter.__next__, None):
+            if i >= n_items:
+                return
+            fn(i)
+
+    with _blas.limit(1):
+        futures = [_pool(parts - 1).submit(work) for _ in range(parts - 1)]
+        try:
+            work()
+        finally:
+            for future in futures:
+                future.result()
 
 
 def parallel_ranges(fn, n_items: int) -> None:
     """Call fn(start, stop) over a split of range(n_items) into at most num_threads parts."""
-    global _executor, _executor_size
-    parts = max(1, min(config.num_threads, n_items))
-    if parts == 1:
-        fn(0, n_items)
-        return
-    if _executor is None or _executor_size != config.num_threads:
-        if _executor is not None:
-            _executor.shutdown(wait=False)
-        _executor = ThreadPoolExecutor(max_workers=config.num_threads, thread_name_prefix="gpuconv")
-        _executor_size = config.num_threads
+    parts = thread_count(n_items)
     bounds = [n_items * i // parts for i in range(parts + 1)]
-    futures = [_executor.submit(fn, bounds[i], bounds[i + 1]) for i in range(parts)]
-    for future in futures:
-        future.result()
+    parallel_items(lambda i: fn(bounds[i], bounds[i + 1]), parts)

@@ -1,0 +1,55 @@
+"""Tiles of a convolution: (images n0:n1, output rows r0:r1) sized to a per-thread budget.
+
+Each algorithm says how many workspace bytes a tile of (images, rows) needs. A tile aims
+at TARGET_BYTES (small enough to stay in cache, large enough for efficient matmuls); the
+hard limit is config.workspace_bytes shared by all threads. There are at least as many
+tiles as threads when the work can be split.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..._config import config
+from ..._geometry import ConvSpec
+
+TARGET_BYTES = 3 << 20
+
+
+@dataclass(frozen=True)
+class Plan:
+    threads: int
+    tiles: tuple[tuple[int, int, int, int], ...]  # (n0, n1, r0, r1)
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def plan(spec: ConvSpec, tile_bytes: Callable[[int, int], int], algorithm: str, row_step: int = 1,
+         reserved: int = 0) -> Plan:
+    """Tiles for tile_bytes(images, rows); rows per tile is a multiple of row_step (but the last).
+    `reserved` bytes of the cap are already taken (e.g. by transformed weights)."""
+    cap = config.workspace_bytes - reserved
+    threads = max(1, config.num_threads)
+    if tile_bytes(1, row_step) * threads > cap:
+        threads = 1
+    budget = cap // threads
+    if tile_bytes(1, row_step) > budget:
+        raise MemoryError(f"algorithm {algorithm!r}: the smallest tile of this convolution needs "
+                          f"{tile_bytes(1, row_step)} bytes of workspace (and {reserved} more for the whole "
+                          f"call), more than the cap of {config.workspace_bytes} bytes (gpuconv.set_workspace_limit)")
+    target = min(budget, max(TARGET_BYTES, tile_bytes(1, row_step)))
+    if tile_bytes(1, spec.oh) <= target:
+        images = max(1, min(target // tile_bytes(1, spec.oh), _ceil_div(spec.n, threads)))
+        rows = spec.oh
+    else:
+        images = 1
+        rows = row_step
+        while rows + row_step <= spec.oh and tile_bytes(1, rows + row_step) <= target:
+            rows += row_step
+    if spec.n * _ceil_div(spec.oh, rows) < threads < _ceil_div(spec.oh, row_step) * spec.n:
+        rows = row_step * _ceil_div(_ceil_div(spec.oh, row_step), _ceil_div(threads, spec.n))
+    tiles = tuple((n0, min(spec.n, n0 + images), r0, min(spec.oh, r0 + rows))
+                  for n0 in range(0, spec.n, images) for r0 in range(0, spec.oh, rows))
+    return Plan(threads, tiles)
