@@ -70,8 +70,12 @@ def settings_from(args) -> Settings:
 
 
 def run(args) -> int:
+    settings = settings_from(args)
+    if "cuda-emu" in settings.backends and not settings.smoke:
+        print("gpuconv bench: note: cuda-emu runs the CUDA kernels thread by thread on the CPU; full-size "
+              "layers take very long (--smoke runs tiny ones)", file=sys.stderr)
     try:
-        document = run_benchmark(settings_from(args))
+        document = run_benchmark(settings)
     except ValueError as exc:
         print(f"gpuconv bench: {exc}", file=sys.stderr)
         return 2

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import _api
 from ..backends import BackendUnavailable, get_backend
-from .layers import AVG_POOL, CONV, MAX_POOL, Case
+from .layers import CONV, MAX_POOL, Case
 from .timing import cupy_event_clock, host_clock, torch_event_clock
 
 CPU, GPU, EMULATOR = "cpu", "gpu", "emulator"
