@@ -1,0 +1,180 @@
+"""The CUDA backends' launch logic: availability, algorithm choice, argument checks, the `check`
+and `info` commands, and (marked `gpu`, skipped without one) the real GPU through CuPy."""
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+import gpuconv
+import reference as ref
+from gpuconv import _kernels
+from gpuconv.__main__ import main
+from gpuconv._geometry import conv_spec
+from gpuconv.backends import BackendUnavailable, available_backends, get_backend, unavailable_reasons
+from support import as_reference_input, assert_close, assert_same, random_array
+
+HAS_CUPY = importlib.util.find_spec("cupy") is not None
+
+
+def _emu():
+    try:
+        return get_backend("cuda-emu")
+    except BackendUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+# ---- availability -------------------------------------------------------------------------------
+def test_cuda_emu_is_listed_whenever_the_emulator_can_build():
+    from gpuconv.emulator import unavailable_reason
+
+    reason = unavailable_reason()
+    assert ("cuda-emu" in available_backends()) == (reason is None), reason
+    if os.environ.get("CI", "").lower() == "true":
+        assert reason is None, f"CI must run the emulated kernels: {reason}"
+
+
+@pytest.mark.skipif(HAS_CUPY, reason="CuPy is installed here")
+def test_cuda_without_cupy_is_unavailable_with_the_reason():
+    assert "cuda" not in available_backends()
+    assert "CuPy" in unavailable_reasons()["cuda"]
+    with pytest.raises(BackendUnavailable, match="CuPy is not installed"):
+        gpuconv.conv2d(np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2)), backend="cuda")
+
+
+# ---- kernel registry ----------------------------------------------------------------------------
+def test_every_launched_kernel_is_instantiated():
+    names = {name for names in _kernels.KERNEL_SOURCES.values() for name in names}
+    for ctype in _kernels.ELEMENT_TYPES.values():
+        for itype in _kernels.INDEX_TYPES:
+            assert f"max_pool2d<{ctype}, {itype}>" in names and f"pad2d<{ctype}, {itype}>" in names
+            assert _kernels.direct_kernel(ctype, itype, 1, False) in names
+            for tiling in _kernels.igemm_tilings(ctype):
+                assert _kernels.implicit_gemm_kernel(ctype, itype, tiling) in names
+    for file in _kernels.KERNEL_SOURCES:
+        assert (_kernels.CUDA_DIR / file).is_file()
+
+
+def test_nvrtc_options_find_cuda_headers():
+    assert any(opt == f"-I{_kernels.CUDA_DIR}" for opt in _kernels.NVRTC_OPTIONS)
+    assert _kernels.CUDA_INCLUDE_DIR is not None, "no directory with cuda_fp16.h (pip install gpuconv[emulator])"
+
+
+# ---- algorithm choice -------------------------------------------------------------------------------
+@pytest.mark.parametrize("x_shape, w_shape, groups, expected", [
+    ((8, 64, 56, 56), (64, 64, 3, 3), 1, "implicit_gemm"),   # ResNet 3x3
+    ((8, 3, 224, 224), (64, 3, 7, 7), 1, "implicit_gemm"),   # stem: K = 147
+    ((8, 64, 56, 56), (64, 1, 3, 3), 64, "direct"),          # depthwise
+    ((1, 1, 512, 512), (1, 1, 3, 3), 1, "direct"),           # one image, one filter
+    ((32, 1, 28, 28), (32, 1, 5, 5), 1, "direct"),           # MNIST-like: K = 25
+])
+def test_auto_heuristic(x_shape, w_shape, groups, expected):
+    backend = _emu()
+    spec = conv_spec(x_shape, w_shape, 1, 1, 1, groups, "zeros")
+    assert backend.choose_algorithm(spec) == expected
+    assert backend.applicable_algorithms(spec) == ("auto", "direct", "implicit_gemm")
+
+
+def test_implicit_gemm_not_applicable_past_the_grid_limit():
+    backend = _emu()
+    spec = conv_spec((1, 70000, 1, 1), (70000, 1, 1, 1), 1, 0, 1, 70000, "zeros")
+    assert "implicit_gemm" not in backend.applicable_algorithms(spec)
+    with pytest.raises(ValueError, match="implicit_gemm"):
+        backend.conv2d(np.ones((1, 70000, 1, 1), np.float32), np.ones((70000, 1, 1, 1), np.float32), None, spec,
+                       "implicit_gemm")
+
+
+def test_unknown_algorithm_is_a_value_error_naming_it():
+    _emu()
+    with pytest.raises(ValueError, match="winograd"):
+        gpuconv.conv2d(np.ones((1, 1, 4, 4)), np.ones((1, 1, 3, 3)), algorithm="winograd", backend="cuda-emu")
+
+
+def test_index_type_follows_byte_sizes():
+    from gpuconv.backends import cuda
+
+    class Big:  # an array stand-in: only nbytes matters
+        nbytes = 2**31
+
+    assert cuda._index_type(np.zeros(10)) == ("int", np.int32)
+    assert cuda._index_type(np.zeros(10), Big()) == ("long long", np.int64)
+
+
+# ---- commands -----------------------------------------------------------------------------------
+def test_info_command(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "backends available:" in out and "numpy" in out and "NumPy BLAS" in out and "cache" in out
+
+
+def test_check_command_on_the_emulator(capsys):
+    _emu()
+    assert main(["check", "--no-compile", "--backend", "cuda-emu"]) == 0
+    out = capsys.readouterr().out
+    for op in ("conv2d[direct]", "conv2d[implicit_gemm]", "max_pool2d", "avg_pool2d", "pad2d[reflect]"):
+        for dtype in ("float16", "float32", "float64"):
+            assert any(op in line and dtype in line and line.rstrip().endswith("ok") for line in out.splitlines()), \
+                f"no passing line for {op} {dtype}:\n{out}"
+
+
+def test_check_command_reports_a_wrong_backend(capsys, monkeypatch):
+    from gpuconv.backends.cpu import NumpyBackend
+
+    monkeypatch.setattr(NumpyBackend, "avg_pool2d", lambda self, x, spec: NumpyBackend.max_pool2d(self, x, spec, False))
+    assert main(["check", "--no-compile", "--backend", "numpy"]) == 1
+    assert "avg_pool2d" in capsys.readouterr().out
+
+
+# ---- the real GPU (CuPy) ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cupy_gpu():
+    try:
+        get_backend("cuda")
+    except BackendUnavailable as exc:
+        if os.environ.get("GPUCONV_REQUIRE_GPU") == "1":
+            pytest.fail(f"GPUCONV_REQUIRE_GPU=1 but: {exc}")
+        pytest.skip(str(exc))
+    import cupy
+
+    return cupy
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("algorithm", ["direct", "implicit_gemm"])
+def test_gpu_conv_matches_the_reference(cupy_gpu, algorithm, dtype):
+    rng = np.random.default_rng(5)
+    x, w, b = (random_array(rng, s, dtype) for s in ((3, 8, 37, 45), (130, 4, 3, 3), (130,)))
+    expected = ref.conv2d(*map(as_reference_input, (x, w, b)), stride=(1, 2), padding=2, groups=2,
+                          padding_mode="reflect")
+    xs = cupy_gpu.asarray(np.asfortranarray(x))  # any strides
+    out = gpuconv.conv2d(xs, cupy_gpu.asarray(w), cupy_gpu.asarray(b), stride=(1, 2), padding=2, groups=2,
+                         padding_mode="reflect", algorithm=algorithm, backend="cuda")
+    assert isinstance(out, cupy_gpu.ndarray)
+    assert_close(out, expected, dtype, f"cuda conv2d[{algorithm}]")
+
+
+@pytest.mark.gpu
+def test_gpu_numpy_input_comes_back_as_numpy(cupy_gpu):
+    x = random_array(np.random.default_rng(6), (2, 3, 20, 21), np.float32)
+    out, idx = gpuconv.max_pool2d(x, 3, 2, 1, ceil_mode=True, return_indices=True, backend="cuda")
+    expected, expected_idx = ref.max_pool2d(as_reference_input(x), 3, 2, 1, 1, True)
+    assert isinstance(out, np.ndarray) and isinstance(idx, np.ndarray)
+    assert_same(out, expected, np.float32)
+    assert_same(idx, expected_idx, np.int64)
+    avg = gpuconv.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False, backend="cuda")
+    assert_close(avg, ref.avg_pool2d(as_reference_input(x), 3, 2, 1, True, False), np.float32)
+    padded = gpuconv.pad2d(x, ((3, 1), (2, 2)), "circular", backend="cuda")
+    assert_same(padded, ref.pad2d(as_reference_input(x), (3, 1, 2, 2), "circular").astype(np.float32))
+
+
+@pytest.mark.gpu
+def test_gpu_runs_on_cupys_current_stream(cupy_gpu):
+    x = cupy_gpu.asarray(random_array(np.random.default_rng(7), (1, 2, 64, 64), np.float32))
+    stream = cupy_gpu.cuda.Stream(non_blocking=True)
+    with stream:
+        out = gpuconv.avg_pool2d(x, 2, backend="cuda")
+    stream.synchronize()
+    assert_close(out, ref.avg_pool2d(as_reference_input(x.get()), 2), np.float32)
