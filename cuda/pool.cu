@@ -11,6 +11,17 @@
 #define POOL_THREADS 256   // threads per block
 #define POOL_MIN_BLOCKS 4  // 4 x 256 threads resident per SM (<= 64 registers): occupancy hides DRAM latency
 
+// Plane and top-left input position (padded coordinates) of the window of flat output index i.
+template <typename I>
+__device__ __forceinline__ void window_origin(I i, I oh, I ow, int sh, int sw, int top, int left, I& plane,
+                                              I& y0, I& x0) {
+  const I ox = i % ow;
+  const I rest = i / ow;
+  plane = rest / oh;
+  y0 = (rest - plane * oh) * sh - top;
+  x0 = ox * sw - left;
+}
+
 // Max pooling. A tap replaces the running max when it is strictly greater or NaN (NaN
 // propagates; its index is the last NaN's). The running index starts at the window's first
 // in-bounds tap; a window with no in-bounds tap gives -inf and index -1.
@@ -21,12 +32,8 @@ max_pool2d(const T* __restrict__ x, T* __restrict__ y, long long* __restrict__ i
            int with_indices) {
   typedef typename Acc<T>::type A;
   for (I i = (I)blockIdx.x * POOL_THREADS + threadIdx.x; i < total; i += (I)gridDim.x * POOL_THREADS) {
-    const I ox = i % ow;
-    const I rest = i / ow;
-    const I oy = rest % oh;
-    const I plane = rest / oh;
-    const I y0 = oy * sh - top;
-    const I x0 = ox * sw - left;
+    I plane, y0, x0;
+    window_origin<I>(i, oh, ow, sh, sw, top, left, plane, y0, x0);
     const int a0 = y0 < 0 ? (int)ceil_div<I>(-y0, dh) : 0;  // first tap row inside the input
     const int b0 = x0 < 0 ? (int)ceil_div<I>(-x0, dw) : 0;
     const T* src = x + plane * h * w;
@@ -61,12 +68,8 @@ avg_pool2d(const T* __restrict__ x, T* __restrict__ y, I total, I h, I w, I oh, 
            int divisor_override) {
   typedef typename Acc<T>::type A;
   for (I i = (I)blockIdx.x * POOL_THREADS + threadIdx.x; i < total; i += (I)gridDim.x * POOL_THREADS) {
-    const I ox = i % ow;
-    const I rest = i / ow;
-    const I oy = rest % oh;
-    const I plane = rest / oh;
-    const I y0 = oy * sh - top;
-    const I x0 = ox * sw - left;
+    I plane, y0, x0;
+    window_origin<I>(i, oh, ow, sh, sw, top, left, plane, y0, x0);
     const I y1 = y0 + kh < h + bottom ? y0 + kh : h + bottom;  // end of the counted window
     const I x1 = x0 + kw < w + right ? x0 + kw : w + right;
     const I iy0 = y0 > 0 ? y0 : 0, iy1 = y1 < h ? y1 : h;  // the part inside the input

@@ -216,62 +216,47 @@ class CudaBackend:
             dev.launch("conv_implicit_gemm.cu", name, plan.grid, plan.block, args)
         return dev.like(out, x)
 
-    # ---- pooling and padding ------------------------------------------------------------------
-    def _elementwise_grid(self, total: int, file: str, threads_name: str):
-        threads = _kernels.constants(file)[threads_name]
-        return (min(_ceil_div(total, threads), MAX_ELEMENTWISE_BLOCKS), 1, 1), (threads, 1, 1)
+    # ---- pooling and padding: one thread per output element --------------------------------------
+    def _elementwise(self, file, threads_constant, kernel, x, out_shape, scalars, extra_outputs=()):
+        """Launch `kernel`<T, I>(x, out, *extra_outputs, total, *scalars(I)) over out_shape; returns out."""
+        dev = self.device
+        xd = dev.to_work(x)
+        out = dev.xp.empty(out_shape, dtype=x.dtype)
+        itype, I = _index_type(xd, out, *extra_outputs)
+        threads = _kernels.constants(file)[threads_constant]
+        grid = (min(_ceil_div(out.size, threads), MAX_ELEMENTWISE_BLOCKS), 1, 1)
+        args = (xd, out, *extra_outputs, I(out.size), *scalars(I))
+        dev.launch(file, f"{kernel}<{_ctype(x.dtype)}, {itype}>", grid, (threads, 1, 1), args)
+        return out
 
     def max_pool2d(self, x, spec, return_indices):
         with self.device.scope(x):
-            return self._max_pool2d(x, spec, return_indices)
-
-    def _max_pool2d(self, x, spec, return_indices):
-        dev = self.device
-        xd = dev.to_work(x)
-        out = dev.xp.empty(spec.out_shape, dtype=x.dtype)
-        indices = dev.xp.empty(spec.out_shape if return_indices else (1,), dtype=np.int64)
-        itype, I = _index_type(xd, out, indices)
-        grid, block = self._elementwise_grid(out.size, "pool.cu", "POOL_THREADS")
-        top, _, left, _ = spec.pads
-        args = (xd, out, indices, I(out.size), I(spec.h), I(spec.w), I(spec.oh), I(spec.ow),
-                *map(np.int32, (spec.kh, spec.kw, *spec.stride, *spec.dilation, top, left, return_indices)))
-        dev.launch("pool.cu", f"max_pool2d<{_ctype(x.dtype)}, {itype}>", grid, block, args)
-        out = dev.like(out, x)
-        return (out, dev.like(indices, x)) if return_indices else out
+            indices = self.device.xp.empty(spec.out_shape if return_indices else (1,), dtype=np.int64)
+            top, _, left, _ = spec.pads
+            out = self._elementwise("pool.cu", "POOL_THREADS", "max_pool2d", x, spec.out_shape, lambda I: (
+                I(spec.h), I(spec.w), I(spec.oh), I(spec.ow),
+                *map(np.int32, (spec.kh, spec.kw, *spec.stride, *spec.dilation, top, left, return_indices))),
+                (indices,))
+            out = self.device.like(out, x)
+            return (out, self.device.like(indices, x)) if return_indices else out
 
     def avg_pool2d(self, x, spec):
         with self.device.scope(x):
-            return self._avg_pool2d(x, spec)
-
-    def _avg_pool2d(self, x, spec):
-        dev = self.device
-        xd = dev.to_work(x)
-        out = dev.xp.empty(spec.out_shape, dtype=x.dtype)
-        itype, I = _index_type(xd, out)
-        grid, block = self._elementwise_grid(out.size, "pool.cu", "POOL_THREADS")
-        top, bottom, left, right = spec.pads
-        args = (xd, out, I(out.size), I(spec.h), I(spec.w), I(spec.oh), I(spec.ow),
-                *map(np.int32, (spec.kh, spec.kw, *spec.stride, top, bottom, left, right,
-                                spec.count_include_pad, spec.divisor_override or 0)))
-        dev.launch("pool.cu", f"avg_pool2d<{_ctype(x.dtype)}, {itype}>", grid, block, args)
-        return dev.like(out, x)
+            top, bottom, left, right = spec.pads
+            out = self._elementwise("pool.cu", "POOL_THREADS", "avg_pool2d", x, spec.out_shape, lambda I: (
+                I(spec.h), I(spec.w), I(spec.oh), I(spec.ow),
+                *map(np.int32, (spec.kh, spec.kw, *spec.stride, top, bottom, left, right, spec.count_include_pad,
+                                spec.divisor_override or 0))))
+            return self.device.like(out, x)
 
     def pad2d(self, x, spec):
         with self.device.scope(x):
-            return self._pad2d(x, spec)
-
-    def _pad2d(self, x, spec):
-        dev = self.device
-        xd = dev.to_work(x)
-        out = dev.xp.empty(spec.out_shape, dtype=x.dtype)
-        itype, I = _index_type(xd, out)
-        grid, block = self._elementwise_grid(out.size, "pad.cu", "PAD_THREADS")
-        top, _, left, _ = spec.pads
-        _, _, oh, ow = spec.out_shape
-        args = (xd, out, I(out.size), I(spec.h), I(spec.w), I(oh), I(ow), I(top), I(left),
-                np.int32(MODE_CODES[spec.mode]), np.float64(spec.value))
-        dev.launch("pad.cu", f"pad2d<{_ctype(x.dtype)}, {itype}>", grid, block, args)
-        return dev.like(out, x)
+            top, _, left, _ = spec.pads
+            _, _, oh, ow = spec.out_shape
+            out = self._elementwise("pad.cu", "PAD_THREADS", "pad2d", x, spec.out_shape, lambda I: (
+                I(spec.h), I(spec.w), I(oh), I(ow), I(top), I(left), np.int32(MODE_CODES[spec.mode]),
+                np.float64(spec.value)))
+            return self.device.like(out, x)
 
 
 def _gpu_unavailable_reason() -> str | None:
