@@ -75,12 +75,14 @@ def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarra
             for q, gather in enumerate(gathers):
                 gather.fill(x[n0:n1], rsrc, first - top, geo.sh, slab[:, :, p, q].reshape(nt, spec.c, prow, geo.phase_w))
         # Past the last valid column of the last row a window would leave the slab; those
-        # columns are discarded, so the copies stop short and the rest stays unwritten.
+        # columns are discarded, so the copies stop short and the rest is zeroed (leftover
+        # scratch there could overflow in the matmul and raise floating-point warnings).
         valid = length - (geo.phase_w - spec.ow)
         for t, (a, b) in enumerate(taps):
             (p, da), (q, db) = geo.row_taps[a], geo.col_taps[b]
             start = da * geo.phase_w + db
             cols[:, :, t, :valid] = slab[:, :, p, q, start:start + valid]
+        cols[..., valid:] = 0
         np.matmul(wmat, cols.reshape(nt, g, kg, length), out=res)
         store(res.reshape(nt, spec.f, rows, geo.phase_w)[..., :spec.ow], bias, out[n0:n1, :, r0:r1])
 
