@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import tracemalloc
 import warnings
 
@@ -144,23 +145,50 @@ def test_conv2d_after_a_call_that_produced_nan(backend):
         assert_close(out, ref.conv2d(x, w, padding=1), np.float64, f"algorithm={algorithm}")
 
 
+def run_in_a_fresh_thread(fn):
+    """fn() in a new thread (so thread-local scratch buffers are allocated afresh), its exception re-raised."""
+    result = {}
+
+    def target():
+        try:
+            result["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            result["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
 def test_finite_inputs_raise_no_floating_point_warnings(backend):
-    """Scratch memory can hold anything from earlier calls; no algorithm may compute on it in a
-    way that warns (users run with -W error or np.seterr(all="raise"))."""
+    """Scratch memory can hold anything from earlier calls (here: huge finite values, in buffers
+    allocated afresh on one thread); no algorithm may compute on it in a way that warns (users
+    run with -W error or np.seterr(all="raise"))."""
+    from gpuconv._config import config
+
     rng = np.random.default_rng(13)
     cases = [((2, 3, 12, 12), (4, 3, 3, 3), dict(padding=1)), ((1, 3, 13, 11), (6, 1, 5, 3), dict(groups=3, dilation=2)),
-             ((2, 4, 9, 10), (4, 4, 2, 2), dict(stride=2, padding="same")), ((1, 2, 14, 14), (3, 2, 3, 3), {})]
+             ((2, 4, 9, 10), (4, 4, 2, 2), dict(stride=2, padding="same")), ((1, 2, 14, 14), (3, 2, 3, 3), {}),
+             ((2, 3, 5, 4), (2, 3, 5, 4), {}), ((1, 2, 4, 3), (2, 2, 3, 3), dict(padding=(3, 2), padding_mode="reflect"))]
     impl = get_backend(backend)
-    for x_shape, w_shape, kwargs in cases:
-        x, w = random_array(rng, x_shape, np.float32), random_array(rng, w_shape, np.float32)
-        spec = conv_spec(x_shape, w_shape, kwargs.get("stride", 1), kwargs.get("padding", 0), kwargs.get("dilation", 1),
-                         kwargs.get("groups", 1), "zeros")
-        for algorithm in impl.applicable_algorithms(spec):
-            with warnings.catch_warnings(), poisoned_numpy_backend(huge=True):
-                warnings.simplefilter("error", RuntimeWarning)
-                out = gpuconv.conv2d(to_backend(x, backend), to_backend(w, backend), **kwargs, algorithm=algorithm,
-                                     backend=backend)
-            assert_close(out, ref.conv2d(x, w, **kwargs), np.float32, f"algorithm={algorithm} {kwargs}")
+    saved = config.num_threads
+    gpuconv.set_num_threads(1)  # the tiles run on the calling thread: the fresh one
+    try:
+        for x_shape, w_shape, kwargs in cases:
+            x, w = random_array(rng, x_shape, np.float32), random_array(rng, w_shape, np.float32)
+            spec = conv_spec(x_shape, w_shape, kwargs.get("stride", 1), kwargs.get("padding", 0),
+                             kwargs.get("dilation", 1), kwargs.get("groups", 1), kwargs.get("padding_mode", "zeros"))
+            for algorithm in impl.applicable_algorithms(spec):
+                with warnings.catch_warnings(), poisoned_numpy_backend(huge=True):
+                    warnings.simplefilter("error", RuntimeWarning)
+                    out = run_in_a_fresh_thread(lambda: gpuconv.conv2d(
+                        to_backend(x, backend), to_backend(w, backend), **kwargs, algorithm=algorithm, backend=backend))
+                assert_close(out, ref.conv2d(x, w, **kwargs), np.float32, f"algorithm={algorithm} {kwargs}")
+    finally:
+        config.num_threads = saved
 
 
 def test_poisoning_reaches_the_numpy_backend():
