@@ -16,7 +16,8 @@ _FLAGS = {
     "none": (),
     # ASan for out-of-bounds global/dynamic-shared accesses, UBSan's bounds check for static
     # shared arrays (they share one section, so ASan cannot put redzones between them).
-    "address": ("-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g"),
+    # UBSan stops at its first report, so the death callback can name the CUDA thread.
+    "address": ("-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer", "-g"),
     "thread": ("-fsanitize=thread", "-g"),
 }
 _RUNTIME = {"address": ("libasan.so", "__asan_init"), "thread": ("libtsan.so", "__tsan_init")}

@@ -141,9 +141,10 @@ GPUCONV_EMU_RUNTIME inline void fiber_reset(Fiber* f, void (*entry)(void*), void
         fn(reinterpret_cast<void*>((uintptr_t(ahi) << 32) | alo));
     }), 4, unsigned(e >> 32), unsigned(e), unsigned(a >> 32), unsigned(a));
 #else
-    // Frame popped by gpuconv_emu_switch: r15 r14 r13 r12 rbx rbp, then the return address.
+    // Frame popped by gpuconv_emu_switch: r15 r14 r13 r12 rbx rbp, then the return address;
+    // after that `ret`, rsp = top - 16 is 16-byte aligned, as the ABI wants before a call.
     void** top = reinterpret_cast<void**>(f->stack_lo + f->stack_size);  // 16-byte aligned
-    void** sp = top - 8;
+    void** sp = top - 9;
     sp[0] = nullptr;                                  // r15
     sp[1] = nullptr;                                  // r14
     sp[2] = reinterpret_cast<void*>(entry);           // r13
@@ -151,7 +152,7 @@ GPUCONV_EMU_RUNTIME inline void fiber_reset(Fiber* f, void (*entry)(void*), void
     sp[4] = nullptr;                                  // rbx
     sp[5] = nullptr;                                  // rbp
     sp[6] = reinterpret_cast<void*>(&gpuconv_emu_fiber_start);
-    sp[7] = nullptr;
+    sp[7] = sp[8] = nullptr;
     f->sp = sp;
 #endif
 }

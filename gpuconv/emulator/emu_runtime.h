@@ -3,6 +3,7 @@
 // Blocks run one after another; inside a block every thread runs until it blocks (barrier,
 // warp collective) or exits, then the scheduler checks and releases what can proceed.
 #pragma once
+#include <dlfcn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -426,6 +427,36 @@ GPUCONV_EMU_RUNTIME inline int release_barrier() {
     return 1;
 }
 
+// Sanitizer reports name their own thread ids; these tell which CUDA thread that was.
+GPUCONV_EMU_RUNTIME inline void name_fibers_for_tsan() {
+#if defined(__SANITIZE_THREAD__)
+    char name[256];
+    for (unsigned i = 0; i < g.nthreads; ++i) {
+        describe_thread(name, sizeof name, &g.threads[i]);
+        __tsan_set_fiber_name(g.threads[i].fiber.tsan_fiber, name);
+    }
+#endif
+}
+
+GPUCONV_EMU_RUNTIME inline void report_current_thread() {
+    if (!g.current) return;
+    char who[256];
+    describe_thread(who, sizeof who, g.current);
+    fprintf(stderr, "gpuconv emulator: the sanitizer error above happened in %s\n", who);
+}
+
+// ASan and UBSan are separate runtimes, each with its own death callback.
+inline void set_sanitizer_death_callbacks() {
+#if defined(__SANITIZE_ADDRESS__)
+    __sanitizer_set_death_callback(&report_current_thread);
+    if (void* ubsan = dlopen("libubsan.so.1", RTLD_NOW | RTLD_NOLOAD)) {
+        using Setter = void (*)(void (*)());
+        if (auto set = reinterpret_cast<Setter>(dlsym(ubsan, "__sanitizer_set_death_callback"))) set(&report_current_thread);
+        dlclose(ubsan);
+    }
+#endif
+}
+
 GPUCONV_EMU_RUNTIME inline bool run_block(int order) {
     fill_shared_memory();
     for (unsigned i = 0; i < g.nthreads; ++i) {
@@ -433,6 +464,7 @@ GPUCONV_EMU_RUNTIME inline bool run_block(int order) {
         t->state = kRunnable;
         fiber_reset(&t->fiber, &thread_main, t);
     }
+    name_fibers_for_tsan();
     static unsigned sequence[kMaxThreadsPerBlock];
     for (;;) {
         thread_order(sequence, g.nthreads, order);
@@ -580,6 +612,7 @@ GPUCONV_EMU_RUNTIME __attribute__((visibility("default"))) int gpuconv_emu_launc
     g.args = args;
     g.rng = seed;
     if (!prepare_threads()) return 1;
+    set_sanitizer_death_callbacks();
     set_dynamic_shared_size(shared_bytes);
     return run_grid(order);
 }
