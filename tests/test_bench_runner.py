@@ -68,6 +68,17 @@ def test_measure_interleaves_rounds_after_the_warm_up():
     assert samples == {"A": [[1.0] * 3] * 2, "B": [[1.0] * 3] * 2}
 
 
+def test_measure_adds_rounds_until_the_minimum_time():
+    def clock(call):
+        return 0.5
+
+    timed = {"A": (clock, lambda: None), "B": (clock, lambda: None)}
+    # each round times 2 x 2 calls of 0.5 s = 2 s: 3 rounds reach 5 s
+    assert len(measure(timed, warmup=0, rounds=1, repeat=2, min_seconds=5.0)["A"]) == 3
+    assert len(measure(timed, warmup=0, rounds=1, repeat=2, min_seconds=500.0, max_rounds=7)["B"]) == 7
+    assert len(measure(timed, warmup=0, rounds=4, repeat=2, min_seconds=1.0)["B"]) == 4
+
+
 def test_measured_figures_use_flops_or_bytes_and_the_matching_ceiling():
     shared = {"cpu_matmul_float32": {"rate": 200.0}, "gpu_copy": {"rate": 500.0}}
     rounds = [[0.02, 0.01, 0.03], [0.012, 0.008, 0.010]]

@@ -39,7 +39,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--dtype", type=_names(DTYPES), action="extend", dest="dtypes",
                         help="float32 (default) and/or float64 (measured on layers B and F)")
     parser.add_argument("--repeat", type=_positive, default=None, help="timed calls per round (default 5)")
-    parser.add_argument("--rounds", type=_positive, default=None, help="interleaved rounds (default 5)")
+    parser.add_argument("--rounds", type=_positive, default=None,
+                        help="interleaved rounds, at least (default 5; more until --min-time)")
+    parser.add_argument("--min-time", type=float, default=None, metavar="SECONDS",
+                        help="per case, add rounds (at most 50) until the timed calls add up to this (default 2)")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny sizes, each contender timed once: checks the runner, not the speed")
     parser.add_argument("--json", type=Path, help="write every figure to this JSON file")
@@ -66,6 +69,8 @@ def settings_from(args) -> Settings:
         settings.repeat = args.repeat
     if args.rounds:
         settings.rounds = args.rounds
+    if args.min_time is not None:
+        settings.min_seconds = args.min_time
     return settings
 
 

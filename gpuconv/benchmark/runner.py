@@ -30,6 +30,7 @@ class Settings:
     warmup: int = 2  # calls before timing, the first of them checked against the reference
     rounds: int = 5
     repeat: int = 5  # timed calls per round
+    min_seconds: float = 2.0  # more rounds (at most 50) until a case's timed calls add up to this
     smoke: bool = False
     matmul_size: int = 2048  # n of the CPU matmul ceiling
     copy_bytes: int = 256 << 20  # size of the GPU copy ceiling
@@ -37,11 +38,13 @@ class Settings:
     @classmethod
     def for_smoke(cls, **kwargs) -> "Settings":
         """Tiny sizes, each contender called once to warm up and check, then timed once."""
-        return cls(smoke=True, warmup=1, rounds=1, repeat=1, matmul_size=64, copy_bytes=1 << 20, **kwargs)
+        return cls(smoke=True, warmup=1, rounds=1, repeat=1, min_seconds=0.0, matmul_size=64, copy_bytes=1 << 20,
+                   **kwargs)
 
     @property
     def method(self) -> dict:
-        return {"warmup": self.warmup - 1, "rounds": self.rounds, "repeat": self.repeat}
+        return {"warmup": self.warmup - 1, "rounds": self.rounds, "repeat": self.repeat,
+                "min_seconds": self.min_seconds}
 
 
 def _stderr(line: str) -> None:

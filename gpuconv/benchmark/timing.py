@@ -1,5 +1,5 @@
 """The measuring method: warm-up, then interleaved rounds (A B A B ...), each contender timing
-`repeat` calls per round. A clock times one call: the host clock on the CPU; on a GPU, CUDA
+`repeat` calls per round, for at least a minimum total time. A clock times one call: the host clock on the CPU; on a GPU, CUDA
 events recorded around the call after synchronising the device, so that queued work from
 earlier calls is not counted and the call's own kernels are.
 
@@ -50,14 +50,20 @@ def torch_event_clock() -> Callable[[Callable[[], object]], float]:
     return clock
 
 
-def measure(timed: dict, warmup: int, rounds: int, repeat: int) -> dict[str, list[list[float]]]:
-    """timed: {label: (clock, call)}. Calls each `warmup` times, then runs `rounds` rounds in
-    which every contender in turn times `repeat` calls. Returns {label: per-round call times}."""
+def measure(timed: dict, warmup: int, rounds: int, repeat: int, min_seconds: float = 0.0,
+            max_rounds: int = 50) -> dict[str, list[list[float]]]:
+    """timed: {label: (clock, call)}. Calls each `warmup` times, then runs rounds in which every
+    contender in turn times `repeat` calls: at least `rounds` rounds, and more (up to
+    max_rounds) until the timed calls add up to min_seconds, so that a burst of load on a busy
+    machine cannot spoil every round. Returns {label: per-round call times}."""
     for clock, call in timed.values():
         for _ in range(warmup):
             clock(call)
     samples: dict[str, list[list[float]]] = {label: [] for label in timed}
-    for _ in range(rounds):
+    total, done = 0.0, 0
+    while timed and (done < rounds or (total < min_seconds and done < max_rounds)):
         for label, (clock, call) in timed.items():
             samples[label].append([clock(call) for _ in range(repeat)])
+            total += sum(samples[label][-1])
+        done += 1
     return samples
