@@ -115,9 +115,16 @@ def test_best_ceilings_keeps_the_highest_rate_of_the_measurements():
 
 def test_ratios_and_summary_from_synthetic_results():
     def results(ours, torch_time):
-        return {"gpuconv/numpy": {"time_s": ours}, "torch-cpu": {"time_s": torch_time}}
+        return {"gpuconv/numpy": {"time_s": ours, "device": contenders.CPU},
+                "torch-cpu": {"time_s": torch_time, "device": contenders.CPU}}
 
     assert runner.ratios(results(2.0, 1.0)) == {"gpuconv/numpy": {"torch-cpu": pytest.approx(0.5)}}
+    on_both = {**results(2.0, 1.0), "gpuconv/cuda": {"time_s": 0.1, "device": contenders.GPU},
+               "torch-cuda": {"time_s": 0.3, "device": contenders.GPU},
+               "gpuconv/cuda-emu": {"time_s": 4.0, "device": contenders.EMULATOR}}
+    assert runner.ratios(on_both) == {"gpuconv/numpy": {"torch-cpu": pytest.approx(0.5)},
+                                      "gpuconv/cuda": {"torch-cuda": pytest.approx(3.0)},
+                                      "gpuconv/cuda-emu": {"torch-cpu": pytest.approx(0.25)}}
     cases = [{"layer": name, "op": CONV, "dtype": "float32", "ratios": runner.ratios(results(ours, 1.0))}
              for name, ours in (("A", 2.0), ("B", 0.5), ("H", 4.0))]
     cases.append({"layer": "max3", "op": MAX_POOL, "dtype": "float32", "ratios": runner.ratios(results(1.0, 3.0))})
@@ -237,12 +244,15 @@ def test_smoke_run_writes_every_case_and_figure(backend, tmp_path, capsys):
             if figures["ceiling"] is not None:
                 ceiling = document["ceilings"][figures["ceiling"]]
                 assert figures["ceiling_share"] == pytest.approx(figures["rate"] / ceiling["rate"])
-        peers = [label for label in case["results"] if not label.startswith("gpuconv/")]
+        hardware = runner.HARDWARE[case["results"][ours]["device"]]
+        peers = [label for label, figures in case["results"].items()
+                 if not label.startswith("gpuconv/") and runner.HARDWARE[figures["device"]] == hardware]
         assert set(case["ratios"][ours]) == set(peers)
         for label in peers:
             assert case["ratios"][ours][label] == pytest.approx(
                 case["results"][label]["time_s"] / case["results"][ours]["time_s"])
 
+    assert any(case["ratios"][ours] for case in document["cases"]), "no ratio was computed at all"
     env = document["environment"]
     assert env["cpu"]["model"] and env["cpu"]["usable_cpus"] >= 1 and env["versions"]["numpy"]
     for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):

@@ -11,7 +11,7 @@ import sys
 from dataclasses import asdict, dataclass
 
 from . import ceilings, environment
-from .contenders import CPU, GPU, PEERS, Unavailable, by_label, to_numpy
+from .contenders import CPU, EMULATOR, GPU, PEERS, Unavailable, by_label, to_numpy
 from .figures import geometric_mean, rate, relative_difference, share, speed_ratio, summarise
 from .layers import CONV, Case, select_cases
 from .timing import measure
@@ -183,11 +183,17 @@ def attach_ceilings(result: dict, shared: dict) -> None:
         figures["ceiling_share"] = share(figures["rate"], ceiling["rate"]) if ceiling else None
 
 
+# The hardware a contender's time is spent on: the emulator competes with the CPU peers.
+HARDWARE = {CPU: CPU, EMULATOR: CPU, GPU: GPU}
+
+
 def ratios(results: dict) -> dict:
-    """{gpuconv contender: {peer: peer time / our time}} over the contenders measured in a case."""
+    """{gpuconv contender: {peer: peer time / our time}} for the peers measured in a case on
+    the same hardware (a CPU backend is not compared with a GPU peer, nor the reverse)."""
     ours = [label for label in results if label.startswith("gpuconv/")]
     peers = [label for label in results if not label.startswith("gpuconv/")]
-    return {mine: {other: speed_ratio(results[other]["time_s"], results[mine]["time_s"]) for other in peers}
+    return {mine: {other: speed_ratio(results[other]["time_s"], results[mine]["time_s"]) for other in peers
+                   if HARDWARE[results[other]["device"]] == HARDWARE[results[mine]["device"]]}
             for mine in ours}
 
 
