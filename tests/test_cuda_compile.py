@@ -1,0 +1,39 @@
+"""Every kernel instantiation compiles with NVRTC for sm_70, sm_80 and sm_90 with the CUDA backend's
+own options, with zero spills and no warnings about our code (gpuconv._compile's ptxas report)."""
+from __future__ import annotations
+
+import pytest
+
+from gpuconv import _kernels
+from gpuconv._check import kernel_warnings
+from gpuconv._compile import DEFAULT_ARCHS, compile_report
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def records():
+    return compile_report()
+
+
+def test_every_instantiation_is_reported_for_every_arch(records):
+    expected = {(file, name, arch) for file, names in _kernels.KERNEL_SOURCES.items() for name in names
+                for arch in ("sm_70", "sm_80", "sm_90")}
+    assert set(DEFAULT_ARCHS) == {"sm_70", "sm_80", "sm_90"}
+    assert {(r.file, r.name_expression, r.arch) for r in records} == expected
+
+
+def test_no_spills_and_no_warnings(records):
+    bad = [r for r in records if r.spill_bytes or r.stack_frame_bytes or kernel_warnings(r)]
+    assert not bad, "\n".join(map(str, bad))
+
+
+def test_register_budgets_follow_the_launch_bounds(records):
+    """__launch_bounds__(threads, min blocks) caps registers: direct 128, 4x4 GEMM 128, pool/pad 64."""
+    limits = {"conv2d_direct": 128, "max_pool2d": 64, "avg_pool2d": 64, "pad2d": 64}
+    for r in records:
+        name = r.name_expression.split("<")[0]
+        limit = limits.get(name, 255 if r.name_expression.endswith("8, 8>") else 128)
+        assert 0 < r.registers <= limit, r
+    gemm = [r for r in records if r.name_expression.startswith("conv2d_implicit_gemm")]
+    assert all(r.static_shared_bytes == 2 * 8 * (128 + 128) * 4 for r in gemm if r.name_expression.endswith("8, 8>"))
