@@ -27,7 +27,7 @@ def _ceil_div(a: int, b: int) -> int:
 
 
 def plan(spec: ConvSpec, tile_bytes: Callable[[int, int], int], algorithm: str, row_step: int = 1,
-         reserved: int = 0) -> Plan:
+         reserved: int = 0, target_bytes: int = TARGET_BYTES) -> Plan:
     """Tiles for tile_bytes(images, rows); rows per tile is a multiple of row_step (but the last).
     `reserved` bytes of the cap are already taken (e.g. by transformed weights)."""
     cap = config.workspace_bytes - reserved
@@ -39,7 +39,7 @@ def plan(spec: ConvSpec, tile_bytes: Callable[[int, int], int], algorithm: str, 
         raise MemoryError(f"algorithm {algorithm!r}: the smallest tile of this convolution needs "
                           f"{tile_bytes(1, row_step)} bytes of workspace (and {reserved} more for the whole "
                           f"call), more than the cap of {config.workspace_bytes} bytes (gpuconv.set_workspace_limit)")
-    target = min(budget, max(TARGET_BYTES, tile_bytes(1, row_step)))
+    target = min(budget, max(target_bytes, tile_bytes(1, row_step)))
     if tile_bytes(1, spec.oh) <= target:
         images = max(1, min(target // tile_bytes(1, spec.oh), _ceil_div(spec.n, threads)))
         rows = spec.oh

@@ -4,15 +4,16 @@ Algorithms (each a module with applicable(spec) -> None or the rule it needs, an
 conv2d(x, wmat, bias, spec, out)):
 - "im2col": tiled column matrix + BLAS matmul; runs every shape.
 - "winograd": F(2x2, 3x3), 2.25x fewer multiplications; 3x3, stride 1, dilation 1, groups 1.
+- "direct": per-tap multiply-accumulate; for depthwise and single-channel convolutions.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..._geometry import ConvSpec
-from . import im2col, winograd
+from . import direct, im2col, winograd
 
-_MODULES = {module.NAME: module for module in (im2col, winograd)}
+_MODULES = {module.NAME: module for module in (im2col, winograd, direct)}
 ALGORITHMS = ("auto", *_MODULES)
 
 

@@ -23,7 +23,7 @@ def applicable(spec: ConvSpec) -> str | None:
     return None
 
 
-class _Geometry:
+class Geometry:
     """Phase-plane sizes of a tile with `rows` output rows."""
 
     def __init__(self, spec: ConvSpec):
@@ -38,7 +38,7 @@ class _Geometry:
 
 
 def tile_bytes(spec: ConvSpec, itemsize: int, images: int, rows: int) -> int:
-    geo = _Geometry(spec)
+    geo = Geometry(spec)
     plane = geo.phase_rows(rows) * geo.phase_w
     slab = spec.c * geo.sh * geo.sw * plane
     cols = spec.c * spec.kh * spec.kw * rows * geo.phase_w
@@ -46,53 +46,67 @@ def tile_bytes(spec: ConvSpec, itemsize: int, images: int, rows: int) -> int:
     return itemsize * images * (slab + cols + result)
 
 
-def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarray) -> None:
-    """out (n, f, oh, ow) = conv of x; wmat is (groups, f/groups, c/groups*kh*kw) in the compute dtype."""
-    compute = wmat.dtype
-    geo = _Geometry(spec)
-    plan = _tiles.plan(spec, lambda n, r: tile_bytes(spec, compute.itemsize, n, r), NAME)
+def gather_phases(spec: ConvSpec, geo: Geometry):
+    """gather(x, n0, n1, r0, slab): the padded stride-phase planes of images n0:n1 for output
+    rows from r0 into slab (images, c, sh, sw, phase rows * phase_w)."""
     top, bottom, left, right = spec.pads
-    rows_total = (spec.oh + geo.extra_rows + 1) * geo.sh
-    row_src = _slab.source_map(spec.h, top, bottom, spec.padding_mode, rows_total)
+    row_src = _slab.source_map(spec.h, top, bottom, spec.padding_mode, (spec.oh + geo.extra_rows + 1) * geo.sh)
     gathers = [_slab.PhaseGather(spec.w, _slab.source_map(spec.w, left, right, spec.padding_mode,
                                                           q + geo.sw * geo.phase_w)[q::geo.sw], q - left, geo.sw)
                for q in range(geo.sw)]
+
+    def gather(x: np.ndarray, n0: int, n1: int, r0: int, slab: np.ndarray) -> None:
+        prow = slab.shape[-1] // geo.phase_w
+        for p in range(geo.sh):
+            first = r0 * geo.sh + p
+            rsrc = row_src[first:first + prow * geo.sh:geo.sh]
+            for q, phase in enumerate(gathers):
+                phase.fill(x[n0:n1], rsrc, first - top, geo.sh, slab[:, :, p, q].reshape(n1 - n0, spec.c, prow, geo.phase_w))
+
+    return gather
+
+
+def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarray) -> None:
+    """out (n, f, oh, ow) = conv of x; wmat is (groups, f/groups, c/groups*kh*kw) in the compute dtype."""
+    compute = wmat.dtype
+    geo = Geometry(spec)
+    plan = _tiles.plan(spec, lambda n, r: tile_bytes(spec, compute.itemsize, n, r), NAME)
+    gather = gather_phases(spec, geo)
     g, kg = spec.groups, wmat.shape[2]
     taps = [(a, b) for a in range(spec.kh) for b in range(spec.kw)]
 
     def run_tile(i: int) -> None:
         n0, n1, r0, r1 = plan.tiles[i]
         nt, rows = n1 - n0, r1 - r0
-        prow = geo.phase_rows(rows)
         length = rows * geo.phase_w
         slab, cols, res = _workspace.arrays(
-            ((nt, spec.c, geo.sh, geo.sw, prow * geo.phase_w), compute),
+            ((nt, spec.c, geo.sh, geo.sw, geo.phase_rows(rows) * geo.phase_w), compute),
             ((nt, spec.c, spec.kh * spec.kw, length), compute),
             ((nt, g, wmat.shape[1], length), compute))
-        for p in range(geo.sh):
-            first = r0 * geo.sh + p
-            rsrc = row_src[first:first + prow * geo.sh:geo.sh]
-            for q, gather in enumerate(gathers):
-                gather.fill(x[n0:n1], rsrc, first - top, geo.sh, slab[:, :, p, q].reshape(nt, spec.c, prow, geo.phase_w))
+        gather(x, n0, n1, r0, slab)
         # Past the last valid column of the last row a window would leave the slab; those
-        # columns are discarded, so the copies stop short and the rest is zeroed (leftover
-        # scratch there could overflow in the matmul and raise floating-point warnings).
+        # columns are discarded: the copies stop short and the rest is zeroed.
         valid = length - (geo.phase_w - spec.ow)
+        cols[..., valid:] = 0
         for t, (a, b) in enumerate(taps):
             (p, da), (q, db) = geo.row_taps[a], geo.col_taps[b]
             start = da * geo.phase_w + db
             cols[:, :, t, :valid] = slab[:, :, p, q, start:start + valid]
-        cols[..., valid:] = 0
         np.matmul(wmat, cols.reshape(nt, g, kg, length), out=res)
-        store(res.reshape(nt, spec.f, rows, geo.phase_w)[..., :spec.ow], bias, out[n0:n1, :, r0:r1])
+        store(res.reshape(nt, spec.f, rows, geo.phase_w), bias, out[n0:n1, :, r0:r1])
 
     parallel_items(run_tile, len(plan.tiles), plan.threads)
     _workspace.release()
 
 
 def store(result: np.ndarray, bias, out: np.ndarray) -> None:
-    """out = result (+ bias per output channel), cast to out's dtype."""
-    if bias is None:
-        np.copyto(out, result, casting="unsafe")
-    else:
-        np.add(result, bias[:, None, None], out=out, casting="unsafe")
+    """out (n, f, rows, width) = result (n, f, rows, wide)[..., :width] (+ bias per output
+    channel), cast to out's dtype. result is contiguous: the bias goes on it as a whole (adding
+    it while copying short output rows is twice as slow), then one copy with merged axes."""
+    n, f, rows, wide = result.shape
+    if bias is not None:
+        flat = result.reshape(n, f, rows * wide)
+        np.add(flat, bias[:, None], out=flat)
+    target = out.view()
+    target.shape = (n * f, rows, out.shape[3])  # out's (n, f) always merge: a tile has every channel
+    target[...] = result.reshape(n * f, rows, wide)[..., :out.shape[3]]

@@ -21,7 +21,6 @@ import numpy as np
 from ..._geometry import ConvSpec
 from . import _slab, _tiles, _workspace
 from ._threads import parallel_items
-from .im2col import store
 
 NAME = "winograd"
 
@@ -154,7 +153,11 @@ def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarra
             p, q = divmod(j, 2)
             rows = len(range(r0 + p, r1, 2))
             phase = y[j].reshape(f, nt, block_rows + 1, phase_w)[:, :, :rows, :len(range(q, spec.ow, 2))]
-            store(phase.transpose(1, 0, 2, 3), bias, out[n0:n1, :, r0 + p:r1:2, q::2])
+            target = out[n0:n1, :, r0 + p:r1:2, q::2]
+            if bias is None:
+                np.copyto(target, phase.transpose(1, 0, 2, 3), casting="unsafe")
+            else:
+                np.add(phase.transpose(1, 0, 2, 3), bias[:, None, None], out=target, casting="unsafe")
 
     parallel_items(run_tile, len(plan.tiles), plan.threads)
     _workspace.release()
