@@ -13,9 +13,10 @@
 // on distinct banks (broadcast for the 2 rows a warp spans).
 #include "common.cuh"
 
+// ptxas must allow 255 registers for an 8x8 register tile and for double (1 block/SM), 128 for a
+// 4x4 float tile (2 blocks/SM): below that it spills.
 template <typename T, typename I, int BM, int BN, int TM, int TN>
-// ptxas must allow 255 registers for an 8x8 register tile (1 block/SM) and 128 for 4x4 (2 blocks).
-__global__ void __launch_bounds__((BM / TM) * (BN / TN), TM * TN >= 64 ? 1 : 2)
+__global__ void __launch_bounds__((BM / TM) * (BN / TN), TM * TN >= 64 || sizeof(T) == 8 ? 1 : 2)
 conv2d_implicit_gemm(const T* __restrict__ x, const T* __restrict__ wt, const T* __restrict__ bias,
                      T* __restrict__ y, int has_bias, I n, I c, I h, I wd, I f, I oh, I ow, int kh,
                      int kw, int groups, int sh, int sw, int dh, int dw, int top, int left,
@@ -54,11 +55,16 @@ conv2d_implicit_gemm(const T* __restrict__ x, const T* __restrict__ wt, const T*
     col_x[j] = (p - oy * ow) * sw - left;
   }
 
+  // This thread's k row of the next tile load, as (channel, tap row, tap column); advanced by BK
+  // per step with carries instead of divisions (BK < taps * channels, each carry at most 1).
+  I k = k_row, ci = k / taps;
+  int a = (int)((k - ci * taps) / kw), b = (int)(k - ci * taps - (I)a * kw);
+  const I step_ci = BK / taps;
+  const int step_a = (int)((BK - step_ci * taps) / kw), step_b = (int)(BK - step_ci * taps) - step_a * kw;
+
   A next_w[LOADS_M], next_x[LOADS_N];
-  auto load_tile = [&](I k0) {  // global -> registers, zeros outside M, N and K
-    const I k = k0 + k_row;
-    const I ci = k / taps, tap = k - ci * taps;
-    const int a = (int)(tap / kw), b = (int)(tap - (I)a * kw);
+  auto load_tile = [&]() {  // global -> registers, zeros outside M, N and K; then advance k
+    const I x_channel = ci * hw;
     #pragma unroll
     for (int j = 0; j < LOADS_M; ++j) {
       const I m = m0 + lane + 32 * j;
@@ -70,10 +76,16 @@ conv2d_implicit_gemm(const T* __restrict__ x, const T* __restrict__ wt, const T*
       if (k < k_total && col_base[j] >= 0) {
         const I sy = source_index<I>(col_y[j] + (I)a * dh, h, mode);
         const I sx = source_index<I>(col_x[j] + (I)b * dw, wd, mode);
-        if (sy >= 0 && sx >= 0) v = to_acc(x[col_base[j] + ci * hw + sy * wd + sx]);
+        if (sy >= 0 && sx >= 0) v = to_acc(x[col_base[j] + x_channel + sy * wd + sx]);
       }
       next_x[j] = v;
     }
+    k += BK;
+    b += step_b;
+    if (b >= kw) b -= kw, ++a;
+    a += step_a;
+    if (a >= kh) a -= kh, ++ci;
+    ci += step_ci;
   };
   auto store_tile = [&](int buf) {  // registers -> shared: a warp writes 32 consecutive values
     #pragma unroll
@@ -88,13 +100,13 @@ conv2d_implicit_gemm(const T* __restrict__ x, const T* __restrict__ wt, const T*
     #pragma unroll
     for (int j = 0; j < TN; ++j) acc[i][j] = 0;
 
-  load_tile(0);
+  load_tile();
   store_tile(0);
   __syncthreads();
   const I steps = ceil_div<I>(k_total, BK);
   for (I step = 0; step < steps; ++step) {
     const int buf = (int)(step & 1);
-    if (step + 1 < steps) load_tile((step + 1) * BK);
+    if (step + 1 < steps) load_tile();
     #pragma unroll
     for (int kk = 0; kk < BK; ++kk) {
       A rm[TM], rn[TN];
