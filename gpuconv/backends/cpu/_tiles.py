@@ -27,9 +27,10 @@ def _ceil_div(a: int, b: int) -> int:
 
 
 def plan(spec: ConvSpec, tile_bytes: Callable[[int, int], int], algorithm: str, row_step: int = 1,
-         reserved: int = 0, target_bytes: int = TARGET_BYTES) -> Plan:
+         reserved: int = 0, target_bytes: int | None = None) -> Plan:
     """Tiles for tile_bytes(images, rows); rows per tile is a multiple of row_step (but the last).
     `reserved` bytes of the cap are already taken (e.g. by transformed weights)."""
+    target_bytes = TARGET_BYTES if target_bytes is None else target_bytes
     cap = config.workspace_bytes - reserved
     threads = max(1, config.num_threads)
     if tile_bytes(1, row_step) * threads > cap:

@@ -2,8 +2,11 @@
 
 A fresh multi-MiB array costs a page fault per 4 KiB page on first touch (about 1 us
 each), which is as much as the arithmetic on it; so every worker thread keeps a flat
-buffer per slot (tile arrays, transformed weights) and carves its arrays out of it. A buffer larger than KEEP_BYTES is dropped
-at the end of the call (release()), so between calls at most threads * KEEP_BYTES stay held.
+buffer per slot (tile arrays, transformed weights, pooling rows) and carves its arrays out
+of it. config.workspace_bytes bounds what one call allocates (the callers plan their
+tiles under it); at the end of a call release() drops every buffer larger than
+min(KEEP_BYTES, cap / 2), so a lowered cap takes effect at once and between calls at
+most threads * slots * KEEP_BYTES stay held.
 """
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ import math
 import threading
 
 import numpy as np
+
+from ..._config import config
 
 KEEP_BYTES = 16 << 20
 _ALIGN = 64  # bytes: a cache line, and AVX-512 vector alignment
@@ -43,9 +48,10 @@ def arrays(*specs: tuple[tuple[int, ...], np.dtype], slot: str = "tile") -> list
 
 
 def release() -> None:
-    """Drop every thread's buffer that is larger than KEEP_BYTES."""
+    """Drop every thread's buffer that is larger than min(KEEP_BYTES, cap / 2)."""
+    keep = min(KEEP_BYTES, config.workspace_bytes // 2)
     with _held_lock:
         for storage in _held:
             for slot, buffer in list(storage.items()):
-                if isinstance(buffer, np.ndarray) and buffer.nbytes > KEEP_BYTES:
+                if isinstance(buffer, np.ndarray) and buffer.nbytes > keep:
                     storage[slot] = None

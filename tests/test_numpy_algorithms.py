@@ -1,0 +1,167 @@
+"""The NumPy backend's conv algorithms, each forced in turn, against the float64 reference:
+shapes that hit the tiling edges (tile remainders, one-image batches, rows split into
+one-row tiles), every padding mode, strides, dilations, groups, dtypes and bias; Winograd's
+float32 error bound; the workspace cap; thread settings."""
+from __future__ import annotations
+
+import re
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import gpuconv
+import reference as ref
+from gpuconv._config import config
+from gpuconv._geometry import conv_spec
+from gpuconv.backends import get_backend
+from gpuconv.backends.cpu import _blas, _tiles, _workspace, conv
+from support import as_reference_input, assert_close, poisoned_numpy_backend, random_array
+
+ALGORITHMS = tuple(a for a in conv.ALGORITHMS if a != "auto")
+
+# (x shape, w shape, conv2d keyword arguments)
+CASES = [
+    ((3, 4, 11, 9), (5, 4, 3, 3), dict(padding=1)),
+    ((2, 3, 10, 13), (4, 3, 3, 3), dict(padding=((2, 1), (0, 2)), padding_mode="reflect")),
+    ((2, 3, 9, 8), (4, 3, 3, 3), dict(padding=(1, 2), padding_mode="replicate")),
+    ((1, 2, 7, 12), (3, 2, 3, 3), dict(padding=((1, 2), (2, 1)), padding_mode="circular")),
+    ((2, 3, 13, 11), (4, 3, 2, 3), dict(stride=2, dilation=(1, 2), padding="same")),
+    ((2, 2, 16, 15), (3, 2, 5, 5), dict(stride=3, dilation=2, padding=(3, 1), padding_mode="reflect")),
+    ((2, 3, 12, 10), (6, 3, 3, 2), dict(stride=(2, 1), padding=((0, 2), (1, 1)), padding_mode="circular")),
+    ((2, 4, 10, 10), (6, 2, 3, 3), dict(groups=2, padding=1, padding_mode="replicate")),
+    ((3, 4, 9, 11), (8, 1, 3, 3), dict(groups=4, padding=1)),  # depthwise, 2 filters per channel
+    ((2, 6, 8, 8), (6, 1, 3, 3), dict(groups=6, padding="same", padding_mode="reflect")),
+    ((1, 1, 17, 19), (1, 1, 3, 3), {}),  # one image, one channel
+    ((4, 1, 12, 12), (3, 1, 5, 5), dict(padding="valid")),
+    ((2, 5, 6, 7), (3, 5, 1, 1), dict(stride=(1, 2))),
+    ((2, 3, 1, 17), (2, 3, 1, 4), dict(padding=(0, 2), dilation=(1, 3))),
+    ((1, 2, 3, 3), (2, 2, 5, 5), dict(padding=2)),  # kernel larger than the input
+    ((2, 3, 8, 9), (4, 3, 3, 3), dict(padding=(0, 1), stride=1, dilation=2, padding_mode="circular")),
+]
+
+
+@pytest.fixture(params=["default", "one-row tiles", "few-image tiles"])
+def tiling(request, monkeypatch):
+    """Tile size targets: the library default, the smallest tile (one or two output rows, so
+    rows are split and the last tile is a remainder) and a few images per tile."""
+    target = {"default": _tiles.TARGET_BYTES, "one-row tiles": 1, "few-image tiles": 24 << 10}[request.param]
+    monkeypatch.setattr(_tiles, "TARGET_BYTES", target)
+    return request.param
+
+
+@pytest.fixture(params=[1, 2])
+def threads(request, monkeypatch):
+    monkeypatch.setattr(config, "num_threads", request.param)
+    return request.param
+
+
+def _check_all_algorithms(x, w, bias, kwargs, dtype):
+    expected = ref.conv2d(as_reference_input(x), as_reference_input(w), as_reference_input(bias), **kwargs)
+    spec = conv_spec(x.shape, w.shape, kwargs.get("stride", 1), kwargs.get("padding", 0), kwargs.get("dilation", 1),
+                     kwargs.get("groups", 1), kwargs.get("padding_mode", "zeros"))
+    applicable = get_backend("numpy").applicable_algorithms(spec)
+    for algorithm in ALGORITHMS:
+        if algorithm in applicable:
+            with poisoned_numpy_backend():
+                out = gpuconv.conv2d(x, w, bias, **kwargs, algorithm=algorithm, backend="numpy")
+            assert_close(out, expected, dtype, f"algorithm={algorithm} x{x.shape} w{w.shape} {kwargs}")
+        else:
+            with pytest.raises(ValueError, match=re.escape(repr(algorithm)) + ".*needs"):
+                gpuconv.conv2d(x, w, bias, **kwargs, algorithm=algorithm, backend="numpy")
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_every_algorithm_matches_the_reference(case, tiling, threads):
+    x_shape, w_shape, kwargs = CASES[case]
+    rng = np.random.default_rng(1000 + case)
+    x, w = random_array(rng, x_shape, np.float32), random_array(rng, w_shape, np.float32)
+    bias = random_array(rng, (w_shape[0],), np.float32) if case % 2 else None
+    _check_all_algorithms(x, w, bias, kwargs, np.float32)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float64])
+@pytest.mark.parametrize("case", [0, 2, 4, 8])
+def test_every_algorithm_in_other_dtypes(case, dtype, tiling):
+    x_shape, w_shape, kwargs = CASES[case]
+    rng = np.random.default_rng(2000 + case)
+    x, w = random_array(rng, x_shape, dtype), random_array(rng, w_shape, dtype)
+    _check_all_algorithms(x, w, random_array(rng, (w_shape[0],), dtype), kwargs, dtype)
+
+
+def test_winograd_float32_error_is_within_2e_5_of_the_output_scale():
+    rng = np.random.default_rng(11)
+    for x_shape, w_shape, kwargs in [((2, 32, 20, 18), (24, 32, 3, 3), dict(padding=1)),
+                                     ((1, 64, 15, 16), (64, 64, 3, 3), dict(padding=1, padding_mode="reflect")),
+                                     ((3, 16, 9, 9), (8, 16, 3, 3), {})]:
+        x = (rng.standard_normal(x_shape) * 100).astype(np.float32)
+        w = rng.uniform(-1, 1, w_shape).astype(np.float32)
+        expected = ref.conv2d(x.astype(np.float64), w.astype(np.float64), **kwargs)
+        out = gpuconv.conv2d(x, w, **kwargs, algorithm="winograd", backend="numpy")
+        error = np.abs(out - expected).max() / np.abs(expected).max()
+        assert error <= 2e-5, f"winograd error {error:.2e} of the output scale for x{x_shape} w{w_shape} {kwargs}"
+
+
+def test_forcing_an_inapplicable_algorithm_names_it_and_its_rule():
+    x, w = np.ones((1, 2, 8, 8), np.float32), np.ones((2, 2, 3, 3), np.float32)
+    with pytest.raises(ValueError, match=r"algorithm='winograd'.*3x3 kernel, stride 1, dilation 1 and groups=1"):
+        gpuconv.conv2d(x, w, stride=2, algorithm="winograd", backend="numpy")
+    with pytest.raises(ValueError, match=r"algorithm='fft'.*offers"):
+        gpuconv.conv2d(x, w, algorithm="fft", backend="numpy")
+
+
+def test_algorithm_contract_and_automatic_choice():
+    impl = get_backend("numpy")
+    assert impl.algorithms[0] == "auto" and set(ALGORITHMS) == {"im2col", "winograd", "direct"}
+    resnet = conv_spec((8, 64, 56, 56), (64, 64, 3, 3), 1, 1, 1, 1, "zeros")
+    depthwise = conv_spec((8, 64, 56, 56), (64, 1, 3, 3), 1, 1, 1, 64, "zeros")
+    stem = conv_spec((8, 3, 224, 224), (64, 3, 7, 7), 2, 3, 1, 1, "zeros")
+    assert impl.applicable_algorithms(resnet) == ("auto", "im2col", "winograd", "direct")
+    assert impl.applicable_algorithms(stem) == ("auto", "im2col", "direct")
+    assert (conv.choose(resnet), conv.choose(depthwise), conv.choose(stem)) == ("winograd", "direct", "im2col")
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_workspace_cap_holds_for_every_algorithm(algorithm):
+    """Under a 1 MiB cap, a conv whose full im2col needs ~9 MiB gives the right result while
+    the traced allocations of the call (its first under this cap) stay under cap + output."""
+    rng = np.random.default_rng(5)
+    x, w = random_array(rng, (4, 16, 64, 64), np.float32), random_array(rng, (16, 16, 3, 3), np.float32)
+    expected = ref.conv2d(x, w, padding=1)
+    cap, out_bytes = 1 << 20, expected.size * 4
+    assert 4 * 16 * 9 * 64 * 64 * 4 > 8 * cap
+    saved = config.workspace_bytes
+    gpuconv.set_workspace_limit(cap)
+    try:
+        _workspace.release()  # drop buffers an earlier call kept under the default cap
+        tracemalloc.start()
+        try:
+            out = gpuconv.conv2d(x, w, padding=1, algorithm=algorithm, backend="numpy")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    finally:
+        config.workspace_bytes = saved
+    assert_close(out, expected, np.float32, f"algorithm={algorithm} under a 1 MiB cap")
+    assert peak <= cap + out_bytes + (64 << 10), f"algorithm={algorithm}: peak {peak} > cap {cap} + output {out_bytes}"
+
+
+def test_a_tile_that_cannot_fit_the_cap_is_a_clear_memory_error():
+    saved = config.workspace_bytes
+    gpuconv.set_workspace_limit(1 << 20)
+    try:
+        x, w = np.ones((1, 256, 3, 2048), np.float32), np.ones((2, 256, 3, 3), np.float32)
+        with pytest.raises(MemoryError, match=r"algorithm 'im2col'.*cap of 1048576 bytes"):
+            gpuconv.conv2d(x, w, algorithm="im2col", backend="numpy")
+    finally:
+        config.workspace_bytes = saved
+
+
+def test_blas_thread_setting_is_restored_after_a_call():
+    rng = np.random.default_rng(9)
+    x, w = random_array(rng, (4, 8, 16, 16), np.float32), random_array(rng, (8, 8, 3, 3), np.float32)
+    control = _blas._find_control()
+    before = control[0]() if control else None
+    gpuconv.conv2d(x, w, padding=1, algorithm="im2col", backend="numpy")
+    assert (control[0]() if control else None) == before
+    assert _blas.backend_name() in ("openblas-ctypes", "threadpoolctl", "none")
