@@ -24,13 +24,14 @@ from ._errors import EmulatorCompileError
 
 _MARK_GLOBAL = "__gpuconv_emu_global__"
 _MARK_SHARED = "__gpuconv_emu_shared__"
-_STATIC_SHARED = 'static __attribute__((section("gpuconv_shared")))'
 # `extern __shared__ <type> name[];` -> a pointer to the dynamic shared buffer.
 _EXTERN_SHARED = re.compile(r"\bextern\s+" + _MARK_SHARED + r"\b([^;{}]*?)\b([A-Za-z_]\w*)\s*\[\s*\]\s*;")
 _GLOBAL_FUNCTION = re.compile(_MARK_GLOBAL + r"\s+(?:[A-Za-z_]\w*\s+)*?void\s+([A-Za-z_]\w*)\s*\(")
 _EXTERN_C_BLOCK = re.compile(r'extern\s+"C"\s*\{')
-_CODEGEN_FLAGS = ("-O1", "-fPIC", "-shared", "-fno-threadsafe-statics", "-ffp-contract=off",
-                  "-Wl,-z,defs", "-Wl,-Bsymbolic")
+# Every library keeps its own runtime state and kernels' static shared arrays: hidden symbols,
+# no STB_GNU_UNIQUE (which the dynamic linker would merge across all loaded libraries).
+_CODEGEN_FLAGS = ("-O1", "-fPIC", "-shared", "-fvisibility=hidden", "-fno-gnu-unique", "-fno-threadsafe-statics",
+                  "-ffp-contract=off", "-Wl,-z,defs", "-Wl,-Bsymbolic")
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,55 @@ def _preprocess(req: BuildRequest) -> str:
     return _run(cmd, f"preprocessing {req.source}", stdin=f'#include "{quoted}"\n')
 
 
+def _statement_end(text: str, start: int) -> int:
+    """Index of the ';' that ends the declaration starting at `start` (outside brackets)."""
+    depth = 0
+    for i in range(start, len(text)):
+        ch = text[i]
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == ";" and depth == 0:
+            return i
+    raise ValueError("unterminated __shared__ declaration")
+
+
+def _split_top_level(text: str, sep: str) -> list[str]:
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += (ch in "([{") - (ch in ")]}")
+        if ch == sep and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return parts + [text[start:]]
+
+
+def _without_groups(text: str) -> str:
+    """`text` without bracketed groups: `__attribute__((a)) float x[4][2]` -> `__attribute__ float x`."""
+    out, depth = [], 0
+    for ch in text:
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif depth == 0:
+            out.append(ch)
+    return "".join(out)
+
+
+def _declared_names(declaration: str) -> list[str]:
+    names = []
+    for declarator in _split_top_level(declaration, ","):
+        identifiers = re.findall(r"[A-Za-z_]\w*", _without_groups(_split_top_level(declarator, "=")[0]))
+        if identifiers:
+            names.append(identifiers[-1])
+    return names
+
+
 def _rewrite_shared(text: str) -> str:
+    """extern __shared__ arrays -> pointers to the dynamic buffer; every other __shared__
+    variable -> a static one with a registration object that poisons it before each block."""
     def extern_shared(m: re.Match) -> str:
         decl, name = m.group(1), m.group(2)
         pointer = f"decltype(+gpuconv_emu_decl_{name})"
@@ -111,7 +160,18 @@ def _rewrite_shared(text: str) -> str:
 
     text = _EXTERN_SHARED.sub(extern_shared, text)
     text = re.sub(r"\bstatic\s+" + _MARK_SHARED, _MARK_SHARED, text)
-    return text.replace(_MARK_SHARED, _STATIC_SHARED)
+    out, pos, count = [], 0, 0
+    for m in re.finditer(_MARK_SHARED, text):
+        end = _statement_end(text, m.end())
+        registrations = []
+        for name in _declared_names(text[m.end():end]):
+            registrations.append(f"gpuconv_emu_shared_{count}(&{name}, sizeof({name}))")
+            count += 1
+        out += [text[pos:m.start()], "static", text[m.end():end + 1]]
+        if registrations:
+            out.append(f" static ::gpuconv_emu::SharedVariable {', '.join(registrations)};")
+        pos = end + 1
+    return "".join(out) + text[pos:]
 
 
 def _extern_c_spans(text: str) -> list[tuple[int, int]]:

@@ -106,7 +106,9 @@ inline int __all_sync(unsigned mask, int predicate, const char* file = __builtin
 inline void __syncwarp(unsigned mask = 0xffffffffu, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
     ::gpuconv_emu::warp_collective(::gpuconv_emu::kSyncWarp, mask, 0, 0, 32, file, line);
 }
-inline unsigned __activemask() { return ::gpuconv_emu::active_mask(); }
+inline unsigned __activemask(const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+    return ::gpuconv_emu::active_mask(file, line);
+}
 
 // ---------------------------------------------------------------- errors
 #undef assert

@@ -110,13 +110,13 @@ template <class... A> int register_kernel(const char* name, void (*fn)(A...)) {
 
 // ---------------------------------------------------------------- threads and the block
 enum ThreadState : int { kRunnable, kAtBarrier, kAtWarp, kExited, kFailed };
-enum Collective : int { kShflIdx, kShflUp, kShflDown, kShflXor, kBallot, kAny, kAll, kSyncWarp };
+enum Collective : int { kShflIdx, kShflUp, kShflDown, kShflXor, kBallot, kAny, kAll, kSyncWarp, kActiveMask };
 enum Barrier : int { kSync, kSyncCount, kSyncAnd, kSyncOr };
 enum Order : int { kForward = 0, kReverse = 1, kRandom = 2 };
 
 inline const char* collective_name(int kind) {
     static const char* names[] = {"__shfl_sync", "__shfl_up_sync", "__shfl_down_sync", "__shfl_xor_sync",
-                                  "__ballot_sync", "__any_sync", "__all_sync", "__syncwarp"};
+                                  "__ballot_sync", "__any_sync", "__all_sync", "__syncwarp", "__activemask"};
     return names[kind];
 }
 inline const char* barrier_name(int kind) {
@@ -157,10 +157,15 @@ struct Launch {
 };
 inline Launch g;
 
-// Static __shared__ arrays live in this section (the loader rewrites __shared__ to put them there);
-// dynamic shared memory is one buffer, poisoned for ASan past the size the launch asked for.
-extern "C" char __start_gpuconv_shared[] __attribute__((weak, visibility("hidden")));
-extern "C" char __stop_gpuconv_shared[] __attribute__((weak, visibility("hidden")));
+// Static __shared__ variables register themselves (the loader appends a registration object to
+// each declaration); dynamic shared memory is one buffer, poisoned for ASan past the launch's size.
+struct SharedRegion {
+    unsigned char* begin;
+    size_t bytes;
+};
+constexpr int kMaxStaticShared = 1 << 16;
+inline SharedRegion g_static_shared[kMaxStaticShared];
+inline int g_static_shared_count = 0;
 alignas(256) inline unsigned char g_dynamic_shared[kMaxSharedBytes];
 
 inline void* dynamic_shared_base() { return g_dynamic_shared; }
@@ -252,15 +257,17 @@ GPUCONV_EMU_RUNTIME inline unsigned long long warp_collective(int kind, unsigned
     return t->result;
 }
 
-// Lanes of the caller's warp that have not exited.
-GPUCONV_EMU_RUNTIME inline unsigned active_mask() {
-    const Thread* t = g.current;
-    unsigned mask = 0;
-    for (unsigned lane = 0; lane < kWarpSize; ++lane) {
-        unsigned linear = t->warp * kWarpSize + lane;
-        if (linear < g.nthreads && g.threads[linear].state != kExited) mask |= 1u << lane;
-    }
-    return mask;
+// __activemask: the calling thread waits until no thread can run; the lanes of its warp that
+// wait at __activemask then are the ones that reached it together (a converged group).
+GPUCONV_EMU_RUNTIME inline unsigned active_mask(const char* file, int line) {
+    Thread* t = g.current;
+    t->state = kAtWarp;
+    t->kind = kActiveMask;
+    t->file = file;
+    t->line = line;
+    t->mask = 1u << t->lane;
+    switch_to_host(&g.host, &t->fiber, false);
+    return static_cast<unsigned>(t->result);
 }
 
 GPUCONV_EMU_RUNTIME inline void thread_main(void* arg) {
@@ -300,16 +307,42 @@ GPUCONV_EMU_RUNTIME inline void poison_fill(unsigned char* begin, unsigned char*
 }
 
 GPUCONV_EMU_RUNTIME inline void fill_shared_memory() {
-    if (__start_gpuconv_shared)
-        poison_fill(reinterpret_cast<unsigned char*>(__start_gpuconv_shared),
-                    reinterpret_cast<unsigned char*>(__stop_gpuconv_shared));
+    for (int i = 0; i < g_static_shared_count; ++i)
+        poison_fill(g_static_shared[i].begin, g_static_shared[i].begin + g_static_shared[i].bytes);
     poison_fill(g_dynamic_shared, g_dynamic_shared + g.dynamic_shared_bytes);
 }
 
+// Constructed (once) when control first reaches a static __shared__ declaration, i.e. before
+// any thread used the variable: poison it now, and before every later block.
+struct SharedVariable {
+    GPUCONV_EMU_RUNTIME SharedVariable(void* address, size_t bytes) {
+        unsigned char* begin = static_cast<unsigned char*>(address);
+        if (g_static_shared_count < kMaxStaticShared) g_static_shared[g_static_shared_count++] = {begin, bytes};
+        poison_fill(begin, begin + bytes);
+    }
+};
+
 // Release the warp collectives whose lanes have all arrived. Returns how many threads became
 // runnable, or -1 after recording an error.
-GPUCONV_EMU_RUNTIME inline int release_warp_collectives() {
+GPUCONV_EMU_RUNTIME inline int release_active_masks() {
+    unsigned masks[kMaxThreadsPerBlock / kWarpSize] = {};
     int released = 0;
+    for (unsigned i = 0; i < g.nthreads; ++i)
+        if (g.threads[i].state == kAtWarp && g.threads[i].kind == kActiveMask) masks[i / kWarpSize] |= 1u << (i % kWarpSize);
+    for (unsigned i = 0; i < g.nthreads; ++i) {
+        Thread* t = &g.threads[i];
+        if (t->state == kAtWarp && t->kind == kActiveMask) {
+            t->result = masks[t->warp];
+            t->state = kRunnable;
+            ++released;
+        }
+    }
+    return released;
+}
+
+GPUCONV_EMU_RUNTIME inline int release_warp_collectives() {
+    int released = release_active_masks();
+    if (released) return released;  // other collectives may be waiting for these lanes
     for (unsigned i = 0; i < g.nthreads; ++i) {
         Thread* t = &g.threads[i];
         if (t->state != kAtWarp) continue;
@@ -361,7 +394,7 @@ GPUCONV_EMU_RUNTIME inline int release_warp_collectives() {
             }
             if (me->kind <= kShflXor) {
                 if (reads && !(me->mask >> src & 1u)) {
-                    record_error(me, "%s at %s:%d reads lane %u, outside its mask 0x%08x", collective_name(me->kind),
+                    record_error(me, "%s at %s:%d: reads lane %u, outside its mask 0x%08x", collective_name(me->kind),
                                  me->file, me->line, src, me->mask);
                     return -1;
                 }

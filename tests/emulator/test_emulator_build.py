@@ -1,0 +1,118 @@
+"""Building: the cache (keyed by everything the source includes, written atomically, per-user
+directory overridable by GPUCONV_EMU_CACHE), isolation between loaded libraries, the ucontext
+fallback used off x86-64, and a clear failure where g++ is missing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emu_support import kernel_path
+
+pytestmark = pytest.mark.emulator
+
+SET_VALUE = 'extern "C" __global__ void set_value(float* y) { y[threadIdx.x] = VALUE; }\n'
+
+
+@pytest.fixture
+def cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("GPUCONV_EMU_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _value(module) -> float:
+    y = np.zeros(32, np.float32)
+    module.get_function("set_value")(1, 32, (y,))
+    return float(y[0])
+
+
+def test_cache_directory_override_and_reuse(emulator, cache, monkeypatch):
+    first = emulator.Module(code=SET_VALUE, options=("-DVALUE=1.5f",))
+    assert first.library_path.parent == cache and _value(first) == 1.5
+    compiles = []
+    real_run = subprocess.run
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: (compiles.append(cmd), real_run(cmd, **kw))[1])
+    again = emulator.Module(code=SET_VALUE, options=("-DVALUE=1.5f",))
+    assert again.library_path == first.library_path
+    assert not [c for c in compiles if "-fpreprocessed" in c], "the cached library was compiled again"
+
+
+def test_libraries_are_isolated(emulator, cache):
+    """Two builds of one source with different macros keep their own kernels and state."""
+    one = emulator.Module(code=SET_VALUE, options=("-DVALUE=1.0f",))
+    two = emulator.Module(code=SET_VALUE, options=("-DVALUE=2.0f",))
+    assert one.library_path != two.library_path
+    assert (_value(one), _value(two), _value(one)) == (1.0, 2.0, 1.0)
+    assert one.kernel_names == two.kernel_names == ("set_value",)
+
+
+def test_a_changed_local_header_rebuilds(emulator, cache, tmp_path):
+    source = tmp_path / "kernel.cu"
+    source.write_text('#include "value.cuh"\n' + SET_VALUE)
+    (tmp_path / "value.cuh").write_text("#define VALUE 3.0f\n")
+    before = emulator.Module(path=str(source))
+    (tmp_path / "value.cuh").write_text("#define VALUE 4.0f\n")
+    after = emulator.Module(path=str(source))
+    assert before.library_path != after.library_path
+    assert (_value(before), _value(after)) == (3.0, 4.0)
+
+
+def test_concurrent_builds_never_load_a_partial_library(emulator, cache):
+    code = SET_VALUE.replace("VALUE", "7.0f")
+    script = textwrap.dedent(f"""
+        import numpy as np
+        from gpuconv.emulator import Module
+        m = Module(code={code!r})
+        y = np.zeros(32, np.float32)
+        m.get_function("set_value")(1, 32, (y,))
+        assert (y == 7.0).all()
+        print(m.library_path)
+    """)
+    env = dict(os.environ, GPUCONV_EMU_CACHE=str(cache))
+    procs = [subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(3)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in outputs]
+    assert len({out.strip() for out, _ in outputs}) == 1
+    assert not list(cache.glob("build-*")) and not list(cache.glob("*.tmp"))
+
+
+def test_ucontext_fallback_runs_the_same(emulator, order):
+    """Other architectures switch fibers with ucontext; force it here to test that path."""
+    n, c, h, w, f, k = 1, 2, 20, 20, 2, 3
+    rng = np.random.default_rng()
+    x = rng.standard_normal((n, c, h, w), dtype=np.float32)
+    wt = rng.standard_normal((f, c, k, k), dtype=np.float32)
+    results = []
+    for options in ((), ("-DGPUCONV_EMU_UCONTEXT",)):
+        y = np.full((n, f, h - k + 1, w - k + 1), np.nan, np.float32)
+        mod = emulator.Module(path=kernel_path("conv_tiled.cu"), options=options, name_expressions=("conv_tiled<3>",))
+        mod.get_function("conv_tiled<3>")((2, 2, n * f), (16, 16),
+                                          (x, wt, y, np.int32(c), np.int32(h), np.int32(w), np.int32(f)))
+        results.append(y)
+    assert not np.isnan(results[0]).any()
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_compile_errors_carry_the_compiler_message(emulator, cache):
+    with pytest.raises(emulator.EmulatorCompileError, match=r"undeclared|was not declared"):
+        emulator.Module(code='extern "C" __global__ void broken(float* y) { y[0] = undeclared_name; }')
+
+
+def test_missing_compiler_is_explained_and_fails_in_ci(tmp_path):
+    """Without g++ the emulator tests skip with the reason, except in CI where they fail."""
+    test = Path(__file__).with_name("test_emulator_basics.py")
+    env = dict(os.environ, PATH=str(tmp_path), GPUCONV_EMU_CXX="")
+    env.pop("CI", None)
+    base = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", str(test),
+            "-k", "python_int"]
+    skipped = subprocess.run(base, env=env, capture_output=True, text=True, timeout=300)
+    assert skipped.returncode == 0 and "g++ not found on PATH" in skipped.stdout, skipped.stdout
+    failed = subprocess.run(base, env=dict(env, CI="true"), capture_output=True, text=True, timeout=300)
+    assert failed.returncode != 0 and "the CUDA emulator must run in CI: g++ not found" in failed.stdout, failed.stdout

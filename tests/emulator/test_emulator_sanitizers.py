@@ -1,0 +1,65 @@
+"""Sanitizer modes find what plain emulation cannot: out-of-bounds global and shared accesses
+(ASan + UBSan) and races such as a histogram without atomicAdd (TSan). Each planted bug must be
+reported, and its correct twin must run clean. The sanitized kernels run in a child Python
+process started with gpuconv.emulator.sanitizer_env(mode); its output is captured and checked."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.emulator, pytest.mark.sanitizer]
+
+CHILD = Path(__file__).with_name("sanitizer_child.py")
+
+
+def run_child(emulator, mode: str, kernel: str) -> subprocess.CompletedProcess:
+    env = emulator.sanitizer_env(mode)
+    env["PYTHONPATH"] = ":".join(filter(None, [str(CHILD.parent), env.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, str(CHILD), kernel], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("kernel,report,block", [
+    ("neighbour_oob", r"ERROR: AddressSanitizer: heap-buffer-overflow", 1),   # last thread of the grid
+    ("shift_dynamic_shared_oob", r"ERROR: AddressSanitizer: use-after-poison", 0),  # last thread of a block
+    ("shift_static_shared_oob", r"runtime error: index 64 out of bounds for type 'float \[64\]'", 0),
+])
+def test_address_sanitizer_reports_out_of_bounds(emulator, kernel, report, block):
+    proc = run_child(emulator, "address", kernel)
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert re.search(report, proc.stderr), proc.stderr[-3000:]
+    assert f"happened in kernel '{kernel}', block ({block},0,0), thread (63,0,0)" in proc.stderr, proc.stderr[-3000:]
+    assert "RESULT" not in proc.stdout
+
+
+@pytest.mark.parametrize("kernel", ["neighbour", "shift_shared"])
+def test_address_sanitizer_accepts_in_bounds_twins(emulator, kernel):
+    proc = run_child(emulator, "address", kernel)
+    assert proc.returncode == 0 and "RESULT" in proc.stdout, proc.stderr[-3000:]
+    assert "AddressSanitizer" not in proc.stderr and "runtime error" not in proc.stderr
+
+
+@pytest.mark.parametrize("kernel", ["histogram_racy", "shared_tree_sum_racy"])
+def test_thread_sanitizer_reports_races(emulator, kernel):
+    proc = run_child(emulator, "thread", kernel)
+    assert "WARNING: ThreadSanitizer: data race" in proc.stderr, proc.stdout + proc.stderr[-3000:]
+    assert f"'kernel '{kernel}', block (" in proc.stderr   # the racing fibers are named CUDA threads
+    assert proc.returncode != 0
+
+
+@pytest.mark.parametrize("kernel", ["histogram_atomic", "shared_tree_sum"])
+def test_thread_sanitizer_accepts_correct_synchronisation(emulator, kernel):
+    proc = run_child(emulator, "thread", kernel)
+    assert proc.returncode == 0 and "RESULT" in proc.stdout, proc.stderr[-3000:]
+    assert "ThreadSanitizer" not in proc.stderr
+
+
+def test_sanitized_module_refuses_a_process_without_the_runtime(emulator, monkeypatch):
+    monkeypatch.setenv("GPUCONV_EMU_SANITIZER", "address")
+    with pytest.raises(emulator.EmulatorError, match=r"sanitizer_env\('address'\)"):
+        emulator.Module(code='extern "C" __global__ void k(float* y) { y[0] = 1; }')
