@@ -253,8 +253,16 @@ def nvcc_report(sources=None, archs=DEFAULT_ARCHS, options=None, cuda_dir=None) 
 
 
 def _nvcc_options(options: tuple[str, ...]) -> list[str]:
-    """NVRTC options nvcc understands the same way (-I, -D, -std); others are NVRTC-only."""
-    return [o for o in options if o.startswith(("-I", "-D", "-std=", "--std="))]
+    """NVRTC options nvcc understands the same way (-I, -D, -std); others are NVRTC-only. Include
+    directories of a CUDA installation (the pip wheels' headers that NVRTC needs) are dropped:
+    nvcc must use its own headers, which match its device library."""
+    kept = []
+    for o in options:
+        if o.startswith("-I") and (Path(o[2:]) / "cuda_fp16.h").exists():
+            continue
+        if o.startswith(("-I", "-D", "-std=", "--std=")):
+            kept.append(o)
+    return kept
 
 
 def _nvcc_lowered(log: str, expr: str) -> str:
