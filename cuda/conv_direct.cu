@@ -22,17 +22,18 @@
 #define DIRECT_BLOCK_Y 8           // threads along output rows
 #define DIRECT_ROWS_PER_THREAD 2   // output rows per thread (register blocking)
 #define DIRECT_THREADS (DIRECT_BLOCK_X * DIRECT_BLOCK_Y)
-#define DIRECT_MIN_BLOCKS 2         // resident blocks per SM ptxas must allow (<= 128 registers)
 #define DIRECT_TILE_W DIRECT_BLOCK_X
 #define DIRECT_TILE_H (DIRECT_BLOCK_Y * DIRECT_ROWS_PER_THREAD)
 
+// Resident blocks per SM that ptxas must allow: 4 (<= 64 registers) for single-filter blocks,
+// which are memory bound (depthwise) and need occupancy; 2 (<= 128) for FB = 4, which would spill.
 // grid.x = tiles_x * tiles_y * n (one block per output tile of one image);
 // grid.y strides over groups * ceil(fg / FB) filter batches.
 template <typename T, typename I, int FB, bool STAGED>
-__global__ void __launch_bounds__(DIRECT_THREADS, DIRECT_MIN_BLOCKS)
+__global__ void __launch_bounds__(DIRECT_THREADS, FB == 1 ? 4 : 2)
 conv2d_direct(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
-              T* __restrict__ y, int has_bias, I c, I h, I wd, I f, I oh, I ow, int kh, int kw, int groups,
-              int sh, int sw, int dh, int dw, int top, int left, int mode, int tiles_x,
+              T* __restrict__ y, int has_bias, I c, I h, I wd, I f, I oh, I ow, int kh, int kw,
+              int groups, int sh, int sw, int dh, int dw, int top, int left, int mode, int tiles_x,
               int tiles_y, int in_h, int in_w) {
   typedef typename Acc<T>::type A;
   extern __shared__ __align__(16) unsigned char direct_smem[];

@@ -57,7 +57,8 @@ def _print_text(info: dict) -> None:
     print("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
     blas = info["numpy_blas"]
     if isinstance(blas, dict):
-        blas = f"{blas['library']} {blas['version']} (kernel {blas['kernel']}, {blas['threads']} threads) {blas['path']}"
+        blas = (f"{blas['library']} {blas['version']} (kernel {blas['kernel']}, {blas['threads']} threads) "
+                f"{blas['path']}")
     print(f"NumPy BLAS: {blas}")
     print(f"kernel sources: {info['kernels']['cuda_dir']}")
     print(f"NVRTC options: {' '.join(info['kernels']['nvrtc_options'])}")
