@@ -61,11 +61,13 @@ def _check_all_algorithms(x, w, bias, kwargs, dtype):
     spec = conv_spec(x.shape, w.shape, kwargs.get("stride", 1), kwargs.get("padding", 0), kwargs.get("dilation", 1),
                      kwargs.get("groups", 1), kwargs.get("padding_mode", "zeros"))
     applicable = get_backend("numpy").applicable_algorithms(spec)
+    inputs = [a.copy() for a in (x, w, bias) if a is not None]
     for algorithm in ALGORITHMS:
         if algorithm in applicable:
             with poisoned_numpy_backend():
                 out = gpuconv.conv2d(x, w, bias, **kwargs, algorithm=algorithm, backend="numpy")
             assert_close(out, expected, dtype, f"algorithm={algorithm} x{x.shape} w{w.shape} {kwargs}")
+            assert all(np.array_equal(a, b) for a, b in zip(inputs, (x, w, bias))), f"{algorithm} wrote into its inputs"
         else:
             with pytest.raises(ValueError, match=re.escape(repr(algorithm)) + ".*needs"):
                 gpuconv.conv2d(x, w, bias, **kwargs, algorithm=algorithm, backend="numpy")

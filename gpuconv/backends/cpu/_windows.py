@@ -1,0 +1,102 @@
+"""The kernel taps' input windows over one tile of a convolution, each as ONE contiguous
+slice per (image, channel), for im2col (copy them) and direct (multiply-accumulate them).
+
+A tile is (images n0:n1, output rows r0:r1); its outputs are laid out on a grid of `grid_w`
+columns per row, of which the first `ow` are real. Two sources:
+
+- phased (every shape): the tile's padded input is gathered into stride-phase planes
+  (_slab.py) with grid_w = phase_w; tap (a, b) reads phase ((a*dh) % sh, (b*dw) % sw) at a
+  flat offset. The spare columns are dropped when the result is stored.
+- native (stride 1, zero padding, output as wide as the input): the input planes
+  themselves, grid_w = W, so the result is stored straight into the output. Tap (a, b) is
+  a flat shift of the plane; the positions whose window falls off the top/bottom, or wraps
+  around a row end, are set to zero instead.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..._geometry import ConvSpec
+from . import _slab
+
+
+class Windows:
+    def __init__(self, spec: ConvSpec):
+        self.spec = spec
+        (self.sh, self.sw), (self.dh, self.dw) = spec.stride, spec.dilation
+        self.native = (spec.stride == (1, 1) and spec.padding_mode == "zeros" and spec.ow == spec.w)
+        self.taps = [(a, b) for a in range(spec.kh) for b in range(spec.kw)]
+        if self.native:
+            self.grid_w, self.extra_rows = spec.w, 0
+            return
+        self.row_phases = _slab.tap_phases(spec.kh, self.dh, self.sh)
+        self.col_phases = _slab.tap_phases(spec.kw, self.dw, self.sw)
+        self.grid_w = spec.ow + (spec.kw - 1) * self.dw // self.sw
+        self.extra_rows = (spec.kh - 1) * self.dh // self.sh
+        top, bottom, left, right = spec.pads
+        self.row_src = _slab.source_map(spec.h, top, bottom, spec.padding_mode,
+                                        (spec.oh + self.extra_rows + 1) * self.sh)
+        self.gathers = [_slab.PhaseGather(spec.w, _slab.source_map(spec.w, left, right, spec.padding_mode,
+                                                                   q + self.sw * self.grid_w)[q::self.sw],
+                                          q - left, self.sw)
+                        for q in range(self.sw)]
+
+    def slab_shape(self, images: int, rows: int) -> tuple[int, ...]:
+        """Shape of the gathered phase planes of a tile; () for a native source (no copy)."""
+        if self.native:
+            return ()
+        return (images, self.spec.c, self.sh, self.sw, (rows + self.extra_rows) * self.grid_w)
+
+    def load(self, x: np.ndarray, n0: int, n1: int, r0: int, rows: int, slab: np.ndarray | None) -> "TileWindows":
+        if self.native:
+            return TileWindows(self, x[n0:n1].reshape(n1 - n0, self.spec.c, -1), r0, rows)
+        spec, top = self.spec, self.spec.pads[0]
+        prows = rows + self.extra_rows
+        for p in range(self.sh):
+            first = r0 * self.sh + p
+            rsrc = self.row_src[first:first + prows * self.sh:self.sh]
+            for q, gather in enumerate(self.gathers):
+                gather.fill(x[n0:n1], rsrc, first - top, self.sh,
+                            slab[:, :, p, q].reshape(n1 - n0, spec.c, prows, self.grid_w))
+        return TileWindows(self, slab, r0, rows)
+
+
+class TileWindows:
+    """Windows of one loaded tile: apply(t, fn, dst) calls fn(window, part of dst) for tap t,
+    window being (images, C, n) and dst (..., rows * grid_w), and zeroes the rest of dst."""
+
+    def __init__(self, windows: Windows, source: np.ndarray, r0: int, rows: int):
+        self.w, self.source, self.r0, self.rows = windows, source, r0, rows
+        self.length = rows * windows.grid_w
+
+    def apply(self, t: int, fn, dst: np.ndarray) -> None:
+        a, b = self.w.taps[t]
+        if self.w.native:
+            self._apply_native(a, b, fn, dst)
+            return
+        (p, da), (q, db) = self.w.row_phases[a], self.w.col_phases[b]
+        start = da * self.w.grid_w + db
+        # Past the last real column of the last row the window would leave the slab.
+        valid = self.length - (self.w.grid_w - self.w.spec.ow)
+        fn(self.source[:, :, p, q, start:start + valid], dst[..., :valid])
+        dst[..., valid:] = 0
+
+    def _apply_native(self, a: int, b: int, fn, dst: np.ndarray) -> None:
+        spec, width = self.w.spec, self.w.spec.w
+        row_shift, col_shift = a * self.w.dh - spec.pads[0], b * self.w.dw - spec.pads[2]
+        offset = row_shift * width + col_shift + self.r0 * width  # input index of grid position 0
+        rows_lo = max(0, -row_shift - self.r0)
+        rows_hi = min(self.rows, spec.h - row_shift - self.r0)
+        if rows_hi <= rows_lo:
+            dst[...] = 0
+            return
+        lo = max(rows_lo * width, -offset)
+        hi = min(rows_hi * width, spec.h * width - offset)
+        fn(self.source[..., offset + lo:offset + hi], dst[..., lo:hi])
+        dst[..., :lo] = 0
+        dst[..., hi:] = 0
+        if col_shift:  # windows that wrap around a row end read the neighbouring row
+            wrapped = slice(0, -col_shift) if col_shift < 0 else slice(width - col_shift, width)
+            grid = dst.view()
+            grid.shape = (*dst.shape[:-1], self.rows, width)
+            grid[..., wrapped] = 0
