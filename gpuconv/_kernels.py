@@ -25,11 +25,12 @@ def _cuda_dir() -> Path:
 
 
 def _cuda_include_dir() -> str | None:
-    """A directory with CUDA's cuda_fp16.h: $CUDA_PATH, the pip wheels, then /usr/local/cuda."""
+    """A directory with CUDA's cuda_fp16.h: $CUDA_PATH or $CUDA_HOME, /usr/local/cuda (the toolkit
+    CuPy itself compiles against, where there is one), then the pip wheels (nvidia-cuda-runtime)."""
     candidates = [Path(os.environ[v]) / "include" for v in ("CUDA_PATH", "CUDA_HOME") if os.environ.get(v)]
+    candidates.append(Path("/usr/local/cuda/include"))
     for site in sys.path:
         candidates += [Path(site) / "nvidia" / sub / "include" for sub in ("cu13", "cu12", "cuda_runtime")]
-    candidates.append(Path("/usr/local/cuda/include"))
     return next((str(d) for d in candidates if (d / "cuda_fp16.h").is_file()), None)
 
 

@@ -13,6 +13,7 @@ depthwise and small grouped layers), where a GEMM tile would be mostly padding.
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import numpy as np
 
@@ -74,14 +75,22 @@ class _Device:
     def max_shared_bytes(self) -> int:
         if self.kind == "emu":
             return EMULATED_SHARED_BYTES
-        attributes = self.xp.cuda.Device().attributes
-        return int(attributes.get("MaxSharedMemoryPerBlockOptin", DEFAULT_SHARED_BYTES))
+        return _max_shared_optin(self.xp.cuda.Device().id)
 
     def launch(self, file: str, name: str, grid, block, args, shared: int = 0):
         function = _kernels.get_module(file, self.kind).get_function(name)
         if shared > DEFAULT_SHARED_BYTES:
             function.max_dynamic_shared_size_bytes = shared
         function(grid, block, args, shared_mem=shared)
+
+
+@functools.lru_cache(maxsize=None)
+def _max_shared_optin(device_id: int) -> int:
+    """Dynamic shared memory one block may opt in to on this GPU (96 KB on V100, 227 KB on H100)."""
+    import cupy
+
+    attributes = cupy.cuda.Device(device_id).attributes
+    return int(attributes.get("MaxSharedMemoryPerBlockOptin", DEFAULT_SHARED_BYTES))
 
 
 def _index_type(*arrays) -> tuple[str, type]:
