@@ -161,17 +161,39 @@ def _rewrite_shared(text: str) -> str:
     text = _EXTERN_SHARED.sub(extern_shared, text)
     text = re.sub(r"\bstatic\s+" + _MARK_SHARED, _MARK_SHARED, text)
     out, pos, count = [], 0, 0
-    for m in re.finditer(_MARK_SHARED, text):
-        end = _statement_end(text, m.end())
-        registrations = []
-        for name in _declared_names(text[m.end():end]):
-            registrations.append(f"gpuconv_emu_shared_{count}(&{name}, sizeof({name}))")
-            count += 1
-        out += [text[pos:m.start()], "static", text[m.end():end + 1]]
-        if registrations:
-            out.append(f" static ::gpuconv_emu::SharedVariable {', '.join(registrations)};")
+    for start, in_block in _shared_declarations(text):
+        end = _statement_end(text, start + len(_MARK_SHARED))
+        names = _declared_names(text[start + len(_MARK_SHARED):end])
+        out += [text[pos:start], "static", text[start + len(_MARK_SHARED):end + 1]]
+        if in_block:
+            # A call, not a guarded static object: the guard's unsynchronised check would look
+            # like a race to TSan. The runtime registers each address once.
+            out += [f" ::gpuconv_emu::register_shared(&{n}, sizeof({n}));" for n in names]
+        else:
+            out += [f" static ::gpuconv_emu::SharedVariable gpuconv_emu_shared_{count + i}(&{n}, sizeof({n}));"
+                    for i, n in enumerate(names)]
+            count += len(names)
         pos = end + 1
     return "".join(out) + text[pos:]
+
+
+_SCOPE_TOKENS = re.compile(r'"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'|[{}]|' + _MARK_SHARED)
+_NAMESPACE_OPENER = re.compile(r'(\bnamespace\b[^;{}()]*|\bextern\s*"C(\+\+)?"\s*)$')
+
+
+def _shared_declarations(text: str):
+    """(offset, inside a function?) of each __shared__ marker, tracking which braces open a
+    namespace or extern "C" block and which open anything else (a function body)."""
+    stack: list[bool] = []   # True: a function-or-other block
+    for m in _SCOPE_TOKENS.finditer(text):
+        token = m.group()
+        if token == "{":
+            stack.append(not _NAMESPACE_OPENER.search(text[max(0, m.start() - 200):m.start()]))
+        elif token == "}":
+            if stack:
+                stack.pop()
+        elif token == _MARK_SHARED:
+            yield m.start(), any(stack)
 
 
 def _extern_c_spans(text: str) -> list[tuple[int, int]]:

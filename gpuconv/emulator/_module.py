@@ -28,8 +28,8 @@ _C_NAMES = {"b8": "bool", "i8": "signed char", "u8": "unsigned char", "i16": "sh
             "f16": "__half", "f32": "float", "f64": "double", "?": "void"}
 _NUMPY_NAMES = {c: f"np.{d.name}" for d, c in _DTYPE_CODES.items()}
 _DEFAULT_SHARED_LIMIT = 48 * 1024   # dynamic shared memory a kernel may use without opting in
-_launch_locks: dict[str, threading.Lock] = {}
-_launch_locks_guard = threading.Lock()
+# One launch at a time in the whole process: a launch owns the SIGSEGV handler while it runs.
+_launch_lock = threading.Lock()
 
 
 def _parse_options(options) -> tuple[tuple[str, ...], tuple[str, ...], str]:
@@ -83,8 +83,6 @@ class Module:
         self.library_path = _build.build(request)
         self._lib = ctypes.CDLL(str(self.library_path))
         self._bind(self._lib)
-        with _launch_locks_guard:
-            self._lock = _launch_locks.setdefault(str(self.library_path), threading.Lock())
         self._kernels = {}
         for i in range(self._lib.gpuconv_emu_kernel_count()):
             name = self._lib.gpuconv_emu_kernel_name(i).decode()
@@ -142,7 +140,7 @@ class Function:
             argv = (ctypes.c_void_p * max(1, len(slots)))(*[ctypes.addressof(s) for s in slots])
             order, seed = current_order()
             u64x3 = ctypes.c_ulonglong * 3
-            with self.module._lock:
+            with _launch_lock:
                 status = lib.gpuconv_emu_launch(self._index, u64x3(*grid3), u64x3(*block3), shared_mem, argv,
                                                 order, seed)
                 error = lib.gpuconv_emu_error().decode(errors="replace") if status else ""

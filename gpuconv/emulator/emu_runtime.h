@@ -4,6 +4,8 @@
 // warp collective) or exits, then the scheduler checks and releases what can proceed.
 #pragma once
 #include <dlfcn.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -312,8 +314,18 @@ GPUCONV_EMU_RUNTIME inline void fill_shared_memory() {
     poison_fill(g_dynamic_shared, g_dynamic_shared + g.dynamic_shared_bytes);
 }
 
-// Constructed (once) when control first reaches a static __shared__ declaration, i.e. before
-// any thread used the variable: poison it now, and before every later block.
+// Called where a static __shared__ declaration inside a function executes, i.e. before any
+// thread of the first block used the variable: poison it now, and before every later block.
+GPUCONV_EMU_RUNTIME inline void register_shared(void* address, size_t bytes) {
+    unsigned char* begin = static_cast<unsigned char*>(address);
+    for (int i = g_static_shared_count - 1; i >= 0; --i)
+        if (g_static_shared[i].begin == begin) return;
+    if (g_static_shared_count == kMaxStaticShared) fail_thread("more than %d static __shared__ variables", kMaxStaticShared);
+    g_static_shared[g_static_shared_count++] = {begin, bytes};
+    poison_fill(begin, begin + bytes);
+}
+
+// The same for a __shared__ variable at namespace scope, registered when the library loads.
 struct SharedVariable {
     GPUCONV_EMU_RUNTIME SharedVariable(void* address, size_t bytes) {
         unsigned char* begin = static_cast<unsigned char*>(address);
@@ -614,6 +626,64 @@ GPUCONV_EMU_RUNTIME inline int run_grid(int order) {
     return 0;
 }
 
+// ---------------------------------------------------------------- faults inside a kernel
+// Without a sanitizer, a wild access or a fiber stack overflow in a kernel would kill Python:
+// during a launch, SIGSEGV/SIGBUS in an emulated thread unwinds to the launch and fails it.
+// (Sanitizer builds keep the sanitizer's own handler and report.)
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+inline sigjmp_buf g_fault_exit;
+inline void* volatile g_fault_address;
+inline struct sigaction g_previous_segv, g_previous_bus;
+
+GPUCONV_EMU_RUNTIME inline void on_fault(int sig, siginfo_t* info, void*) {
+    if (!g.current) {  // not in a kernel: the previous handler sees the access when it repeats
+        sigaction(sig, sig == SIGSEGV ? &g_previous_segv : &g_previous_bus, nullptr);
+        return;
+    }
+    g_fault_address = info->si_addr;
+    siglongjmp(g_fault_exit, 1);
+}
+
+GPUCONV_EMU_RUNTIME inline void record_fault() {
+    const unsigned char* address = static_cast<const unsigned char*>(g_fault_address);
+    const unsigned char* stack = reinterpret_cast<const unsigned char*>(g.current->fiber.stack_lo);
+    if (address >= stack - kGuardBytes && address < stack)
+        record_error(g.current, "stack overflow: the thread used more than its %zu KiB fiber stack",
+                     kFiberStackBytes / 1024);
+    else
+        record_error(g.current, "segmentation fault at address %p (an out-of-bounds or wild access; "
+                     "GPUCONV_EMU_SANITIZER=address locates it)", g_fault_address);
+}
+
+GPUCONV_EMU_RUNTIME inline int run_grid_catching_faults(int order) {
+    alignas(16) static char handler_stack[64 * 1024];
+    stack_t alternate = {}, previous_stack;
+    alternate.ss_sp = handler_stack;
+    alternate.ss_size = sizeof handler_stack;
+    sigaltstack(&alternate, &previous_stack);
+    struct sigaction action = {};
+    action.sa_sigaction = &on_fault;
+    action.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGSEGV, &action, &g_previous_segv);
+    sigaction(SIGBUS, &action, &g_previous_bus);
+    int status;
+    if (sigsetjmp(g_fault_exit, 1) == 0) {
+        status = run_grid(order);
+    } else {
+        record_fault();
+        abandon_block();
+        status = 1;
+    }
+    sigaction(SIGSEGV, &g_previous_segv, nullptr);
+    sigaction(SIGBUS, &g_previous_bus, nullptr);
+    sigaltstack(&previous_stack, nullptr);
+    return status;
+}
+#else
+inline int run_grid_catching_faults(int order) { return run_grid(order); }
+#endif
+
 }  // namespace gpuconv_emu
 
 // ---------------------------------------------------------------- entry points for the loader
@@ -647,6 +717,6 @@ GPUCONV_EMU_RUNTIME __attribute__((visibility("default"))) int gpuconv_emu_launc
     if (!prepare_threads()) return 1;
     set_sanitizer_death_callbacks();
     set_dynamic_shared_size(shared_bytes);
-    return run_grid(order);
+    return run_grid_catching_faults(order);
 }
 }

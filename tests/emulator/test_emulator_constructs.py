@@ -10,7 +10,8 @@ from emu_support import kernel_path
 
 pytestmark = pytest.mark.emulator
 
-NAME_EXPRESSIONS = ("weighted_window<float, 3>", "weighted_window<double, 5>", "weighted_window<__half, 2>")
+NAME_EXPRESSIONS = ("weighted_window<float, 3>", "weighted_window<double, 5>", "weighted_window<__half, 2>",
+                    "template_shared_poisoned<double>", "template_shared_poisoned<int>")
 BLOCK = 64
 
 
@@ -72,6 +73,18 @@ def test_shared_memory_is_poisoned_before_every_block(mod, order):
                                                shared_mem=BLOCK * 4)
     assert np.isnan(f_static).all() and np.isnan(f_dynamic).all() and np.isnan(d_static).all()
     assert (i_static == 0x7FFFFFFF).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.int32])
+def test_template_and_namespace_shared_arrays_are_poisoned(mod, order, dtype):
+    blocks = 3
+    out = np.zeros(blocks * BLOCK, dtype)
+    ns_out = np.zeros(blocks * BLOCK, np.float32)
+    ns_static_out = np.zeros(blocks * BLOCK, np.int32)
+    name = f"template_shared_poisoned<{'double' if dtype == np.float64 else 'int'}>"
+    mod.get_function(name)(blocks, BLOCK, (out, ns_out, ns_static_out))
+    assert (np.isnan(out) if dtype == np.float64 else out == 0x7FFFFFFF).all()
+    assert np.isnan(ns_out).all() and (ns_static_out == 0x7FFFFFFF).all()
 
 
 def test_barrier_votes(mod, order):

@@ -123,3 +123,18 @@ def test_array_arguments_are_checked(mod):
 def test_unknown_kernel_names_the_known_ones(emulator, mod):
     with pytest.raises(emulator.EmulatorError, match=r"no kernel 'nope'.*'fill'"):
         mod.get_function("nope")
+
+
+def test_segmentation_fault_fails_the_launch_not_python(emulator, mod):
+    y = np.zeros(32, np.float32)
+    with pytest.raises(emulator.EmulatorError,
+                       match=r"kernel 'wild_write', block \(0,0,0\), thread \(3,0,0\): segmentation fault at address"):
+        mod.get_function("wild_write")(1, 32, (y, np.int64(1) << 44))
+    _next_launch_works(mod)
+
+
+def test_fiber_stack_overflow_fails_the_launch(emulator, mod):
+    y = np.zeros(32, np.int32)
+    with pytest.raises(emulator.EmulatorError, match=r"thread \(0,0,0\): stack overflow"):
+        mod.get_function("stack_overflow")(1, 32, (y, np.int32(10000)))
+    _next_launch_works(mod)

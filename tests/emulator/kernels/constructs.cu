@@ -152,3 +152,20 @@ extern "C" __global__ void vectors(const float4* x4, const float2* x2, const __h
 extern "C" __global__ void arrival(int* counter, int* order) {
     order[blockIdx.x * blockDim.x + threadIdx.x] = atomicAdd(counter, 1);
 }
+
+// ---- poisoning also covers template instantiations' and namespace-scope shared arrays
+__shared__ float namespace_shared[BLOCK];
+namespace scoped { static __shared__ int namespace_static_shared[BLOCK]; }
+
+template <typename T>
+__global__ void template_shared_poisoned(T* out, float* ns_out, int* ns_static_out) {
+    __shared__ T s[BLOCK];
+    const int i = blockIdx.x * BLOCK + threadIdx.x;
+    out[i] = s[threadIdx.x];
+    ns_out[i] = namespace_shared[threadIdx.x];
+    ns_static_out[i] = scoped::namespace_static_shared[threadIdx.x];
+    __syncthreads();
+    s[threadIdx.x] = T(1);
+    namespace_shared[threadIdx.x] = 1.0f;
+    scoped::namespace_static_shared[threadIdx.x] = 1;
+}

@@ -58,3 +58,19 @@ extern "C" __global__ void fill(float* y, float v, int n) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) y[i] = v;
 }
+
+// A wild pointer (the kind of bug ASan pins down) and unbounded recursion: without a sanitizer
+// they must fail the launch, not kill Python.
+extern "C" __global__ void wild_write(float* y, long long offset) {
+    if (threadIdx.x == 3) y[offset] = 1.0f;
+}
+
+__device__ int recurse(volatile int* depth, int n) {
+    volatile char frame[4096];
+    frame[0] = (char)n;
+    return n == 0 ? frame[0] : recurse(depth, n - 1) + frame[0];
+}
+
+extern "C" __global__ void stack_overflow(int* y, int n) {
+    y[threadIdx.x] = recurse(y, n);
+}
