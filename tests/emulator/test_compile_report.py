@@ -14,7 +14,8 @@ pytestmark = pytest.mark.emulator
 
 SOURCES = {
     "constructs.cu": ("indices", "weighted_window<float, 3>", "weighted_window<__half, 2>", "reverse_through_shared",
-                      "block_votes", "warp_ops", "atomics", "math", "vectors"),
+                      "block_votes", "warp_ops", "atomics", "math", "vectors", "arrival",
+                      "template_shared_poisoned<double>"),
     "conv_tiled.cu": ("conv_tiled<3>", "conv_tiled<5>"),
 }
 OPTIONS = ("-std=c++17",) + tuple(f"-I{d}" for d in cuda_include_dirs())
