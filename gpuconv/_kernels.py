@@ -84,7 +84,18 @@ def constants(file: str) -> dict[str, int]:
 
 
 _modules: dict[tuple, object] = {}
+_functions: dict[tuple, object] = {}
 _lock = threading.Lock()
+
+
+def _device_key(device_kind: str) -> tuple:
+    if device_kind == "cuda":
+        import cupy
+
+        return (device_kind, cupy.cuda.Device().id)
+    if device_kind == "emu":
+        return (device_kind,)
+    raise ValueError(f"device_kind={device_kind!r}: expected 'cuda' or 'emu'")
 
 
 def get_module(file: str, device_kind: str):
@@ -92,19 +103,23 @@ def get_module(file: str, device_kind: str):
 
     device_kind "cuda": a cupy.RawModule for CuPy's current device; "emu": the emulator's Module.
     """
-    if device_kind == "cuda":
-        import cupy
-
-        key = (file, device_kind, cupy.cuda.Device().id)
-    elif device_kind == "emu":
-        key = (file, device_kind)
-    else:
-        raise ValueError(f"device_kind={device_kind!r}: expected 'cuda' or 'emu'")
+    key = (file, *_device_key(device_kind))
     with _lock:
         module = _modules.get(key)
         if module is None:
             module = _modules[key] = _build(file, device_kind)
     return module
+
+
+def get_function(file: str, name: str, device_kind: str):
+    """get_module(file, device_kind).get_function(name), memoised: no lookup per launch."""
+    key = (file, name, *_device_key(device_kind))
+    function = _functions.get(key)
+    if function is None:
+        function = get_module(file, device_kind).get_function(name)
+        with _lock:
+            function = _functions.setdefault(key, function)
+    return function
 
 
 def _build(file: str, device_kind: str):

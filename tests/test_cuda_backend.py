@@ -57,6 +57,18 @@ def test_every_launched_kernel_is_instantiated():
         assert (_kernels.CUDA_DIR / file).is_file()
 
 
+def test_modules_are_built_once_under_concurrent_first_use(monkeypatch):
+    _emu()
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(_kernels, "_modules", {})
+    monkeypatch.setattr(_kernels, "_functions", {})
+    with ThreadPoolExecutor(4) as pool:
+        modules = list(pool.map(lambda _: _kernels.get_module("pad.cu", "emu"), range(8)))
+        functions = list(pool.map(lambda _: _kernels.get_function("pad.cu", "pad2d<float, int>", "emu"), range(8)))
+    assert all(m is modules[0] for m in modules) and all(f is functions[0] for f in functions)
+
+
 def test_nvrtc_options_find_cuda_headers():
     assert any(opt == f"-I{_kernels.CUDA_DIR}" for opt in _kernels.NVRTC_OPTIONS)
     assert _kernels.CUDA_INCLUDE_DIR is not None, "no directory with cuda_fp16.h (pip install gpuconv[emulator])"

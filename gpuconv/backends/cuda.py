@@ -78,7 +78,7 @@ class _Device:
         return _max_shared_optin(self.xp.cuda.Device().id)
 
     def launch(self, file: str, name: str, grid, block, args, shared: int = 0):
-        function = _kernels.get_module(file, self.kind).get_function(name)
+        function = _kernels.get_function(file, name, self.kind)
         if shared > DEFAULT_SHARED_BYTES:
             function.max_dynamic_shared_size_bytes = shared
         function(grid, block, args, shared_mem=shared)
