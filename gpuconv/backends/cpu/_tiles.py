@@ -13,7 +13,7 @@ from typing import Callable
 from ..._config import config
 from ..._geometry import ConvSpec
 
-TARGET_BYTES = 3 << 20
+TARGET_BYTES = 6 << 20  # measured on layers A-H: 2-4 MiB tiles pay too much per-tile overhead, 12 MiB lose the cache
 
 
 @dataclass(frozen=True)
