@@ -82,6 +82,14 @@ def test_every_algorithm_matches_the_reference(case, tiling, threads):
     _check_all_algorithms(x, w, bias, kwargs, np.float32)
 
 
+def test_every_algorithm_on_non_contiguous_input(tiling):
+    rng = np.random.default_rng(3000)
+    base = random_array(rng, (2, 4, 10, 22), np.float32)
+    x = base[:, :, :, ::2]  # strided view: the in-place (native) windows must not be used on it
+    w = random_array(rng, (4, 4, 3, 3), np.float32)
+    _check_all_algorithms(x, w, None, dict(padding=1), np.float32)
+
+
 @pytest.mark.parametrize("dtype", [np.float16, np.float64])
 @pytest.mark.parametrize("case", [0, 2, 4, 8])
 def test_every_algorithm_in_other_dtypes(case, dtype, tiling):
@@ -146,6 +154,31 @@ def test_workspace_cap_holds_for_every_algorithm(algorithm):
         config.workspace_bytes = saved
     assert_close(out, expected, np.float32, f"algorithm={algorithm} under a 1 MiB cap")
     assert peak <= cap + out_bytes + (64 << 10), f"algorithm={algorithm}: peak {peak} > cap {cap} + output {out_bytes}"
+
+
+LAYERS_A_TO_H = [  # DESIGN.md section 5: (x shape, w shape, stride, padding, groups)
+    ((8, 3, 224, 224), (64, 3, 7, 7), 2, 3, 1), ((8, 64, 56, 56), (64, 64, 3, 3), 1, 1, 1),
+    ((8, 128, 28, 28), (128, 128, 3, 3), 1, 1, 1), ((8, 256, 14, 14), (256, 256, 3, 3), 1, 1, 1),
+    ((32, 1, 28, 28), (32, 1, 5, 5), 1, 0, 1), ((1, 1, 512, 512), (1, 1, 3, 3), 1, 0, 1),
+    ((1, 3, 1024, 1024), (16, 3, 3, 3), 1, 1, 1), ((8, 64, 56, 56), (64, 1, 3, 3), 1, 1, 64)]
+
+
+def test_layers_a_to_h_take_under_32_mib_of_scratch():
+    """Traced allocations of each benchmark layer's conv (automatic algorithm, workspace
+    allocated afresh) beyond its output stay under 32 MiB."""
+    saved = config.workspace_bytes
+    for x_shape, w_shape, stride, padding, groups in LAYERS_A_TO_H:
+        x, w = np.ones(x_shape, np.float32), np.ones(w_shape, np.float32)
+        gpuconv.set_workspace_limit(1 << 20)  # so that release() drops every kept buffer
+        _workspace.release()
+        config.workspace_bytes = saved
+        tracemalloc.start()
+        try:
+            out = gpuconv.conv2d(x, w, stride=stride, padding=padding, groups=groups, backend="numpy")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak - out.nbytes < 32 << 20, f"x{x_shape} w{w_shape}: {(peak - out.nbytes) >> 20} MiB of scratch"
 
 
 def test_a_tile_that_cannot_fit_the_cap_is_a_clear_memory_error():

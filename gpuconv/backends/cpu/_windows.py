@@ -7,8 +7,8 @@ columns per row, of which the first `ow` are real. Two sources:
 - phased (every shape): the tile's padded input is gathered into stride-phase planes
   (_slab.py) with grid_w = phase_w; tap (a, b) reads phase ((a*dh) % sh, (b*dw) % sw) at a
   flat offset. The spare columns are dropped when the result is stored.
-- native (stride 1, zero padding, output as wide as the input): the input planes
-  themselves, grid_w = W, so the result is stored straight into the output. Tap (a, b) is
+- native (stride 1, zero padding, output as wide as the input, C-contiguous input): the
+  input planes themselves, grid_w = W, so the result is stored straight into the output. Tap (a, b) is
   a flat shift of the plane; the positions whose window falls off the top/bottom, or wraps
   around a row end, are set to zero instead.
 """
@@ -21,10 +21,11 @@ from . import _slab
 
 
 class Windows:
-    def __init__(self, spec: ConvSpec):
+    def __init__(self, spec: ConvSpec, x: np.ndarray):
         self.spec = spec
         (self.sh, self.sw), (self.dh, self.dw) = spec.stride, spec.dilation
-        self.native = (spec.stride == (1, 1) and spec.padding_mode == "zeros" and spec.ow == spec.w)
+        self.native = (spec.stride == (1, 1) and spec.padding_mode == "zeros" and spec.ow == spec.w
+                       and x.flags.c_contiguous)
         self.taps = [(a, b) for a in range(spec.kh) for b in range(spec.kw)]
         if self.native:
             self.grid_w, self.extra_rows = spec.w, 0

@@ -37,7 +37,7 @@ def tile_bytes(spec: ConvSpec, itemsize: int, images: int, rows: int, windows: W
 def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarray) -> None:
     """out (n, f, oh, ow) = conv of x; wmat is (groups, f/groups, c/groups*kh*kw) in the compute dtype."""
     compute = wmat.dtype
-    windows = Windows(spec)
+    windows = Windows(spec, x)
     plan = _tiles.plan(spec, lambda n, r: tile_bytes(spec, compute.itemsize, n, r, windows), NAME)
     g, fg, kg = spec.groups, spec.f // spec.groups, wmat.shape[2]
     direct_out = windows.native and out.dtype == compute  # the grid is the output's: matmul into it
