@@ -314,23 +314,26 @@ GPUCONV_EMU_RUNTIME inline void fill_shared_memory() {
     poison_fill(g_dynamic_shared, g_dynamic_shared + g.dynamic_shared_bytes);
 }
 
+GPUCONV_EMU_RUNTIME inline bool add_shared_region(unsigned char* begin, size_t bytes) {
+    if (g_static_shared_count == kMaxStaticShared) return false;
+    g_static_shared[g_static_shared_count++] = {begin, bytes};
+    poison_fill(begin, begin + bytes);
+    return true;
+}
+
 // Called where a static __shared__ declaration inside a function executes, i.e. before any
 // thread of the first block used the variable: poison it now, and before every later block.
 GPUCONV_EMU_RUNTIME inline void register_shared(void* address, size_t bytes) {
     unsigned char* begin = static_cast<unsigned char*>(address);
     for (int i = g_static_shared_count - 1; i >= 0; --i)
         if (g_static_shared[i].begin == begin) return;
-    if (g_static_shared_count == kMaxStaticShared) fail_thread("more than %d static __shared__ variables", kMaxStaticShared);
-    g_static_shared[g_static_shared_count++] = {begin, bytes};
-    poison_fill(begin, begin + bytes);
+    if (!add_shared_region(begin, bytes)) fail_thread("more than %d static __shared__ variables", kMaxStaticShared);
 }
 
 // The same for a __shared__ variable at namespace scope, registered when the library loads.
 struct SharedVariable {
     GPUCONV_EMU_RUNTIME SharedVariable(void* address, size_t bytes) {
-        unsigned char* begin = static_cast<unsigned char*>(address);
-        if (g_static_shared_count < kMaxStaticShared) g_static_shared[g_static_shared_count++] = {begin, bytes};
-        poison_fill(begin, begin + bytes);
+        add_shared_region(static_cast<unsigned char*>(address), bytes);
     }
 };
 
