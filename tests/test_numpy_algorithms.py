@@ -15,7 +15,7 @@ import reference as ref
 from gpuconv._config import config
 from gpuconv._geometry import conv_spec
 from gpuconv.backends import get_backend
-from gpuconv.backends.cpu import _blas, _tiles, _workspace, conv
+from gpuconv.backends.cpu import _blas, _tiles, _workspace, conv, pool
 from support import as_reference_input, assert_close, poisoned_numpy_backend, random_array
 
 ALGORITHMS = tuple(a for a in conv.ALGORITHMS if a != "auto")
@@ -200,3 +200,48 @@ def test_blas_thread_setting_is_restored_after_a_call():
     gpuconv.conv2d(x, w, padding=1, algorithm="im2col", backend="numpy")
     assert (control[0]() if control else None) == before
     assert _blas.backend_name() in ("openblas-ctypes", "threadpoolctl", "none")
+
+
+POOL_CASES = [(3, 2, 1, 1, False), (2, 2, 0, 1, True), (3, 1, 1, 2, False), (5, 3, 2, 1, True), (4, 3, 2, 2, True)]
+
+
+@pytest.mark.parametrize("chunk_bytes", [pool.CHUNK_BYTES, 900, 1], ids=["planes", "bands", "one-row bands"])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_pooling_work_items_match_the_reference(chunk_bytes, dtype, threads, monkeypatch):
+    """Pooling splits planes into chunks, or a plane into bands of output rows when its row
+    results exceed CHUNK_BYTES: every split gives the reference's values (NaN included)."""
+    monkeypatch.setattr(pool, "CHUNK_BYTES", chunk_bytes)
+    rng = np.random.default_rng(77)
+    x = random_array(rng, (2, 3, 17, 23), dtype)
+    x[0, 1, 5, 6] = np.nan
+    for k, s, p, d, ceil_mode in POOL_CASES:
+        kwargs = dict(kernel_size=k, stride=s, padding=p, ceil_mode=ceil_mode)
+        with poisoned_numpy_backend():
+            got = gpuconv.max_pool2d(x, **kwargs, dilation=d, backend="numpy")
+        assert_close(got, ref.max_pool2d(as_reference_input(x), **kwargs, dilation=d)[0], dtype, f"max {kwargs} d={d}")
+        if d == 1:
+            for count_include_pad in (True, False):
+                with poisoned_numpy_backend():
+                    got = gpuconv.avg_pool2d(x, **kwargs, count_include_pad=count_include_pad, backend="numpy")
+                expected = ref.avg_pool2d(as_reference_input(x), **kwargs, count_include_pad=count_include_pad)
+                assert_close(got, expected, dtype, f"avg {kwargs} count_include_pad={count_include_pad}")
+
+
+def test_pooling_a_large_plane_stays_under_the_cap():
+    rng = np.random.default_rng(8)
+    x = random_array(rng, (1, 1, 1500, 1200), np.float32)
+    expected = ref.avg_pool2d(x[..., :40, :], 3, 2, 1)
+    saved = config.workspace_bytes
+    gpuconv.set_workspace_limit(1 << 20)
+    try:
+        _workspace.release()
+        tracemalloc.start()
+        try:
+            out = gpuconv.avg_pool2d(x, 3, 2, 1, backend="numpy")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    finally:
+        config.workspace_bytes = saved
+    assert_close(out[..., :20, :], expected[..., :20, :], np.float32, "avg pool under a 1 MiB cap")
+    assert peak <= (1 << 20) + out.nbytes + (64 << 10), f"peak {peak} bytes"

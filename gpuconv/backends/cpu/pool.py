@@ -4,13 +4,15 @@ Max and sum over a window are separable: reduce each input row over the kernel's
 then those row results over the kernel's rows. Each pass is one strided operation per
 kernel tap, applied only to the outputs whose tap lies inside the input, so padding is
 never materialised. Planes (N*C) go in chunks small enough for the row results to stay in
-cache, spread over the worker threads. Max pooling with indices scans the 2-D taps in
+cache (a plane too large for that goes in bands of output rows), spread over the worker
+threads. Max pooling with indices scans the 2-D taps in
 PyTorch's order instead (its tie and NaN rules need the row-major tap order).
 """
 from __future__ import annotations
 
 import numpy as np
 
+from ..._config import config
 from ..._geometry import PoolSpec
 from . import _workspace
 from ._threads import parallel_items, parallel_ranges
@@ -56,14 +58,34 @@ def _axis_taps(n_out: int, stride: int, dilation: int, k: int, pad: int, size: i
     return taps
 
 
-def _separable(planes: np.ndarray, spec: PoolSpec, op, fill_value, acc_dtype, finish) -> None:
-    """finish(p0, p1, acc): called with acc[p, i, j] = op-reduction of planes[p0:p1] over window
-    (i, j)'s in-bounds taps (fill_value where it has none), chunk by chunk in the worker threads."""
+def _work_items(spec: PoolSpec, itemsize: int) -> list[tuple[int, int, int, int]]:
+    """(planes p0:p1, output rows i0:i1) per work item: several whole planes when their row
+    results fit CHUNK_BYTES, else one plane in bands of output rows."""
+    n_planes = spec.n * spec.c
+
+    def plane_bytes(rows: int) -> int:
+        in_rows = min(spec.h, (rows - 1) * spec.stride[0] + (spec.kh - 1) * spec.dilation[0] + 1)
+        return itemsize * spec.ow * (in_rows + rows)
+
+    if plane_bytes(spec.oh) <= CHUNK_BYTES:
+        chunk = CHUNK_BYTES // plane_bytes(spec.oh)
+        return [(p0, min(n_planes, p0 + chunk), 0, spec.oh) for p0 in range(0, n_planes, chunk)]
+    if plane_bytes(1) > config.workspace_bytes:
+        raise MemoryError(f"pooling one output row of a {spec.h}x{spec.w} plane needs {plane_bytes(1)} bytes of "
+                          f"workspace, more than the cap of {config.workspace_bytes} bytes (gpuconv.set_workspace_limit)")
+    band = 1
+    while band < spec.oh and plane_bytes(band + 1) <= CHUNK_BYTES:
+        band += 1
+    return [(p, p + 1, i0, min(spec.oh, i0 + band)) for p in range(n_planes) for i0 in range(0, spec.oh, band)]
+
+
+def _separable(planes: np.ndarray, spec: PoolSpec, op, fill_value, acc_dtype, out: np.ndarray, finish) -> None:
+    """acc[p, i, j] = op-reduction over window (i, j)'s in-bounds taps of planes[p] (fill_value
+    where it has none), work item by work item in the worker threads; finish(acc, p0, p1, i0, i1)
+    turns it into out[p0:p1, i0:i1]. acc is that part of out itself when out has acc_dtype."""
     cols = _axis_taps(spec.ow, spec.stride[1], spec.dilation[1], spec.kw, spec.pads[2], spec.w)
-    rows = _axis_taps(spec.oh, spec.stride[0], spec.dilation[0], spec.kh, spec.pads[0], spec.h)
-    itemsize = np.dtype(acc_dtype).itemsize
-    chunk = max(1, CHUNK_BYTES // (itemsize * spec.h * spec.ow))
-    n_chunks = -(-planes.shape[0] // chunk)
+    (sh, dh), top = (spec.stride[0], spec.dilation[0]), spec.pads[0]
+    items = _work_items(spec, np.dtype(acc_dtype).itemsize)
 
     def reduce_taps(src, taps, n_out, dst, along_rows):
         """dst = op over taps of src, along axis -2 (along_rows) or -1."""
@@ -79,15 +101,21 @@ def _separable(planes: np.ndarray, spec: PoolSpec, op, fill_value, acc_dtype, fi
             view = dst[at(o)]
             op(view, src[at(i)], out=view)
 
-    def run(i):
-        p0, p1 = i * chunk, min(planes.shape[0], (i + 1) * chunk)
-        row_result, acc = _workspace.arrays(((p1 - p0, spec.h, spec.ow), acc_dtype),
-                                            ((p1 - p0, spec.oh, spec.ow), acc_dtype), slot="pool")
-        reduce_taps(planes[p0:p1], cols, spec.ow, row_result, along_rows=False)
-        reduce_taps(row_result, rows, spec.oh, acc, along_rows=True)
-        finish(p0, p1, acc)
+    def run(item):
+        p0, p1, i0, i1 = items[item]
+        r_lo = min(spec.h, max(0, i0 * sh - top))
+        r_hi = max(r_lo, min(spec.h, (i1 - 1) * sh - top + (spec.kh - 1) * dh + 1))
+        in_place = out.dtype == acc_dtype
+        row_result, acc = _workspace.arrays(((p1 - p0, r_hi - r_lo, spec.ow), acc_dtype),
+                                            ((p1 - p0, 0 if in_place else i1 - i0, spec.ow), acc_dtype), slot="pool")
+        if in_place:
+            acc = out[p0:p1, i0:i1]
+        reduce_taps(planes[p0:p1, r_lo:r_hi], cols, spec.ow, row_result, along_rows=False)
+        rows = _axis_taps(i1 - i0, sh, dh, spec.kh, top - i0 * sh + r_lo, r_hi - r_lo)
+        reduce_taps(row_result, rows, i1 - i0, acc, along_rows=True)
+        finish(acc, p0, p1, i0, i1)
 
-    parallel_items(run, n_chunks)
+    parallel_items(run, len(items))
     _workspace.release()
 
 
@@ -103,11 +131,8 @@ def max_pool2d(x: np.ndarray, spec: PoolSpec, return_indices: bool):
     planes = x.reshape(-1, spec.h, spec.w)
     if not return_indices:
         out = np.empty((planes.shape[0], spec.oh, spec.ow), dtype=x.dtype)
-
-        def finish(p0, p1, acc):
-            out[p0:p1] = acc
-
-        _separable(planes, spec, np.maximum, -np.inf, x.dtype, finish)  # np.maximum propagates NaN
+        # np.maximum propagates NaN; the reduction happens in out itself
+        _separable(planes, spec, np.maximum, -np.inf, x.dtype, out, lambda *_: None)
         return out.reshape(spec.out_shape)
     return _max_pool_with_indices(planes, spec)
 
@@ -141,10 +166,11 @@ def _max_pool_with_indices(planes: np.ndarray, spec: PoolSpec):
     return out.reshape(spec.out_shape), idx.reshape(spec.out_shape)
 
 
-def divisor(spec: PoolSpec) -> np.ndarray:
-    """(oh, ow) divisors of average pooling, PyTorch's count_include_pad rule."""
+def divisor_factors(spec: PoolSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(oh,) and (ow,) factors whose outer product is the divisor of average pooling,
+    PyTorch's count_include_pad rule (divisor_override wins)."""
     if spec.divisor_override is not None:
-        return np.full((spec.oh, spec.ow), spec.divisor_override, dtype=np.float64)
+        return np.full(spec.oh, float(spec.divisor_override)), np.ones(spec.ow)
     counts = []
     for n_out, s, k, pad_before, pad_after, size in (
             (spec.oh, spec.stride[0], spec.kh, spec.pads[0], spec.pads[1], spec.h),
@@ -154,17 +180,18 @@ def divisor(spec: PoolSpec) -> np.ndarray:
             counts.append(np.minimum(start + k, size + pad_after) - start)
         else:
             counts.append(np.minimum(start + k, size) - np.maximum(start, 0))
-    return np.outer(counts[0], counts[1]).astype(np.float64)
+    return counts[0].astype(np.float64), counts[1].astype(np.float64)
 
 
 def avg_pool2d(x: np.ndarray, spec: PoolSpec) -> np.ndarray:
     planes = x.reshape(-1, spec.h, spec.w)
     acc_dtype = np.float32 if x.dtype == np.float16 else x.dtype
     out = np.empty((planes.shape[0], spec.oh, spec.ow), dtype=x.dtype)
-    div = divisor(spec).astype(acc_dtype)
+    row_factor, col_factor = (f.astype(acc_dtype) for f in divisor_factors(spec))
 
-    def finish(p0, p1, acc):
-        np.divide(acc, div, out=out[p0:p1], casting="unsafe")
+    def finish(acc, p0, p1, i0, i1):
+        # integer counts: the products are exact, as is the divisor they form
+        np.divide(acc, np.multiply.outer(row_factor[i0:i1], col_factor), out=out[p0:p1, i0:i1], casting="unsafe")
 
-    _separable(planes, spec, np.add, 0, acc_dtype, finish)
+    _separable(planes, spec, np.add, 0, acc_dtype, out, finish)
     return out.reshape(spec.out_shape)
