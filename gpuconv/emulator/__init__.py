@@ -10,8 +10,8 @@ See README "Testing CUDA kernels without a GPU" for orders and sanitizer modes.
 from ._errors import EmulatorCompileError, EmulatorError
 from ._module import Function, Module
 from ._order import get_order, set_order
-from ._sanitizers import sanitizer_env
+from ._sanitizers import sanitizer_command, sanitizer_env
 from ._toolchain import unavailable_reason
 
-__all__ = ["EmulatorCompileError", "EmulatorError", "Function", "Module", "get_order", "sanitizer_env",
+__all__ = ["EmulatorCompileError", "EmulatorError", "Function", "Module", "get_order", "sanitizer_command", "sanitizer_env",
            "set_order", "unavailable_reason"]

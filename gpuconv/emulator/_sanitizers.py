@@ -6,6 +6,8 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import platform
+import shutil
 import subprocess
 import sys
 
@@ -69,6 +71,23 @@ def sanitizer_env(mode: str, base: dict | None = None) -> dict:
     for key, value in _OPTIONS[mode].items():
         env[key] = ":".join(filter(None, [value, env.get(key, "")]))
     return env
+
+
+def sanitizer_command(argv: list[str], mode: str) -> list[str]:
+    """argv to run under `mode`: for TSan, prefixed with `setarch <arch> -R` (no address
+    randomisation) where the kernel randomises mmap more than GCC's TSan can map
+    (vm.mmap_rnd_bits > 28 fails with "unexpected memory mapping")."""
+    if mode == "thread" and shutil.which("setarch") and _mmap_random_bits() > 28:
+        return ["setarch", platform.machine(), "-R", *argv]
+    return list(argv)
+
+
+def _mmap_random_bits() -> int:
+    try:
+        with open("/proc/sys/vm/mmap_rnd_bits") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 0
 
 
 def missing_runtime_message(mode: str) -> str:

@@ -5,6 +5,7 @@ process started with gpuconv.emulator.sanitizer_env(mode); its output is capture
 
 from __future__ import annotations
 
+import platform
 import re
 import subprocess
 import sys
@@ -20,8 +21,8 @@ CHILD = Path(__file__).with_name("sanitizer_child.py")
 def run_child(emulator, mode: str, kernel: str) -> subprocess.CompletedProcess:
     env = emulator.sanitizer_env(mode)
     env["PYTHONPATH"] = ":".join(filter(None, [str(CHILD.parent), env.get("PYTHONPATH", "")]))
-    return subprocess.run([sys.executable, str(CHILD), kernel], env=env, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(emulator.sanitizer_command([sys.executable, str(CHILD), kernel], mode), env=env,
+                          capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize("kernel,report,block", [
@@ -59,6 +60,20 @@ def test_thread_sanitizer_accepts_correct_synchronisation(emulator, kernel):
     assert "ThreadSanitizer" not in proc.stderr
 
 
+def test_sanitizer_command_disables_randomisation_only_where_tsan_needs_it(emulator, monkeypatch):
+    from gpuconv.emulator import _sanitizers
+
+    argv = [sys.executable, "-c", "pass"]
+    monkeypatch.setattr(_sanitizers, "_mmap_random_bits", lambda: 28)
+    assert emulator.sanitizer_command(argv, "thread") == argv
+    monkeypatch.setattr(_sanitizers, "_mmap_random_bits", lambda: 32)
+    assert emulator.sanitizer_command(argv, "address") == argv
+    command = emulator.sanitizer_command(argv, "thread")
+    if command != argv:
+        assert command[:3] == ["setarch", platform.machine(), "-R"] and command[3:] == argv
+        assert subprocess.run(command, timeout=60).returncode == 0
+
+
 def test_sanitized_module_refuses_a_process_without_the_runtime(emulator, monkeypatch):
     monkeypatch.setenv("GPUCONV_EMU_SANITIZER", "address")
     with pytest.raises(emulator.EmulatorError, match=r"sanitizer_env\('address'\)"):
@@ -70,8 +85,9 @@ def test_sanitized_module_refuses_a_process_without_the_runtime(emulator, monkey
 def test_project_kernels_are_clean_under_sanitizers(emulator, mode):
     """The project's own kernel tests (tests/test_cuda_kernels.py) under each sanitizer."""
     tests = Path(__file__).parents[1] / "test_cuda_kernels.py"
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", str(tests)],
-                          env=emulator.sanitizer_env(mode), capture_output=True, text=True, timeout=600)
+    argv = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", str(tests)]
+    proc = subprocess.run(emulator.sanitizer_command(argv, mode), env=emulator.sanitizer_env(mode),
+                          capture_output=True, text=True, timeout=600)
     report = proc.stdout[-3000:] + proc.stderr[-6000:]
     assert proc.returncode == 0, report
     assert "Sanitizer" not in proc.stderr and "runtime error" not in proc.stderr, report
