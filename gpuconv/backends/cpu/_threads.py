@@ -36,7 +36,10 @@ def thread_count(n_items: int, threads: int | None = None) -> int:
 
 
 def parallel_items(fn, n_items: int, threads: int | None = None) -> None:
-    """Call fn(i) for every i in range(n_items); each thread takes the next item when it is free."""
+    """Call fn(i) for every i in range(n_items); each thread takes the next item when it is free.
+
+    Returns once every item is done, without waiting for pool workers that woke up too late
+    to find one (on a busy machine that wake-up can cost more than the items)."""
     parts = thread_count(n_items, threads)
     if parts == 1:
         with _blas.limit(config.num_threads):
@@ -44,20 +47,33 @@ def parallel_items(fn, n_items: int, threads: int | None = None) -> None:
                 fn(i)
         return
     counter = itertools.count()  # next() on it is atomic under the GIL
+    lock, finished = threading.Lock(), threading.Event()
+    state = {"done": 0, "error": None}
 
     def work():
         for i in iter(counter.__next__, None):
             if i >= n_items:
                 return
-            fn(i)
+            try:
+                fn(i)
+            except BaseException as exc:  # handed to the caller, which re-raises it
+                with lock:
+                    state["error"] = state["error"] or exc
+                finished.set()
+                return
+            with lock:
+                state["done"] += 1
+                if state["done"] == n_items:
+                    finished.set()
 
     with _blas.limit(1):
-        futures = [_pool(parts - 1).submit(work) for _ in range(parts - 1)]
-        try:
-            work()
-        finally:
-            for future in futures:
-                future.result()
+        pool = _pool(parts - 1)
+        for _ in range(parts - 1):
+            pool.submit(work)
+        work()
+        finished.wait()
+    if state["error"] is not None:
+        raise state["error"]
 
 
 def parallel_ranges(fn, n_items: int) -> None:

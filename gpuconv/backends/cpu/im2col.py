@@ -1,7 +1,7 @@
 """conv2d by im2col: per tile, copy every kernel tap's window into a column matrix and
 multiply it by the weights with one BLAS matmul per group.
 
-Tile = (images n0:n1, output rows r0:r1). Each tap's window over the tile is one
+Tile = (images n0:n1, output rows r0:r1); for_each_tile plans and runs them (direct.py too). Each tap's window over the tile is one
 contiguous slice per (image, channel) (_windows.py), so the column matrix is built with
 kh*kw plain copies; when the output grid is the output itself (native windows) the matmul
 writes straight into the output.
@@ -26,40 +26,52 @@ def applicable(spec: ConvSpec) -> str | None:
     return None
 
 
-def tile_bytes(spec: ConvSpec, itemsize: int, images: int, rows: int, windows: Windows) -> int:
-    slab = math.prod(windows.slab_shape(images, rows)) if not windows.native else 0
-    length = rows * windows.grid_w
-    cols = spec.c * spec.kh * spec.kw * length
-    result = spec.f * length
-    return itemsize * (slab + images * (cols + result)) + 3 * 64
-
-
-def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarray) -> None:
-    """out (n, f, oh, ow) = conv of x; wmat is (groups, f/groups, c/groups*kh*kw) in the compute dtype."""
-    compute = wmat.dtype
+def for_each_tile(x: np.ndarray, bias, spec: ConvSpec, out: np.ndarray, compute: np.dtype, name: str,
+                  scratch_per_image, body) -> None:
+    """Plans the tiles and runs them over the threads: body(tile, result, *scratch) computes
+    the tile's result (images, groups, filters per group, rows * grid_w) from its windows
+    (_windows.TileWindows); scratch_per_image(length) gives the shapes of the per-image
+    scratch arrays it needs. result is the output itself where the grid is the output's and
+    the dtypes agree, else a buffer that is stored into the output (+ bias) afterwards."""
     windows = Windows(spec, x)
-    plan = _tiles.plan(spec, lambda n, r: tile_bytes(spec, compute.itemsize, n, r, windows), NAME)
-    g, fg, kg = spec.groups, spec.f // spec.groups, wmat.shape[2]
-    direct_out = windows.native and out.dtype == compute  # the grid is the output's: matmul into it
+    g, fg = spec.groups, spec.f // spec.groups
+    in_place = windows.native and out.dtype == compute
+
+    def tile_bytes(images: int, rows: int) -> int:
+        length = rows * windows.grid_w
+        per_image = sum(math.prod(shape) for shape in scratch_per_image(length)) + (0 if in_place else spec.f * length)
+        return compute.itemsize * (math.prod(windows.slab_shape(images, rows)) + images * per_image) + 8 * 64
+
+    plan = _tiles.plan(spec, tile_bytes, name)
 
     def run_tile(i: int) -> None:
         n0, n1, r0, r1 = plan.tiles[i]
         nt, rows = n1 - n0, r1 - r0
         length = rows * windows.grid_w
-        slab, cols, res = _workspace.arrays(
-            (windows.slab_shape(nt, rows), compute), ((nt, spec.c, spec.kh * spec.kw, length), compute),
-            ((nt, g, fg, 0 if direct_out else length), compute))
-        tile = windows.load(x, n0, n1, r0, rows, slab)
-        for t in range(spec.kh * spec.kw):
-            tile.apply(t, _copy, cols[:, :, t])
+        slab, result, *scratch = _workspace.arrays(
+            (windows.slab_shape(nt, rows), compute), ((nt, g, fg, 0 if in_place else length), compute),
+            *(((nt, *shape), compute) for shape in scratch_per_image(length)))
         target = out[n0:n1, :, r0:r1]
-        if direct_out:
-            res = view_as(target, (nt, g, fg, length))  # a tile has whole output rows
-        np.matmul(wmat, cols.reshape(nt, g, kg, length), out=res)
-        store(res.reshape(nt, spec.f, rows, windows.grid_w), bias, target)
+        if in_place:
+            result = view_as(target, (nt, g, fg, length))  # a tile has whole output rows
+        body(windows.load(x, n0, n1, r0, rows, slab), result, *scratch)
+        store(view_as(result, (nt, spec.f, rows, windows.grid_w)), bias, target)
 
     parallel_items(run_tile, len(plan.tiles), plan.threads)
     _workspace.release()
+
+
+def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarray) -> None:
+    """out (n, f, oh, ow) = conv of x; wmat is (groups, f/groups, c/groups*kh*kw) in the compute dtype."""
+    taps = spec.kh * spec.kw
+
+    def body(tile, result, cols):
+        for t in range(taps):
+            tile.apply(t, _copy, cols[:, :, t])
+        nt, g, _, length = result.shape
+        np.matmul(wmat, cols.reshape(nt, g, wmat.shape[2], length), out=result)
+
+    for_each_tile(x, bias, spec, out, wmat.dtype, NAME, lambda length: [(spec.c, taps, length)], body)
 
 
 def _copy(window: np.ndarray, part: np.ndarray) -> None:
