@@ -38,6 +38,9 @@ CASES = [
     ((2, 3, 1, 17), (2, 3, 1, 4), dict(padding=(0, 2), dilation=(1, 3))),
     ((1, 2, 3, 3), (2, 2, 5, 5), dict(padding=2)),  # kernel larger than the input
     ((2, 3, 8, 9), (4, 3, 3, 3), dict(padding=(0, 1), stride=1, dilation=2, padding_mode="circular")),
+    ((1, 2, 3, 5), (3, 2, 3, 3), {}),  # one output row
+    ((2, 2, 1, 1), (2, 2, 3, 3), dict(padding=1)),  # one pixel
+    ((1, 3, 4, 40), (2, 3, 3, 3), dict(padding=((1, 1), (0, 0)), padding_mode="replicate")),
 ]
 
 
