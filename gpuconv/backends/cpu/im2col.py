@@ -1,10 +1,10 @@
 """conv2d by im2col: per tile, copy every kernel tap's window into a column matrix and
 multiply it by the weights with one BLAS matmul per group.
 
-Tile = (images n0:n1, output rows r0:r1); for_each_tile plans and runs them (direct.py too). Each tap's window over the tile is one
-contiguous slice per (image, channel) (_windows.py), so the column matrix is built with
-kh*kw plain copies; when the output grid is the output itself (native windows) the matmul
-writes straight into the output.
+Tile = (images n0:n1, output rows r0:r1); for_each_tile plans and runs them (for direct.py
+too). Each tap's window over the tile is one contiguous slice per (image, channel)
+(_windows.py), so the column matrix is built with kh*kw plain copies; when the output grid
+is the output itself (native windows) the matmul writes straight into the output.
 Runs every shape (all strides, dilations, groups, padding modes).
 """
 from __future__ import annotations
@@ -55,7 +55,7 @@ def for_each_tile(x: np.ndarray, bias, spec: ConvSpec, out: np.ndarray, compute:
         if in_place:
             result = view_as(target, (nt, g, fg, length))  # a tile has whole output rows
         body(windows.load(x, n0, n1, r0, rows, slab), result, *scratch)
-        store(view_as(result, (nt, spec.f, rows, windows.grid_w)), bias, target)
+        store(view_as(result, (nt, spec.f, rows, windows.grid_w)), bias, None if in_place else target)
 
     parallel_items(run_tile, len(plan.tiles), plan.threads)
     _workspace.release()
@@ -78,16 +78,16 @@ def _copy(window: np.ndarray, part: np.ndarray) -> None:
     np.copyto(part, window)
 
 
-def store(result: np.ndarray, bias, out: np.ndarray) -> None:
+def store(result: np.ndarray, bias, out: np.ndarray | None) -> None:
     """out (n, f, rows, width) = result (n, f, rows, grid_w)[..., :width] (+ bias per output
-    channel), cast to out's dtype; result may be out itself. result is contiguous per
-    (image, channel): the bias goes on it as a whole (adding it while copying short output
-    rows is twice as slow), then one copy with merged axes."""
+    channel), cast to out's dtype; out None: result is the output itself. result is
+    contiguous per (image, channel): the bias goes on it as a whole (adding it while copying
+    short output rows is twice as slow), then one copy with merged axes."""
     n, f, rows, grid_w = result.shape
     if bias is not None:
         flat = view_as(result, (n, f, rows * grid_w))
         np.add(flat, bias[:, None], out=flat)
-    if np.shares_memory(result, out):
+    if out is None:
         return
     target = view_as(out, (n * f, rows, out.shape[3]))  # out's (n, f) merge: a tile has every channel
     target[...] = view_as(result, (n * f, rows, grid_w))[..., :out.shape[3]]
