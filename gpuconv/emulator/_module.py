@@ -127,6 +127,8 @@ class Function:
         if len(args) != len(self.signature):
             raise TypeError(f"kernel {self.name!r} takes {len(self.signature)} arguments, got {len(args)}")
         shared_mem = int(shared_mem)
+        if shared_mem < 0:
+            raise ValueError(f"kernel {self.name!r}: shared_mem={shared_mem} must be >= 0")
         if shared_mem > self.max_dynamic_shared_size_bytes:
             raise EmulatorError(
                 f"kernel {self.name!r}: shared_mem={shared_mem} exceeds max_dynamic_shared_size_bytes="

@@ -164,6 +164,7 @@ inline Launch g;
 struct SharedRegion {
     unsigned char* begin;
     size_t bytes;
+    const Kernel* kernel;  // the kernel that declared it; nullptr: namespace scope, any kernel
 };
 constexpr int kMaxStaticShared = 1 << 16;
 inline SharedRegion g_static_shared[kMaxStaticShared];
@@ -303,37 +304,48 @@ GPUCONV_EMU_RUNTIME inline void thread_order(unsigned* order, unsigned n, int mo
 
 // Shared memory starts every block as NaN (0x7fffffff words: NaN as float, double and half,
 // INT_MAX as int), so a missing barrier or a short halo reads garbage instead of stale data.
-GPUCONV_EMU_RUNTIME inline void poison_fill(unsigned char* begin, unsigned char* end) {
+// Plain stores, never turned into a memset call: TSan would see an intercepted memset from the
+// thread that first registers a variable as a write racing with the other threads' reads.
+GPUCONV_EMU_RUNTIME __attribute__((optimize("no-tree-loop-distribute-patterns"))) inline void poison_fill(
+    unsigned char* begin, unsigned char* end) {
     static const unsigned char pattern[4] = {0xff, 0xff, 0xff, 0x7f};
-    for (unsigned char* p = begin; p < end; ++p) *p = pattern[reinterpret_cast<uintptr_t>(p) & 3u];
+    const unsigned long long words = 0x7fffffff7fffffffull;
+    unsigned char* p = begin;
+    for (; p < end && (reinterpret_cast<uintptr_t>(p) & 7u); ++p) *p = pattern[reinterpret_cast<uintptr_t>(p) & 3u];
+    for (; p + 8 <= end; p += 8) memcpy(p, &words, 8);
+    for (; p < end; ++p) *p = pattern[reinterpret_cast<uintptr_t>(p) & 3u];
 }
 
 GPUCONV_EMU_RUNTIME inline void fill_shared_memory() {
-    for (int i = 0; i < g_static_shared_count; ++i)
-        poison_fill(g_static_shared[i].begin, g_static_shared[i].begin + g_static_shared[i].bytes);
+    for (int i = 0; i < g_static_shared_count; ++i) {
+        const SharedRegion& r = g_static_shared[i];
+        if (!r.kernel || r.kernel == g.kernel) poison_fill(r.begin, r.begin + r.bytes);
+    }
     poison_fill(g_dynamic_shared, g_dynamic_shared + g.dynamic_shared_bytes);
 }
 
-GPUCONV_EMU_RUNTIME inline bool add_shared_region(unsigned char* begin, size_t bytes) {
+GPUCONV_EMU_RUNTIME inline bool add_shared_region(unsigned char* begin, size_t bytes, const Kernel* kernel) {
     if (g_static_shared_count == kMaxStaticShared) return false;
-    g_static_shared[g_static_shared_count++] = {begin, bytes};
+    g_static_shared[g_static_shared_count++] = {begin, bytes, kernel};
     poison_fill(begin, begin + bytes);
     return true;
 }
 
 // Called where a static __shared__ declaration inside a function executes, i.e. before any
-// thread of the first block used the variable: poison it now, and before every later block.
+// thread of the kernel's first block used the variable: poison it now, and before each later
+// block of that kernel.
 GPUCONV_EMU_RUNTIME inline void register_shared(void* address, size_t bytes) {
     unsigned char* begin = static_cast<unsigned char*>(address);
     for (int i = g_static_shared_count - 1; i >= 0; --i)
-        if (g_static_shared[i].begin == begin) return;
-    if (!add_shared_region(begin, bytes)) fail_thread("more than %d static __shared__ variables", kMaxStaticShared);
+        if (g_static_shared[i].begin == begin && g_static_shared[i].kernel == g.kernel) return;
+    if (!add_shared_region(begin, bytes, g.kernel))
+        fail_thread("more than %d static __shared__ variables", kMaxStaticShared);
 }
 
 // The same for a __shared__ variable at namespace scope, registered when the library loads.
 struct SharedVariable {
     GPUCONV_EMU_RUNTIME SharedVariable(void* address, size_t bytes) {
-        add_shared_region(static_cast<unsigned char*>(address), bytes);
+        add_shared_region(static_cast<unsigned char*>(address), bytes, nullptr);
     }
 };
 
