@@ -21,6 +21,7 @@ import numpy as np
 from ..._geometry import ConvSpec
 from . import _slab, _tiles, _workspace
 from ._threads import parallel_items
+from .im2col import view_as
 
 NAME = "winograd"
 
@@ -141,7 +142,7 @@ def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarra
         for p in range(2):
             rsrc = row_src[r0 + p:r0 + p + 2 * (block_rows + 1):2]
             for q, gather in enumerate(gathers):
-                planes = slab[p, q, :c * size].reshape(c, nt, block_rows + 1, phase_w).transpose(1, 0, 2, 3)
+                planes = view_as(slab[p, q, :c * size], (c, nt, block_rows + 1, phase_w)).transpose(1, 0, 2, 3)
                 gather.fill(x[n0:n1], rsrc, r0 + p - top, 2, planes)
         _input_transform(slab, temp, v, phase_w)
         # One matmul per transform element and image, leaving out the grid's spare row.
