@@ -10,6 +10,7 @@ load a half-written one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import platform
@@ -44,6 +45,7 @@ class BuildRequest:
     sanitizer_flags: tuple[str, ...]
 
 
+@functools.lru_cache(maxsize=None)
 def _cpu_flags() -> tuple[str, ...]:
     """-mfma where the CPU has FMA: fmaf() then inlines to one instruction (a*b+c is still not
     contracted). The flag is part of the cache key, so a CPU without FMA never loads such a library."""

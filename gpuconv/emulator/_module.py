@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _build, _sanitizers
+from . import _build, _sanitizers, _toolchain
 from ._errors import EmulatorError
 from ._order import current_order
 
@@ -69,12 +69,14 @@ class Module:
                  name_expressions=()):
         if (code is None) == (path is None):
             raise TypeError("Module needs exactly one of code= or path=")
-        reason = _build._toolchain.unavailable_reason()
+        reason = _toolchain.unavailable_reason()
         if reason:
             raise EmulatorError(f"the CUDA emulator is unavailable: {reason}")
         mode = _sanitizers.sanitizer_mode()
         if not _sanitizers.runtime_loaded(mode):
             raise EmulatorError(_sanitizers.missing_runtime_message(mode))
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(f"Module(path={str(path)!r}): no such file")
         source = Path(path).resolve() if path is not None else _build.source_file_for(code)
         includes, defines, std = _parse_options(options)
         self.name_expressions = tuple(name_expressions)
