@@ -13,10 +13,11 @@
 // on distinct banks (broadcast for the 2 rows a warp spans).
 #include "common.cuh"
 
-// ptxas must allow 255 registers for an 8x8 register tile and for double (1 block/SM), 128 for a
-// 4x4 float tile (2 blocks/SM): below that it spills.
+// Registers: 2 blocks/SM (<= 128 registers) for float tiles up to 4x8 with 32-bit indices; 1 block
+// (<= 255) for 8x8 tiles, double, and 64-bit indices, which would spill at 128.
 template <typename T, typename I, int BM, int BN, int TM, int TN>
-__global__ void __launch_bounds__((BM / TM) * (BN / TN), TM * TN >= 64 || sizeof(T) == 8 ? 1 : 2)
+__global__ void
+__launch_bounds__((BM / TM) * (BN / TN), TM * TN >= 64 || sizeof(T) == 8 || sizeof(I) == 8 ? 1 : 2)
 conv2d_implicit_gemm(const T* __restrict__ x, const T* __restrict__ wt, const T* __restrict__ bias,
                      T* __restrict__ y, int has_bias, I n, I c, I h, I wd, I f, I oh, I ow, int kh,
                      int kw, int groups, int sh, int sw, int dh, int dw, int top, int left,

@@ -44,9 +44,10 @@ INDEX_TYPES = ("int", "long long")  # 32-bit index arithmetic when the tensors a
 
 # Direct convolution: filters per block (FB) and whether the input tile is staged in shared memory.
 DIRECT_FILTER_BATCHES = (1, 4)
-# Implicit GEMM register tilings (BM, BN, TM, TN): 128x128 tiles of 8x8 per thread for large
-# GEMMs, 64x64 tiles of 4x4 per thread for small ones (and float64, which has half the registers).
-IGEMM_TILINGS = {"large": (128, 128, 8, 8), "small": (64, 64, 4, 4)}
+# Implicit GEMM register tilings (BM, BN, TM, TN), all 256 threads: 128x128 tiles of 8x8 per thread
+# for large GEMMs, 64x128 of 4x8 for 33-96 filters per group, 64x64 of 4x4 for small GEMMs and
+# float64 (whose registers hold half as many values).
+IGEMM_TILINGS = {"large": (128, 128, 8, 8), "wide": (64, 128, 4, 8), "small": (64, 64, 4, 4)}
 
 
 def direct_kernel(ctype: str, itype: str, filter_batch: int, staged: bool) -> str:

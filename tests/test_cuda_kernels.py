@@ -1,6 +1,6 @@
 """The CUDA kernels in the emulator ("cuda-emu"): what the shared parity suite does not reach.
 
-Tile boundaries of both conv kernels in every dimension, both implicit-GEMM tilings, the direct
+Tile boundaries of both conv kernels in every dimension, every implicit-GEMM tiling, the direct
 kernel's global-memory fallback and its > 48 KB shared-memory path, every padding mode with
 both algorithms, the 64-bit index instantiations (forced on small tensors), pooling options,
 non-contiguous inputs, and thread orders. Every result is compared with the float64 reference
@@ -113,13 +113,15 @@ def test_implicit_gemm_k_boundaries(emu, channels):
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
-def test_implicit_gemm_large_tiling(emu, cuda_module, monkeypatch, dtype):
-    """The 128x128 / 8x8 tiling, forced on a small shape crossing its tile edges (F=129, N*OH*OW=130)."""
-    monkeypatch.setattr(cuda_module, "IGEMM_LARGE_MIN_FILTERS", 0)
-    monkeypatch.setattr(cuda_module, "IGEMM_LARGE_MIN_PIXELS", 0)
-    spec = conv_spec((2, 3, 5, 13), (129, 3, 3, 3), 1, 1, 1, 1, "zeros")
-    assert emu._plan(spec, "implicit_gemm", dtype).tiling == "large"
-    check_conv((2, 3, 5, 13), (129, 3, 3, 3), dtype, "implicit_gemm", padding=1)
+@pytest.mark.parametrize("tiling, filters", [("large", 129), ("wide", 65)])
+def test_implicit_gemm_wider_tilings(emu, cuda_module, monkeypatch, dtype, tiling, filters):
+    """The 128x128 (8x8) and 64x128 (4x8) tilings, forced on a small shape crossing their tile edges
+    (F = BM + 1, N*OH*OW = 130 = BN + 2)."""
+    for name in ("IGEMM_LARGE_MIN_PIXELS", "IGEMM_WIDE_MIN_PIXELS", "IGEMM_WIDE_MIN_FILTERS"):
+        monkeypatch.setattr(cuda_module, name, 0)
+    spec = conv_spec((2, 3, 5, 13), (filters, 3, 3, 3), 1, 1, 1, 1, "zeros")
+    assert emu._plan(spec, "implicit_gemm", dtype).tiling == tiling
+    check_conv((2, 3, 5, 13), (filters, 3, 3, 3), dtype, "implicit_gemm", padding=1)
 
 
 # ---- 64-bit index instantiations, forced on small tensors -------------------------------------------

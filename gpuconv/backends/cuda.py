@@ -23,8 +23,11 @@ from . import BackendUnavailable, is_cupy_array
 ALGORITHMS = ("auto", "direct", "implicit_gemm")
 IGEMM_MIN_FILTERS = 16
 IGEMM_MIN_REDUCTION = 64
-IGEMM_LARGE_MIN_FILTERS = 96      # 128-row tiles once most of their rows hold filters
-IGEMM_LARGE_MIN_PIXELS = 16384    # ...and there are enough output pixels to fill the GPU with them
+# GEMM tiling: "large" (128 x 128) once most of a 128-row tile holds filters and there are enough
+# output pixels to give every SM of a large GPU a few tiles; "wide" (64 x 128) for 33-96 filters
+# per group; else "small" (64 x 64). float64 always "small".
+IGEMM_LARGE_MIN_FILTERS, IGEMM_LARGE_MIN_PIXELS = 96, 16384
+IGEMM_WIDE_MIN_FILTERS, IGEMM_WIDE_MIN_PIXELS = 33, 8192
 
 MODE_CODES = {"zeros": 0, "constant": 0, "reflect": 1, "replicate": 2, "circular": 3}  # common.cuh PadMode
 MAX_GRID_X = 2**31 - 1
@@ -143,8 +146,14 @@ class _ImplicitGemmPlan:
     def __init__(self, spec, ctype: str):
         fg = spec.f // spec.groups
         pixels = spec.n * spec.oh * spec.ow
-        large = (ctype != "double" and fg >= IGEMM_LARGE_MIN_FILTERS and pixels >= IGEMM_LARGE_MIN_PIXELS)
-        self.tiling = "large" if large else "small"
+        if ctype == "double":
+            self.tiling = "small"
+        elif fg >= IGEMM_LARGE_MIN_FILTERS and pixels >= IGEMM_LARGE_MIN_PIXELS:
+            self.tiling = "large"
+        elif fg >= IGEMM_WIDE_MIN_FILTERS and pixels >= IGEMM_WIDE_MIN_PIXELS:
+            self.tiling = "wide"
+        else:
+            self.tiling = "small"
         bm, bn, tm, tn = _kernels.IGEMM_TILINGS[self.tiling]
         self.block = ((bm // tm) * (bn // tn), 1, 1)
         self.grid = (_ceil_div(pixels, bn), spec.groups * _ceil_div(fg, bm), 1)
