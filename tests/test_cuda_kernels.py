@@ -77,11 +77,14 @@ def test_conv_shapes(emu, algorithm, case):
     check_conv(case.pop("x"), case.pop("w"), algorithm=algorithm, **case)
 
 
-def test_direct_fallback_when_the_halo_tile_does_not_fit(emu, cuda_module, monkeypatch):
-    spec = conv_spec((1, 2, 20, 20), (3, 2, 9, 9), 1, 0, 1, 1, "zeros")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("filters", [3, 6])  # filter batches of 1 and of 4
+def test_direct_fallback_when_the_halo_tile_does_not_fit(emu, cuda_module, monkeypatch, filters, dtype):
+    spec = conv_spec((1, 2, 20, 20), (filters, 2, 9, 9), 1, 1, 1, 1, "reflect")
     monkeypatch.setattr(cuda_module, "EMULATED_SHARED_BYTES", 4096)
-    assert not emu._plan(spec, "direct", np.float32).staged
-    check_conv((1, 2, 20, 20), (3, 2, 9, 9), algorithm="direct", padding=1, padding_mode="reflect")
+    plan = emu._plan(spec, "direct", dtype)
+    assert not plan.staged and plan.filter_batch == (4 if filters >= 4 else 1)
+    check_conv((1, 2, 20, 20), (filters, 2, 9, 9), dtype, "direct", padding=1, padding_mode="reflect")
 
 
 def test_direct_large_kernel_raises_the_shared_memory_attribute(emu):
