@@ -57,11 +57,13 @@ conv2d_implicit_gemm(const T* __restrict__ x, const T* __restrict__ wt, const T*
   }
 
   // This thread's k row of the next tile load, as (channel, tap row, tap column); advanced by BK
-  // per step with carries instead of divisions (BK < taps * channels, each carry at most 1).
+  // = (step_ci, step_a, step_b) per step with carries instead of divisions (step_b < kw and
+  // step_a < kh, so each carry is at most 1).
   I k = k_row, ci = k / taps;
   int a = (int)((k - ci * taps) / kw), b = (int)(k - ci * taps - (I)a * kw);
   const I step_ci = BK / taps;
-  const int step_a = (int)((BK - step_ci * taps) / kw), step_b = (int)(BK - step_ci * taps) - step_a * kw;
+  const int step_tap = (int)(BK - step_ci * taps);
+  const int step_a = step_tap / kw, step_b = step_tap - step_a * kw;
 
   A next_w[LOADS_M], next_x[LOADS_N];
   auto load_tile = [&]() {  // global -> registers, zeros outside M, N and K; then advance k
