@@ -116,3 +116,19 @@ def test_missing_compiler_is_explained_and_fails_in_ci(tmp_path):
     assert skipped.returncode == 0 and "g++ not found on PATH" in skipped.stdout, skipped.stdout
     failed = subprocess.run(base, env=dict(env, CI="true"), capture_output=True, text=True, timeout=300)
     assert failed.returncode != 0 and "the CUDA emulator must run in CI: g++ not found" in failed.stdout, failed.stdout
+
+
+def test_missing_cuda_headers_say_what_to_install(emulator, monkeypatch, tmp_path):
+    from gpuconv.emulator import _toolchain
+
+    monkeypatch.setattr(_toolchain, "_wheel_include_dirs", lambda: [])
+    monkeypatch.setattr(_toolchain, "_toolkit_include_dirs", lambda: [tmp_path])
+    (tmp_path / "vector_types.h").write_text("")   # a partial installation is not enough
+    _toolchain.cuda_include_dirs.cache_clear()
+    try:
+        reason = _toolchain.unavailable_reason()
+    finally:
+        monkeypatch.undo()
+        _toolchain.cuda_include_dirs.cache_clear()
+    assert "CUDA headers" in reason and "pip install nvidia-cuda-runtime nvidia-cuda-crt nvidia-cuda-cccl" in reason
+    assert _toolchain.unavailable_reason() is None
