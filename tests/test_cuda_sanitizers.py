@@ -35,11 +35,12 @@ def test_kernels_have_no_sanitizer_reports(mode):
         get_backend("cuda-emu")
     except BackendUnavailable as exc:
         pytest.skip(str(exc))
-    from gpuconv.emulator import sanitizer_env
+    from gpuconv.emulator import sanitizer_command, sanitizer_env
 
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
            str(TESTS / "test_cuda_kernels.py"), "-k", SELECTION[mode]]
-    proc = subprocess.run(cmd, env=sanitizer_env(mode), capture_output=True, text=True, timeout=900, cwd=TESTS.parent)
+    proc = subprocess.run(sanitizer_command(cmd, mode), env=sanitizer_env(mode), capture_output=True, text=True,
+                          timeout=900, cwd=TESTS.parent)
     output = proc.stdout + proc.stderr
     reports = [line for line in output.splitlines() if any(m in line for m in REPORT_MARKERS)]
     assert not reports, f"{mode} sanitizer reports:\n" + "\n".join(reports[:20]) + "\n" + output[-4000:]
