@@ -244,6 +244,25 @@ inline unsigned __umul24(unsigned a, unsigned b) { return (a & 0xffffffu) * (b &
 inline int __mulhi(int a, int b) { return static_cast<int>((static_cast<long long>(a) * b) >> 32); }
 inline unsigned __umulhi(unsigned a, unsigned b) { return static_cast<unsigned>((static_cast<unsigned long long>(a) * b) >> 32); }
 
+// ---------------------------------------------------------------- half precision, device-only in cuda_fp16.h
+// Templates, so that a header version which does define one for host code wins overload resolution.
+// __hfma is exact in double (products of halves have 22 bits), then rounded once, as on the device.
+#define GPUCONV_EMU_HALF(H) template <class H, class = std::enable_if_t<std::is_same<H, __half>::value>>
+GPUCONV_EMU_HALF(H) H __hfma(H a, H b, H c) {
+    return __double2half(static_cast<double>(__half2float(a)) * __half2float(b) + __half2float(c));
+}
+template <class H2, class = std::enable_if_t<std::is_same<H2, __half2>::value>>
+H2 __hfma2(H2 a, H2 b, H2 c) {
+    return __halves2half2(__hfma(__low2half(a), __low2half(b), __low2half(c)),
+                          __hfma(__high2half(a), __high2half(b), __high2half(c)));
+}
+GPUCONV_EMU_HALF(H) int __half2int_rn(H a) { return __float2int_rn(__half2float(a)); }
+GPUCONV_EMU_HALF(H) H hexp(H a) { return __float2half(expf(__half2float(a))); }
+GPUCONV_EMU_HALF(H) H hlog(H a) { return __float2half(logf(__half2float(a))); }
+GPUCONV_EMU_HALF(H) H hsqrt(H a) { return __float2half(sqrtf(__half2float(a))); }
+GPUCONV_EMU_HALF(H) H hrsqrt(H a) { return __float2half(rsqrtf(__half2float(a))); }
+#undef GPUCONV_EMU_HALF
+
 // ---------------------------------------------------------------- half precision parameters
 namespace gpuconv_emu {
 template <> struct ScalarCode<__half> { static constexpr const char* value = "f16"; };

@@ -145,7 +145,8 @@ extern "C" __global__ void vectors(const float4* x4, const float2* x2, const __h
     const float4 a = x4[i];
     const float2 b = x2[i];
     out[i] = a.x + 2.0f * a.y + 3.0f * a.z + 4.0f * a.w + b.x * b.y;
-    hout[i] = __hadd(h[i], __float2half(1.5f));
+    hout[2 * i] = __hadd(h[i], __float2half(1.5f));
+    hout[2 * i + 1] = __hfma(h[i], h[i], __float2half(0.25f));
 }
 
 // ---- the order in which threads (and blocks) run: each records its arrival number
