@@ -64,7 +64,9 @@ class Windows:
 
 class TileWindows:
     """Windows of one loaded tile: apply(t, fn, dst) calls fn(window, part of dst) for tap t,
-    window being (images, C, n) and dst (..., rows * grid_w), and zeroes the rest of dst."""
+    window being (images, C, n) and dst (..., rows * grid_w), and zeroes the rest of dst,
+    except the spare columns that end the last row of a phased grid: clear_spare(dst) zeroes
+    those, once per buffer."""
 
     def __init__(self, windows: Windows, source: np.ndarray, r0: int, rows: int):
         self.w, self.source, self.r0, self.rows = windows, source, r0, rows
@@ -77,10 +79,16 @@ class TileWindows:
             return
         (p, da), (q, db) = self.w.row_phases[a], self.w.col_phases[b]
         start = da * self.w.grid_w + db
-        # Past the last real column of the last row the window would leave the slab.
-        valid = self.length - (self.w.grid_w - self.w.spec.ow)
+        valid = self._valid()
         fn(self.source[:, :, p, q, start:start + valid], dst[..., :valid])
-        dst[..., valid:] = 0
+
+    def _valid(self) -> int:
+        # Past the last real column of the last row a phased window would leave the slab.
+        return self.length - (self.w.grid_w - self.w.spec.ow)
+
+    def clear_spare(self, dst: np.ndarray) -> None:
+        if not self.w.native:
+            dst[..., self._valid():] = 0
 
     def _apply_native(self, a: int, b: int, fn, dst: np.ndarray) -> None:
         spec, width = self.w.spec, self.w.spec.w

@@ -66,6 +66,7 @@ def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarra
     taps = spec.kh * spec.kw
 
     def body(tile, result, cols):
+        tile.clear_spare(cols)
         for t in range(taps):
             tile.apply(t, _copy, cols[:, :, t])
         nt, g, _, length = result.shape

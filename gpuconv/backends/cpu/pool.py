@@ -67,14 +67,16 @@ def _work_items(spec: PoolSpec, itemsize: int) -> list[tuple[int, int, int, int]
         in_rows = min(spec.h, (rows - 1) * spec.stride[0] + (spec.kh - 1) * spec.dilation[0] + 1)
         return itemsize * spec.ow * (in_rows + rows)
 
-    if plane_bytes(spec.oh) <= CHUNK_BYTES:
-        chunk = CHUNK_BYTES // plane_bytes(spec.oh)
+    # every thread holds one item's row results at a time, and one divisor block of at most that size
+    budget = min(CHUNK_BYTES, config.workspace_bytes // (2 * max(1, config.num_threads)))
+    if plane_bytes(spec.oh) <= budget:
+        chunk = budget // plane_bytes(spec.oh)
         return [(p0, min(n_planes, p0 + chunk), 0, spec.oh) for p0 in range(0, n_planes, chunk)]
-    if plane_bytes(1) > config.workspace_bytes:
+    if 2 * plane_bytes(1) > config.workspace_bytes:
         raise MemoryError(f"pooling one output row of a {spec.h}x{spec.w} plane needs {plane_bytes(1)} bytes of "
                           f"workspace, more than the cap of {config.workspace_bytes} bytes (gpuconv.set_workspace_limit)")
     band = 1
-    while band < spec.oh and plane_bytes(band + 1) <= CHUNK_BYTES:
+    while band < spec.oh and plane_bytes(band + 1) <= budget:
         band += 1
     return [(p, p + 1, i0, min(spec.oh, i0 + band)) for p in range(n_planes) for i0 in range(0, spec.oh, band)]
 
