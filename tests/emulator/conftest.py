@@ -32,6 +32,7 @@ def order(request, emulator):
     import random
 
     seed = random.SystemRandom().randrange(2**32) if request.param == "random" else 0
+    print(f"emulator thread order: {request.param}, seed {seed} (GPUCONV_EMU_ORDER / GPUCONV_EMU_SEED replay it)")
     previous = emulator.get_order()
     emulator.set_order(request.param, seed)
     yield request.param, seed
