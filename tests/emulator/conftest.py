@@ -28,11 +28,14 @@ def emulator():
 
 @pytest.fixture(params=["forward", "reverse", "random"])
 def order(request, emulator):
-    """Runs the test with threads and blocks in each order (random with a fresh seed each time)."""
+    """Runs the test with threads and blocks in each order (random: a fresh seed each time, or
+    GPUCONV_EMU_SEED when set)."""
     import random
 
-    seed = random.SystemRandom().randrange(2**32) if request.param == "random" else 0
-    print(f"emulator thread order: {request.param}, seed {seed} (GPUCONV_EMU_ORDER / GPUCONV_EMU_SEED replay it)")
+    seed = 0
+    if request.param == "random":
+        seed = int(os.environ.get("GPUCONV_EMU_SEED") or random.SystemRandom().randrange(2**32))
+    print(f"emulator thread order: {request.param}, seed {seed} (GPUCONV_EMU_SEED={seed} replays it)")
     previous = emulator.get_order()
     emulator.set_order(request.param, seed)
     yield request.param, seed
