@@ -79,8 +79,19 @@ def _pool_taps(xp, spec, fill):
 
 
 def reference_max_pool2d(x, spec):
+    """(values, int64 flat indices), PyTorch's rule: taps row-major, a tap replaces the running max
+    when strictly greater or NaN, the index starts at the first in-bounds tap (-1 if none)."""
     xp = _padded(x.astype(np.float64), spec.pads, "constant", -np.inf)
-    return np.maximum.reduce([tap for _, _, tap in _pool_taps(xp, spec, -np.inf)])
+    positions = np.arange(spec.h * spec.w, dtype=np.int64).reshape(1, 1, spec.h, spec.w)
+    positions = _padded(positions, spec.pads, "constant", -1)
+    best = np.full(spec.out_shape, -np.inf)
+    index = np.full(spec.out_shape, -1, dtype=np.int64)
+    for (_, _, tap), (_, _, pos) in zip(_pool_taps(xp, spec, -np.inf), _pool_taps(positions, spec, -1)):
+        inside = pos >= 0
+        index = np.where(inside & (index < 0), pos, index)
+        better = inside & ((tap > best) | np.isnan(tap))
+        best, index = np.where(better, tap, best), np.where(better, pos, index)
+    return best, index
 
 
 def reference_avg_pool2d(x, spec):
@@ -97,12 +108,23 @@ def reference_pad2d(x, spec):
 
 
 # ---- the run -----------------------------------------------------------------------------------
-def _relative_error(got, expected) -> float:
-    got = np.asarray(got.get() if hasattr(got, "get") else got, dtype=np.float64)
+def _error(got, expected) -> float:
+    """Max error relative to the scale of expected; for integer results (indices), the number of
+    mismatches. NaN and infinities must sit where the reference has them."""
+    got = np.asarray(got.get() if hasattr(got, "get") else got)
     if got.shape != expected.shape:
         return float("inf")
-    scale = max(1.0, float(np.abs(expected).max()))
-    return float(np.abs(got - expected).max()) / scale
+    if expected.dtype.kind == "i":
+        return float(np.count_nonzero(got != expected))
+    got = got.astype(np.float64)
+    special = ~np.isfinite(expected)
+    if not np.array_equal(got[special], expected[special], equal_nan=True):
+        return float("inf")
+    finite = ~special
+    if not finite.any():
+        return 0.0
+    scale = max(1.0, float(np.abs(expected[finite]).max()))
+    return float(np.abs(got[finite] - expected[finite]).max()) / scale
 
 
 def _cases(backend, dtype, rng):
@@ -120,10 +142,13 @@ def _cases(backend, dtype, rng):
                    gpuconv.conv2d(x, w, b, **k, algorithm=a, backend=backend.name), expected)
     for xs, kwargs in POOL_CASES:
         x = rng.standard_normal(xs).astype(dtype)
+        x[rng.random(xs) < 0.05] = np.nan  # max pooling propagates NaN, and its index is the last NaN's
         spec = geometry.pool_spec(xs, kwargs["kernel_size"], kwargs.get("stride"), kwargs.get("padding", 0), 1,
                                   kwargs.get("ceil_mode", False))
-        yield ("max_pool2d", lambda x=x, k=kwargs: gpuconv.max_pool2d(x, **k, backend=backend.name),
-               reference_max_pool2d(x, spec))
+        values, indices = reference_max_pool2d(x, spec)
+        yield ("max_pool2d", lambda x=x, k=kwargs: gpuconv.max_pool2d(x, **k, backend=backend.name), values)
+        yield ("max_pool2d[indices]", lambda x=x, k=kwargs: gpuconv.max_pool2d(x, **k, return_indices=True,
+                                                                                 backend=backend.name)[1], indices)
         yield ("avg_pool2d", lambda x=x, k=kwargs: gpuconv.avg_pool2d(x, **k, backend=backend.name),
                reference_avg_pool2d(x, spec))
     for xs, padding in PAD_CASES:
@@ -142,7 +167,7 @@ def check_backend(name: str, rng) -> bool:
         worst: dict[str, float] = {}
         for label, compute, expected in _cases(backend, dtype, rng):
             try:
-                err = _relative_error(compute(), expected)
+                err = _error(compute(), expected)
             except Exception as exc:  # report and go on: the user wants the whole picture
                 print(f"  {label:<24} {dtype:<8} {name:<9} ERROR {type(exc).__name__}: {exc}")
                 err = float("inf")
@@ -150,7 +175,7 @@ def check_backend(name: str, rng) -> bool:
         for label, err in worst.items():
             passed = err <= TOLERANCE[dtype]
             ok &= passed
-            print(f"  {label:<24} {dtype:<8} {name:<9} max rel err {err:9.2e}  {'ok' if passed else 'FAIL'}")
+            print(f"  {label:<24} {dtype:<8} {name:<9} error {err:9.2e}  {'ok' if passed else 'FAIL'}")
     return ok
 
 
@@ -188,7 +213,8 @@ def run(args) -> int:
     ok = True if args.no_compile else compile_check()
     names = args.backends or available_backends()
     rng = np.random.default_rng(int(time.time()))
-    print(f"parity against a float64 reference (tolerance relative to the result's scale: {TOLERANCE})")
+    print(f"parity against a float64 reference: error = max |result - reference| / max(1, max |reference|) "
+          f"(tolerance {TOLERANCE}); for indices, the number of mismatches")
     for name in names:
         started = time.perf_counter()
         ok &= check_backend(name, rng)
