@@ -26,11 +26,29 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+_cache: dict[tuple, Plan] = {}
+_CACHE_SIZE = 256
+
+
 def plan(spec: ConvSpec, tile_bytes: Callable[[int, int], int], algorithm: str, row_step: int = 1,
-         reserved: int = 0, target_bytes: int | None = None) -> Plan:
+         reserved: int = 0, target_bytes: int | None = None, key=None) -> Plan:
     """Tiles for tile_bytes(images, rows); rows per tile is a multiple of row_step (but the last).
-    `reserved` bytes of the cap are already taken (e.g. by transformed weights)."""
+    `reserved` bytes of the cap are already taken (e.g. by transformed weights). With a
+    hashable `key` that determines tile_bytes, the plan is memoised (with the settings)."""
     target_bytes = TARGET_BYTES if target_bytes is None else target_bytes
+    if key is None:
+        return _plan(spec, tile_bytes, algorithm, row_step, reserved, target_bytes)
+    full_key = (key, spec, algorithm, row_step, reserved, target_bytes, config.workspace_bytes, config.num_threads)
+    found = _cache.get(full_key)
+    if found is None:
+        if len(_cache) >= _CACHE_SIZE:
+            _cache.clear()
+        found = _cache[full_key] = _plan(spec, tile_bytes, algorithm, row_step, reserved, target_bytes)
+    return found
+
+
+def _plan(spec: ConvSpec, tile_bytes: Callable[[int, int], int], algorithm: str, row_step: int,
+          reserved: int, target_bytes: int) -> Plan:
     cap = config.workspace_bytes - reserved
     threads = max(1, config.num_threads)
     if tile_bytes(1, row_step) * threads > cap:

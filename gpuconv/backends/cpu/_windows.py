@@ -14,18 +14,31 @@ columns per row, of which the first `ow` are real. Two sources:
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from ..._geometry import ConvSpec
 from . import _slab
 
 
+def windows(spec: ConvSpec, x: np.ndarray) -> "Windows":
+    """The (memoised) windows of spec for input x."""
+    return _windows(spec, bool(x.flags.c_contiguous))
+
+
+@functools.lru_cache(maxsize=64)
+def _windows(spec: ConvSpec, contiguous: bool) -> "Windows":
+    return Windows(spec, contiguous)
+
+
 class Windows:
-    def __init__(self, spec: ConvSpec, x: np.ndarray):
+    def __init__(self, spec: ConvSpec, contiguous: bool):
         self.spec = spec
         (self.sh, self.sw), (self.dh, self.dw) = spec.stride, spec.dilation
         self.native = (spec.stride == (1, 1) and spec.padding_mode == "zeros" and spec.ow == spec.w
-                       and x.flags.c_contiguous)
+                       and contiguous)
         self.taps = [(a, b) for a in range(spec.kh) for b in range(spec.kw)]
         if self.native:
             self.grid_w, self.extra_rows = spec.w, 0
@@ -41,6 +54,8 @@ class Windows:
                                                                    q + self.sw * self.grid_w)[q::self.sw],
                                           q - left, self.sw)
                         for q in range(self.sw)]
+        self.phase_groups = [(p, q, _progression(self.row_phases, p), _progression(self.col_phases, q))
+                             for p in range(self.sh) for q in range(self.sw)]
 
     def slab_shape(self, images: int, rows: int) -> tuple[int, ...]:
         """Shape of the gathered phase planes of a tile; () for a native source (no copy)."""
@@ -60,6 +75,17 @@ class Windows:
                 gather.fill(x[n0:n1], rsrc, first - top, self.sh,
                             slab[:, :, p, q].reshape(n1 - n0, spec.c, prows, self.grid_w))
         return TileWindows(self, slab, r0, rows)
+
+
+def _progression(phases: list[tuple[int, int]], phase: int):
+    """(first tap, tap step, count, first shift, shift step) of the taps that read `phase`:
+    they form an arithmetic progression, and so do their shifts."""
+    taps = [k for k, (p, _) in enumerate(phases) if p == phase]
+    if not taps:
+        return None
+    step = taps[1] - taps[0] if len(taps) > 1 else 1
+    shift_step = phases[taps[1]][1] - phases[taps[0]][1] if len(taps) > 1 else 0
+    return taps[0], step, len(taps), phases[taps[0]][1], shift_step
 
 
 class TileWindows:
@@ -86,6 +112,28 @@ class TileWindows:
         # Past the last real column of the last row a phased window would leave the slab.
         return self.length - (self.w.grid_w - self.w.spec.ow)
 
+    def copy_all(self, cols: np.ndarray) -> None:
+        """cols[:, :, t] = window of tap t for every tap, cols being (images, C, taps, length):
+        for a phased source one strided copy per stride phase, covering all its taps."""
+        if self.w.native:
+            for t in range(len(self.w.taps)):
+                self.apply(t, _copy, cols[:, :, t])
+            return
+        spec, grid_w, valid = self.w.spec, self.w.grid_w, self._valid()
+        grid = cols.reshape(cols.shape[0], cols.shape[1], spec.kh, spec.kw, -1)
+        for p, q, rows, columns in self.w.phase_groups:
+            if rows is None or columns is None:
+                continue
+            a0, a_step, a_count, a_shift, a_shift_step = rows
+            b0, b_step, b_count, b_shift, b_shift_step = columns
+            plane = self.source[:, :, p, q, a_shift * grid_w + b_shift:]
+            n_stride, c_stride, _ = plane.strides
+            item = plane.itemsize
+            windows = as_strided(plane, (plane.shape[0], plane.shape[1], a_count, b_count, valid),
+                                 (n_stride, c_stride, a_shift_step * grid_w * item, b_shift_step * item, item),
+                                 writeable=False)
+            np.copyto(grid[:, :, a0::a_step, b0::b_step, :valid][:, :, :a_count, :b_count], windows)
+
     def clear_spare(self, dst: np.ndarray) -> None:
         if not self.w.native:
             dst[..., self._valid():] = 0
@@ -109,3 +157,7 @@ class TileWindows:
             grid = dst.view()
             grid.shape = (*dst.shape[:-1], self.rows, width)
             grid[..., wrapped] = 0
+
+
+def _copy(window: np.ndarray, part: np.ndarray) -> None:
+    np.copyto(part, window)

@@ -16,7 +16,7 @@ import numpy as np
 from ..._geometry import ConvSpec
 from . import _tiles, _workspace
 from ._threads import parallel_items
-from ._windows import Windows
+from ._windows import windows as windows_of
 
 NAME = "im2col"
 
@@ -27,34 +27,34 @@ def applicable(spec: ConvSpec) -> str | None:
 
 
 def for_each_tile(x: np.ndarray, bias, spec: ConvSpec, out: np.ndarray, compute: np.dtype, name: str,
-                  scratch_per_image, body) -> None:
-    """Plans the tiles and runs them over the threads: body(tile, result, *scratch) computes
+                  scratch: tuple[int, ...], body) -> None:
+    """Plans the tiles and runs them over the threads: body(tile, result, scratch) computes
     the tile's result (images, groups, filters per group, rows * grid_w) from its windows
-    (_windows.TileWindows); scratch_per_image(length) gives the shapes of the per-image
-    scratch arrays it needs. result is the output itself where the grid is the output's and
-    the dtypes agree, else a buffer that is stored into the output (+ bias) afterwards."""
-    windows = Windows(spec, x)
+    (_windows.TileWindows), with a scratch array of shape (images, *scratch, rows * grid_w).
+    result is the output itself where the grid is the output's and the dtypes agree, else a
+    buffer that is stored into the output (+ bias) afterwards."""
+    windows = windows_of(spec, x)
     g, fg = spec.groups, spec.f // spec.groups
     in_place = windows.native and out.dtype == compute
 
     def tile_bytes(images: int, rows: int) -> int:
         length = rows * windows.grid_w
-        per_image = sum(math.prod(shape) for shape in scratch_per_image(length)) + (0 if in_place else spec.f * length)
+        per_image = (math.prod(scratch) + (0 if in_place else spec.f)) * length
         return compute.itemsize * (math.prod(windows.slab_shape(images, rows)) + images * per_image) + 8 * 64
 
-    plan = _tiles.plan(spec, tile_bytes, name)
+    plan = _tiles.plan(spec, tile_bytes, name, key=(windows.native, in_place, compute.itemsize, scratch))
 
     def run_tile(i: int) -> None:
         n0, n1, r0, r1 = plan.tiles[i]
         nt, rows = n1 - n0, r1 - r0
         length = rows * windows.grid_w
-        slab, result, *scratch = _workspace.arrays(
+        slab, result, work = _workspace.arrays(
             (windows.slab_shape(nt, rows), compute), ((nt, g, fg, 0 if in_place else length), compute),
-            *(((nt, *shape), compute) for shape in scratch_per_image(length)))
+            ((nt, *scratch, length), compute))
         target = out[n0:n1, :, r0:r1]
         if in_place:
             result = view_as(target, (nt, g, fg, length))  # a tile has whole output rows
-        body(windows.load(x, n0, n1, r0, rows, slab), result, *scratch)
+        body(windows.load(x, n0, n1, r0, rows, slab), result, work)
         store(view_as(result, (nt, spec.f, rows, windows.grid_w)), bias, None if in_place else target)
 
     parallel_items(run_tile, len(plan.tiles), plan.threads)
@@ -67,16 +67,11 @@ def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarra
 
     def body(tile, result, cols):
         tile.clear_spare(cols)
-        for t in range(taps):
-            tile.apply(t, _copy, cols[:, :, t])
+        tile.copy_all(cols)
         nt, g, _, length = result.shape
         np.matmul(wmat, cols.reshape(nt, g, wmat.shape[2], length), out=result)
 
-    for_each_tile(x, bias, spec, out, wmat.dtype, NAME, lambda length: [(spec.c, taps, length)], body)
-
-
-def _copy(window: np.ndarray, part: np.ndarray) -> None:
-    np.copyto(part, window)
+    for_each_tile(x, bias, spec, out, wmat.dtype, NAME, (spec.c, taps), body)
 
 
 def store(result: np.ndarray, bias, out: np.ndarray | None) -> None:

@@ -16,6 +16,8 @@ Float32 error stays within about 1e-6 of the output's scale (tested against 2e-5
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..._geometry import ConvSpec
@@ -109,16 +111,23 @@ def _output_transform(m: np.ndarray, s: np.ndarray, y: np.ndarray) -> None:
         np.subtract(y[2 * i + 1], s3, out=y[2 * i + 1])
 
 
-def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarray) -> None:
-    compute = wmat.dtype
-    plan = _tiles.plan(spec, lambda n, r: tile_bytes(spec, compute.itemsize, n, r), NAME, row_step=2,
-                       reserved=weight_bytes(spec, compute.itemsize))
-    u = transform_weights(wmat, spec)
+@functools.lru_cache(maxsize=64)
+def _phase_sources(spec: ConvSpec):
+    """(phase_w, padded row sources, a column gather per column phase) of spec's 2x2 phases."""
     top, bottom, left, right = spec.pads
     _, phase_w = _grid(spec, 2)
     row_src = _slab.source_map(spec.h, top, bottom, spec.padding_mode, spec.oh + 4)
     col_src = _slab.source_map(spec.w, left, right, spec.padding_mode, 2 * phase_w)
-    gathers = [_slab.PhaseGather(spec.w, col_src[q::2], q - left, 2) for q in range(2)]
+    return phase_w, row_src, [_slab.PhaseGather(spec.w, col_src[q::2], q - left, 2) for q in range(2)]
+
+
+def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarray) -> None:
+    compute = wmat.dtype
+    plan = _tiles.plan(spec, lambda n, r: tile_bytes(spec, compute.itemsize, n, r), NAME, row_step=2,
+                       reserved=weight_bytes(spec, compute.itemsize), key=compute.itemsize)
+    u = transform_weights(wmat, spec)
+    top = spec.pads[0]
+    phase_w, row_src, gathers = _phase_sources(spec)
     c, f = spec.c, spec.f
 
     def run_tile(i: int) -> None:
