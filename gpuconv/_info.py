@@ -38,11 +38,11 @@ def collect() -> dict:
 def _cache_directories() -> dict:
     dirs = {"cupy_kernel_cache": os.environ.get("CUPY_CACHE_DIR", str(Path.home() / ".cupy" / "kernel_cache"))}
     try:
-        from . import emulator
+        from .emulator._build import cache_dir  # GPUCONV_EMU_CACHE, else $XDG_CACHE_HOME/gpuconv/emulator
 
-        dirs["emulator_build_cache"] = str(emulator.cache_dir())
-    except (ImportError, AttributeError) as exc:
-        dirs["emulator_build_cache"] = f"unknown ({exc})"
+        dirs["emulator_build_cache"] = str(cache_dir())
+    except (ImportError, OSError) as exc:
+        dirs["emulator_build_cache"] = f"unavailable ({exc})"
     return dirs
 
 
