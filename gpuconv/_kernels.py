@@ -117,7 +117,14 @@ def get_function(file: str, name: str, device_kind: str):
     key = (file, name, *_device_key(device_kind))
     function = _functions.get(key)
     if function is None:
-        function = get_module(file, device_kind).get_function(name)
+        try:
+            function = get_module(file, device_kind).get_function(name)
+        except Exception as exc:
+            if device_kind != "cuda" or type(exc).__name__ != "CompileException":
+                raise
+            raise RuntimeError(f"NVRTC could not compile {CUDA_DIR / file} ({name}) with options "
+                               f"{' '.join(NVRTC_OPTIONS)}: {exc}\nIf cuda_fp16.h is missing or does not match "
+                               f"CuPy's CUDA version, set CUDA_PATH to the matching toolkit.") from exc
         with _lock:
             function = _functions.setdefault(key, function)
     return function
