@@ -248,3 +248,19 @@ def test_pooling_a_large_plane_stays_under_the_cap():
         config.workspace_bytes = saved
     assert_close(out[..., :20, :], expected[..., :20, :], np.float32, "avg pool under a 1 MiB cap")
     assert peak <= (1 << 20) + out.nbytes + (64 << 10), f"peak {peak} bytes"
+
+
+def test_auto_falls_back_to_im2col_when_winograd_exceeds_the_cap():
+    rng = np.random.default_rng(21)
+    x, w = random_array(rng, (1, 256, 6, 6), np.float32), random_array(rng, (256, 256, 3, 3), np.float32)
+    spec = conv_spec(x.shape, w.shape, 1, 1, 1, 1, "zeros")
+    assert conv.choose(spec) == "winograd"
+    saved = config.workspace_bytes
+    gpuconv.set_workspace_limit(1 << 20)  # transformed weights alone need ~9.7 MiB
+    try:
+        with pytest.raises(MemoryError, match="winograd"):
+            gpuconv.conv2d(x, w, padding=1, algorithm="winograd", backend="numpy")
+        out = gpuconv.conv2d(x, w, padding=1, backend="numpy")
+    finally:
+        config.workspace_bytes = saved
+    assert_close(out, ref.conv2d(x, w, padding=1), np.float32, "auto under a 1 MiB cap")

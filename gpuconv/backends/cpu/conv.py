@@ -38,15 +38,20 @@ def choose(spec: ConvSpec) -> str:
 def conv2d(x: np.ndarray, w: np.ndarray, bias, spec: ConvSpec, algorithm: str) -> np.ndarray:
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm={algorithm!r}: the numpy backend offers {ALGORITHMS}")
-    name = choose(spec) if algorithm == "auto" else algorithm
-    module = _MODULES[name]
-    rule = module.applicable(spec)
-    if rule is not None:
-        raise ValueError(f"algorithm={name!r} cannot run this convolution: {rule}")
+    if algorithm != "auto":
+        rule = _MODULES[algorithm].applicable(spec)
+        if rule is not None:
+            raise ValueError(f"algorithm={algorithm!r} cannot run this convolution: {rule}")
     compute = np.dtype(np.float32 if x.dtype == np.float16 else x.dtype)
     g = spec.groups
     wmat = w.astype(compute, copy=False).reshape(g, spec.f // g, -1)
     bias = None if bias is None else bias.astype(compute, copy=False)
     out = np.empty(spec.out_shape, dtype=x.dtype)
-    module.conv2d(x, wmat, bias, spec, out)
+    if algorithm != "auto":
+        _MODULES[algorithm].conv2d(x, wmat, bias, spec, out)
+        return out
+    try:
+        _MODULES[choose(spec)].conv2d(x, wmat, bias, spec, out)
+    except MemoryError:  # the choice needs more workspace than the cap allows: im2col keeps no weights copy
+        im2col.conv2d(x, wmat, bias, spec, out)
     return out
