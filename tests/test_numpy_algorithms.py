@@ -212,16 +212,21 @@ POOL_CASES = [(3, 2, 1, 1, False), (2, 2, 0, 1, True), (3, 1, 1, 2, False), (5, 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
 def test_pooling_work_items_match_the_reference(chunk_bytes, dtype, threads, monkeypatch):
     """Pooling splits planes into chunks, or a plane into bands of output rows when its row
-    results exceed CHUNK_BYTES: every split gives the reference's values (NaN included)."""
+    results exceed CHUNK_BYTES: every split gives the reference's values (NaN included), and
+    max pooling with indices (chunks of planes) the reference's indices."""
     monkeypatch.setattr(pool, "CHUNK_BYTES", chunk_bytes)
     rng = np.random.default_rng(77)
     x = random_array(rng, (2, 3, 17, 23), dtype)
     x[0, 1, 5, 6] = np.nan
     for k, s, p, d, ceil_mode in POOL_CASES:
         kwargs = dict(kernel_size=k, stride=s, padding=p, ceil_mode=ceil_mode)
+        expected, expected_idx = ref.max_pool2d(as_reference_input(x), **kwargs, dilation=d)
         with poisoned_numpy_backend():
             got = gpuconv.max_pool2d(x, **kwargs, dilation=d, backend="numpy")
-        assert_close(got, ref.max_pool2d(as_reference_input(x), **kwargs, dilation=d)[0], dtype, f"max {kwargs} d={d}")
+            got_with_idx, idx = gpuconv.max_pool2d(x, **kwargs, dilation=d, return_indices=True, backend="numpy")
+        assert_close(got, expected, dtype, f"max {kwargs} d={d}")
+        assert_close(got_with_idx, expected, dtype, f"max with indices {kwargs} d={d}")
+        assert np.array_equal(idx, expected_idx), f"max indices {kwargs} d={d}"
         if d == 1:
             for count_include_pad in (True, False):
                 with poisoned_numpy_backend():

@@ -74,10 +74,3 @@ def parallel_items(fn, n_items: int, threads: int | None = None) -> None:
         finished.wait()
     if state["error"] is not None:
         raise state["error"]
-
-
-def parallel_ranges(fn, n_items: int) -> None:
-    """Call fn(start, stop) over a split of range(n_items) into at most num_threads parts."""
-    parts = thread_count(n_items)
-    bounds = [n_items * i // parts for i in range(parts + 1)]
-    parallel_items(lambda i: fn(bounds[i], bounds[i + 1]), parts)

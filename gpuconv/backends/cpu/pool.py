@@ -15,7 +15,7 @@ import numpy as np
 from ..._config import config
 from ..._geometry import PoolSpec
 from . import _workspace
-from ._threads import parallel_items, parallel_ranges
+from ._threads import parallel_items
 
 CHUNK_BYTES = 512 << 10  # row results of a chunk of planes: about L2-sized (measured best of 128K-4M)
 
@@ -148,8 +148,13 @@ def _max_pool_with_indices(planes: np.ndarray, spec: PoolSpec):
     fc = _first_tap(spec.ow, spec.stride[1], spec.dilation[1], spec.kw, left, spec.w)
     init_idx = np.where((fr[:, None] >= 0) & (fc[None, :] >= 0), fr[:, None] * spec.w + fc[None, :], -1)
     taps = list(_taps(spec))
+    # per tap: three boolean masks the size of a chunk's output (a plane at least)
+    budget = min(CHUNK_BYTES, config.workspace_bytes // (2 * max(1, config.num_threads)))
+    chunk = max(1, budget // (3 * spec.oh * spec.ow))
+    n_planes = planes.shape[0]
 
-    def run(p0, p1):
+    def run(item):
+        p0, p1 = item * chunk, min(n_planes, (item + 1) * chunk)
         o = out[p0:p1]
         o.fill(-np.inf)
         src = planes[p0:p1]
@@ -164,7 +169,7 @@ def _max_pool_with_indices(planes: np.ndarray, spec: PoolSpec):
                     + np.arange(icol.start, icol.stop, icol.step)[None, :])
             np.copyto(ix[:, orow, ocol], flat, where=better)
 
-    parallel_ranges(run, planes.shape[0])
+    parallel_items(run, -(-n_planes // chunk))
     return out.reshape(spec.out_shape), idx.reshape(spec.out_shape)
 
 
