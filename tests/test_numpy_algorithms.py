@@ -41,6 +41,7 @@ CASES = [
     ((1, 2, 3, 5), (3, 2, 3, 3), {}),  # one output row
     ((2, 2, 1, 1), (2, 2, 3, 3), dict(padding=1)),  # one pixel
     ((1, 3, 4, 40), (2, 3, 3, 3), dict(padding=((1, 1), (0, 0)), padding_mode="replicate")),
+    ((2, 3, 30, 26), (4, 3, 3, 3), dict(padding=1, padding_mode="reflect")),  # Winograd's per-image matmuls
 ]
 
 

@@ -26,6 +26,7 @@ from ._threads import parallel_items
 from .im2col import view_as
 
 NAME = "winograd"
+SMALL_IMAGE_BLOCKS = 128  # measured: 14x14 images gain 10-15%, 28x28 neither gain nor lose
 
 
 def applicable(spec: ConvSpec) -> str | None:
@@ -154,10 +155,14 @@ def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarra
                 planes = view_as(slab[p, q, :c * size], (c, nt, block_rows + 1, phase_w)).transpose(1, 0, 2, 3)
                 gather.fill(x[n0:n1], rsrc, r0 + p - top, 2, planes)
         _input_transform(slab, temp, v, phase_w)
-        # One matmul per transform element and image, leaving out the grid's spare row.
+        # One matmul per transform element and image, leaving out the grid's spare row; for
+        # small images one per transform element over all images, spare rows included, is faster.
         used = block_rows * phase_w
-        np.matmul(u[:, None], v.reshape(16, c, nt, plane)[..., :used].transpose(0, 2, 1, 3),
-                  out=m.reshape(16, f, nt, plane)[..., :used].transpose(0, 2, 1, 3))
+        if used < SMALL_IMAGE_BLOCKS:
+            np.matmul(u, v.reshape(16, c, size), out=m.reshape(16, f, size))
+        else:
+            np.matmul(u[:, None], v.reshape(16, c, nt, plane)[..., :used].transpose(0, 2, 1, 3),
+                      out=m.reshape(16, f, nt, plane)[..., :used].transpose(0, 2, 1, 3))
         _output_transform(m, s, y)
         for j in range(4):
             p, q = divmod(j, 2)
