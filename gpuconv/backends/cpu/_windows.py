@@ -8,9 +8,9 @@ columns per row, of which the first `ow` are real. Two sources:
   (_slab.py) with grid_w = phase_w; tap (a, b) reads phase ((a*dh) % sh, (b*dw) % sw) at a
   flat offset. The spare columns are dropped when the result is stored.
 - native (stride 1, zero padding, output as wide as the input, C-contiguous input): the
-  input planes themselves, grid_w = W, so the result is stored straight into the output. Tap (a, b) is
-  a flat shift of the plane; the positions whose window falls off the top/bottom, or wraps
-  around a row end, are set to zero instead.
+  input planes themselves, grid_w = W, so the result goes straight into the output. Tap
+  (a, b) is a flat shift of the plane; the positions whose window falls off the top or
+  bottom, or wraps around a row end, are set to zero instead.
 """
 from __future__ import annotations
 
