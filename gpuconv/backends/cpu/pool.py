@@ -73,8 +73,9 @@ def _work_items(spec: PoolSpec, itemsize: int) -> list[tuple[int, int, int, int]
         chunk = budget // plane_bytes(spec.oh)
         return [(p0, min(n_planes, p0 + chunk), 0, spec.oh) for p0 in range(0, n_planes, chunk)]
     if 2 * plane_bytes(1) > config.workspace_bytes:
-        raise MemoryError(f"pooling one output row of a {spec.h}x{spec.w} plane needs {plane_bytes(1)} bytes of "
-                          f"workspace, more than the cap of {config.workspace_bytes} bytes (gpuconv.set_workspace_limit)")
+        raise MemoryError(f"pooling one output row of a {spec.h}x{spec.w} plane needs {plane_bytes(1)} bytes "
+                          f"of workspace, more than the cap of {config.workspace_bytes} bytes "
+                          f"(gpuconv.set_workspace_limit)")
     band = 1
     while band < spec.oh and plane_bytes(band + 1) <= budget:
         band += 1
