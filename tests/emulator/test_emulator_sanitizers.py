@@ -78,16 +78,3 @@ def test_sanitized_module_refuses_a_process_without_the_runtime(emulator, monkey
     monkeypatch.setenv("GPUCONV_EMU_SANITIZER", "address")
     with pytest.raises(emulator.EmulatorError, match=r"sanitizer_env\('address'\)"):
         emulator.Module(code='extern "C" __global__ void k(float* y) { y[0] = 1; }')
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("mode", ["address", "thread"])
-def test_project_kernels_are_clean_under_sanitizers(emulator, mode):
-    """The project's own kernel tests (tests/test_cuda_kernels.py) under each sanitizer."""
-    tests = Path(__file__).parents[1] / "test_cuda_kernels.py"
-    argv = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", str(tests)]
-    proc = subprocess.run(emulator.sanitizer_command(argv, mode), env=emulator.sanitizer_env(mode),
-                          capture_output=True, text=True, timeout=600)
-    report = proc.stdout[-3000:] + proc.stderr[-6000:]
-    assert proc.returncode == 0, report
-    assert "Sanitizer" not in proc.stderr and "runtime error" not in proc.stderr, report
