@@ -56,7 +56,9 @@ def tiling(request, monkeypatch):
 
 @pytest.fixture(params=[1, 2])
 def threads(request, monkeypatch):
+    """1 or 2 worker threads; small convolutions are spread over the threads too."""
     monkeypatch.setattr(config, "num_threads", request.param)
+    monkeypatch.setattr(_tiles, "MIN_PARALLEL_BYTES", 0)
     return request.param
 
 

@@ -3,7 +3,7 @@
 Each algorithm says how many workspace bytes a tile of (images, rows) needs. A tile aims
 at TARGET_BYTES (small enough to stay in cache, large enough for efficient matmuls); the
 hard limit is config.workspace_bytes shared by all threads. There are at least as many
-tiles as threads when the work can be split.
+tiles as threads when the work can be split, and one thread for small convolutions.
 """
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ from typing import Callable
 from ..._config import config
 from ..._geometry import ConvSpec
 
+# Less work than this (in tile bytes) runs faster on the calling thread alone: handing tiles
+# to the pool and sharing the GIL cost more than they save (measured on layers E and F).
+MIN_PARALLEL_BYTES = 16 << 20
 TARGET_BYTES = 6 << 20  # measured on layers A-H: 2-4 MiB tiles pay too much per-tile overhead, 12 MiB lose the cache
 
 
@@ -51,7 +54,7 @@ def _plan(spec: ConvSpec, tile_bytes: Callable[[int, int], int], algorithm: str,
           reserved: int, target_bytes: int) -> Plan:
     cap = config.workspace_bytes - reserved
     threads = max(1, config.num_threads)
-    if tile_bytes(1, row_step) * threads > cap:
+    if tile_bytes(1, row_step) * threads > cap or spec.n * tile_bytes(1, spec.oh) < MIN_PARALLEL_BYTES:
         threads = 1
     budget = cap // threads
     if tile_bytes(1, row_step) > budget:
