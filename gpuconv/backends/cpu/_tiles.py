@@ -64,6 +64,8 @@ def _plan(spec: ConvSpec, tile_bytes: Callable[[int, int], int], algorithm: str,
     target = min(budget, max(target_bytes, tile_bytes(1, row_step)))
     if tile_bytes(1, spec.oh) <= target:
         images = max(1, min(target // tile_bytes(1, spec.oh), _ceil_div(spec.n, threads)))
+        count = threads * _ceil_div(_ceil_div(spec.n, images), threads)  # a multiple of the threads
+        images = _ceil_div(spec.n, count)  # the same number of tiles, or fewer, evened out
         rows = spec.oh
     else:
         images = 1

@@ -26,6 +26,7 @@ from ._threads import parallel_items
 from .im2col import view_as
 
 NAME = "winograd"
+TARGET_BYTES = 8 << 20  # fewer, larger tiles than im2col's: each tile makes ~70 NumPy calls
 SMALL_IMAGE_BLOCKS = 128  # measured: 14x14 images gain 10-15%, 28x28 neither gain nor lose
 
 
@@ -125,7 +126,7 @@ def _phase_sources(spec: ConvSpec):
 def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarray) -> None:
     compute = wmat.dtype
     plan = _tiles.plan(spec, lambda n, r: tile_bytes(spec, compute.itemsize, n, r), NAME, row_step=2,
-                       reserved=weight_bytes(spec, compute.itemsize), key=compute.itemsize)
+                       reserved=weight_bytes(spec, compute.itemsize), target_bytes=TARGET_BYTES, key=compute.itemsize)
     u = transform_weights(wmat, spec)
     top = spec.pads[0]
     phase_w, row_src, gathers = _phase_sources(spec)
