@@ -41,7 +41,8 @@ def plan(spec: ConvSpec, tile_bytes: Callable[[int, int], int], algorithm: str, 
     target_bytes = TARGET_BYTES if target_bytes is None else target_bytes
     if key is None:
         return _plan(spec, tile_bytes, algorithm, row_step, reserved, target_bytes)
-    full_key = (key, spec, algorithm, row_step, reserved, target_bytes, config.workspace_bytes, config.num_threads)
+    full_key = (key, spec, algorithm, row_step, reserved, target_bytes, MIN_PARALLEL_BYTES, config.workspace_bytes,
+                config.num_threads)
     found = _cache.get(full_key)
     if found is None:
         if len(_cache) >= _CACHE_SIZE:
