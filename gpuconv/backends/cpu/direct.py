@@ -1,0 +1,44 @@
+"""conv2d by direct multiply-accumulate: for each input channel of a group and each kernel
+tap, out += weight * shifted input, as whole-tile vector operations.
+
+Costs 2 * (C/groups) * KH * KW passes over the tile's output, so it pays off only where
+that is small: depthwise convolutions and single-channel images, where a matmul would be
+a matrix-vector product. Tiles and tap windows are im2col's (_windows.py); with native
+windows it accumulates straight into the output. Runs every shape.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..._geometry import ConvSpec
+from .im2col import for_each_tile, view_as
+
+NAME = "direct"
+
+
+def applicable(spec: ConvSpec) -> str | None:
+    """None: this algorithm runs every convolution."""
+    return None
+
+
+def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarray) -> None:
+    g, fg = spec.groups, spec.f // spec.groups
+    cg, taps = spec.c // g, spec.kh * spec.kw
+    # weights[j, t] broadcasts over (images, groups, filters of the group, columns)
+    weights = wmat.reshape(g, fg, cg, taps).transpose(2, 3, 0, 1)[..., None]
+
+    def body(tile, acc, product):
+        nt = acc.shape[0]
+        tile.clear_spare(acc)
+        tile.clear_spare(product)
+        for j in range(cg):
+            for t in range(taps):
+                def multiply(window, part, w=weights[j, t]):
+                    np.multiply(view_as(window, (nt, g, cg, window.shape[-1]))[:, :, j:j + 1], w, out=part)
+                if j == 0 and t == 0:
+                    tile.apply(t, multiply, acc)
+                else:
+                    tile.apply(t, multiply, product)
+                    np.add(acc, product, out=acc)
+
+    for_each_tile(x, bias, spec, out, wmat.dtype, NAME, (g, fg), body)
