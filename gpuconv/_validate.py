@@ -6,15 +6,30 @@ import numpy as np
 from .backends import is_cupy_array
 
 SUPPORTED_DTYPES = (np.float16, np.float32, np.float64)
+DLPACK_CUDA_DEVICES = (2, 3, 13)  # kDLCUDA, kDLCUDAHost, kDLCUDAManaged
+
+
+def _on_cuda_device(x) -> bool:
+    if hasattr(x, "__cuda_array_interface__"):
+        return True
+    try:
+        return x.__dlpack_device__()[0] in DLPACK_CUDA_DEVICES
+    except (AttributeError, TypeError, ValueError):
+        return False
 
 
 def as_array(x, name: str):
-    """x as an array: CuPy arrays (and other __cuda_array_interface__ objects) stay on the
-    device, anything else becomes a NumPy array. Rejects non-numeric and complex data."""
-    if not is_cupy_array(x) and hasattr(x, "__cuda_array_interface__"):
-        import cupy
+    """x as an array: CuPy arrays, and device arrays of other libraries (through
+    __cuda_array_interface__ or DLPack, zero-copy as CuPy arrays), stay on the device; anything
+    else becomes a NumPy array. Rejects non-numeric and complex data."""
+    if not is_cupy_array(x) and _on_cuda_device(x):
+        try:
+            import cupy
+        except ImportError:
+            raise TypeError(f"{name} is a CUDA device array ({type(x).__module__}.{type(x).__name__}) but CuPy "
+                            f"is not installed: pip install 'gpuconv[cuda12]' or 'gpuconv[cuda13]'") from None
 
-        x = cupy.asarray(x)
+        x = cupy.asarray(x) if hasattr(x, "__cuda_array_interface__") else cupy.from_dlpack(x)
     elif not is_cupy_array(x):
         x = np.asarray(x)
     kind = x.dtype.kind

@@ -253,3 +253,39 @@ def test_one_dimensional_padding_forms():
     expected = ref.conv2d(x[:, :, None], w[:, :, None], stride=(1, 2), padding=((0, 0), (1, 2)))[:, :, 0]
     assert_close(gpuconv.conv1d(x, w, stride=2, padding="same"), expected, np.float64, "conv1d same stride 2")
     assert expected.shape[-1] == 5
+
+
+class _FakeCudaArray:
+    """Looks like another library's GPU array: DLPack on device type kDLCUDA."""
+
+    def __dlpack_device__(self):
+        return (2, 0)
+
+    def __dlpack__(self, stream=None):
+        raise AssertionError("must not be read without CuPy")
+
+
+def test_device_arrays_without_cupy_are_a_clear_error():
+    try:
+        import cupy  # noqa: F401
+        pytest.skip("CuPy is installed: device arrays are accepted")
+    except ImportError:
+        pass
+    w = np.ones((1, 1, 1, 1), np.float32)
+    with pytest.raises(TypeError, match=r"x is a CUDA device array .*CuPy is not installed"):
+        gpuconv.conv2d(_FakeCudaArray(), w)
+
+
+def test_host_dlpack_objects_run_on_numpy():
+    rng = np.random.default_rng()
+    x = rng.standard_normal((1, 2, 5, 5)).astype(np.float32)
+    w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+
+    class HostOnly:  # DLPack on the CPU (device type 1): read through NumPy
+        __array__ = x.__array__
+        __dlpack__ = x.__dlpack__
+        __dlpack_device__ = x.__dlpack_device__
+
+    out = gpuconv.conv2d(HostOnly(), w)
+    assert isinstance(out, np.ndarray)
+    np.testing.assert_array_equal(out, gpuconv.conv2d(x, w))
