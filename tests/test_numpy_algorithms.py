@@ -94,10 +94,12 @@ def test_every_algorithm_on_non_contiguous_input(tiling):
     x = base[:, :, :, ::2]  # strided view: the in-place (native) windows must not be used on it
     w = random_array(rng, (4, 4, 3, 3), np.float32)
     _check_all_algorithms(x, w, None, dict(padding=1), np.float32)
+    # unpadded: im2col's windows are strided views of the input itself
+    _check_all_algorithms(x[:, :, ::-1], w, None, dict(stride=(2, 1), dilation=(1, 2)), np.float32)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float64])
-@pytest.mark.parametrize("case", [0, 2, 4, 8])
+@pytest.mark.parametrize("case", [0, 2, 4, 8, 11])  # 11: unpadded
 def test_every_algorithm_in_other_dtypes(case, dtype, tiling):
     x_shape, w_shape, kwargs = CASES[case]
     rng = np.random.default_rng(2000 + case)

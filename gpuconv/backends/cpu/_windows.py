@@ -11,6 +11,9 @@ columns per row, of which the first `ow` are real. Two sources:
   input planes themselves, grid_w = W, so the result goes straight into the output. Tap
   (a, b) is a flat shift of the plane; the positions whose window falls off the top or
   bottom, or wraps around a row end, are set to zero instead.
+- unpadded (no padding; im2col only, which asks for it): the input itself, grid_w = ow.
+  copy_all copies every tap with one strided copy, and the result goes straight into the
+  output (no gathered slab, no spare columns).
 """
 from __future__ import annotations
 
@@ -23,25 +26,27 @@ from ..._geometry import ConvSpec
 from . import _slab
 
 
-def windows(spec: ConvSpec, x: np.ndarray) -> "Windows":
-    """The (memoised) windows of spec for input x."""
-    return _windows(spec, bool(x.flags.c_contiguous))
+def windows(spec: ConvSpec, x: np.ndarray, unpadded_ok: bool = False) -> "Windows":
+    """The (memoised) windows of spec for input x; unpadded_ok: the caller only uses copy_all."""
+    return _windows(spec, bool(x.flags.c_contiguous), unpadded_ok)
 
 
 @functools.lru_cache(maxsize=64)
-def _windows(spec: ConvSpec, contiguous: bool) -> "Windows":
-    return Windows(spec, contiguous)
+def _windows(spec: ConvSpec, contiguous: bool, unpadded_ok: bool) -> "Windows":
+    return Windows(spec, contiguous, unpadded_ok)
 
 
 class Windows:
-    def __init__(self, spec: ConvSpec, contiguous: bool):
+    def __init__(self, spec: ConvSpec, contiguous: bool, unpadded_ok: bool):
         self.spec = spec
         (self.sh, self.sw), (self.dh, self.dw) = spec.stride, spec.dilation
         self.native = (spec.stride == (1, 1) and spec.padding_mode == "zeros" and spec.ow == spec.w
                        and contiguous)
+        self.unpadded = unpadded_ok and not self.native and spec.pads == (0, 0, 0, 0)
+        self.writes_output = self.native or self.unpadded  # the grid is the output's own
         self.taps = [(a, b) for a in range(spec.kh) for b in range(spec.kw)]
-        if self.native:
-            self.grid_w, self.extra_rows = spec.w, 0
+        if self.writes_output:
+            self.grid_w, self.extra_rows = spec.ow, 0
             return
         self.row_phases = _slab.tap_phases(spec.kh, self.dh, self.sh)
         self.col_phases = _slab.tap_phases(spec.kw, self.dw, self.sw)
@@ -58,14 +63,16 @@ class Windows:
                              for p in range(self.sh) for q in range(self.sw)]
 
     def slab_shape(self, images: int, rows: int) -> tuple[int, ...]:
-        """Shape of the gathered phase planes of a tile; () for a native source (no copy)."""
-        if self.native:
+        """Shape of the gathered phase planes of a tile; () for the input itself (no copy)."""
+        if self.writes_output:
             return ()
         return (images, self.spec.c, self.sh, self.sw, (rows + self.extra_rows) * self.grid_w)
 
     def load(self, x: np.ndarray, n0: int, n1: int, r0: int, rows: int, slab: np.ndarray | None) -> "TileWindows":
         if self.native:
             return TileWindows(self, x[n0:n1].reshape(n1 - n0, self.spec.c, -1), r0, rows)
+        if self.unpadded:
+            return TileWindows(self, x[n0:n1], r0, rows)
         spec, top = self.spec, self.spec.pads[0]
         prows = rows + self.extra_rows
         for p in range(self.sh):
@@ -120,6 +127,14 @@ class TileWindows:
                 self.apply(t, _copy, cols[:, :, t])
             return
         spec, grid_w, valid = self.w.spec, self.w.grid_w, self._valid()
+        if self.w.unpadded:
+            x = self.source[:, :, self.r0 * self.w.sh:]
+            sn, sc, sy, sx = x.strides
+            windows = as_strided(x, (*x.shape[:2], spec.kh, spec.kw, self.rows, spec.ow),
+                                 (sn, sc, self.w.dh * sy, self.w.dw * sx, self.w.sh * sy, self.w.sw * sx),
+                                 writeable=False)
+            np.copyto(cols.reshape(windows.shape), windows)
+            return
         grid = cols.reshape(cols.shape[0], cols.shape[1], spec.kh, spec.kw, -1)
         for p, q, rows, columns in self.w.phase_groups:
             if rows is None or columns is None:
@@ -135,7 +150,7 @@ class TileWindows:
             np.copyto(grid[:, :, a0::a_step, b0::b_step, :valid][:, :, :a_count, :b_count], windows)
 
     def clear_spare(self, dst: np.ndarray) -> None:
-        if not self.w.native:
+        if not self.w.writes_output:
             dst[..., self._valid():] = 0
 
     def _apply_native(self, a: int, b: int, fn, dst: np.ndarray) -> None:
