@@ -7,13 +7,12 @@ columns per row, of which the first `ow` are real. Two sources:
 - phased (every shape): the tile's padded input is gathered into stride-phase planes
   (_slab.py) with grid_w = phase_w; tap (a, b) reads phase ((a*dh) % sh, (b*dw) % sw) at a
   flat offset. The spare columns are dropped when the result is stored.
-- native (stride 1, zero padding, output as wide as the input, C-contiguous input): the
-  input planes themselves, grid_w = W, so the result goes straight into the output. Tap
-  (a, b) is a flat shift of the plane; the positions whose window falls off the top or
-  bottom, or wraps around a row end, are set to zero instead.
 - unpadded (no padding; im2col only, which asks for it): the input itself, grid_w = ow.
   copy_all copies every tap with one strided copy, and the result goes straight into the
   output (no gathered slab, no spare columns).
+Reading padded convolutions straight from the input planes (flat shifts, zeroing the
+positions that wrap around a row end) was measured slower than gathering the slab
+(layers G and H: 25-30%), and was dropped.
 """
 from __future__ import annotations
 
@@ -26,26 +25,19 @@ from ..._geometry import ConvSpec
 from . import _slab
 
 
-def windows(spec: ConvSpec, x: np.ndarray, unpadded_ok: bool = False) -> "Windows":
-    """The (memoised) windows of spec for input x; unpadded_ok: the caller only uses copy_all."""
-    return _windows(spec, bool(x.flags.c_contiguous), unpadded_ok)
-
-
 @functools.lru_cache(maxsize=64)
-def _windows(spec: ConvSpec, contiguous: bool, unpadded_ok: bool) -> "Windows":
-    return Windows(spec, contiguous, unpadded_ok)
+def windows(spec: ConvSpec, unpadded_ok: bool = False) -> "Windows":
+    """The (memoised) windows of spec; unpadded_ok: the caller only uses copy_all."""
+    return Windows(spec, unpadded_ok)
 
 
 class Windows:
-    def __init__(self, spec: ConvSpec, contiguous: bool, unpadded_ok: bool):
+    def __init__(self, spec: ConvSpec, unpadded_ok: bool):
         self.spec = spec
         (self.sh, self.sw), (self.dh, self.dw) = spec.stride, spec.dilation
-        self.native = (spec.stride == (1, 1) and spec.padding_mode == "zeros" and spec.ow == spec.w
-                       and contiguous)
-        self.unpadded = unpadded_ok and not self.native and spec.pads == (0, 0, 0, 0)
-        self.writes_output = self.native or self.unpadded  # the grid is the output's own
+        self.unpadded = unpadded_ok and spec.pads == (0, 0, 0, 0)  # the grid is then the output's own
         self.taps = [(a, b) for a in range(spec.kh) for b in range(spec.kw)]
-        if self.writes_output:
+        if self.unpadded:
             self.grid_w, self.extra_rows = spec.ow, 0
             return
         self.row_phases = _slab.tap_phases(spec.kh, self.dh, self.sh)
@@ -64,13 +56,11 @@ class Windows:
 
     def slab_shape(self, images: int, rows: int) -> tuple[int, ...]:
         """Shape of the gathered phase planes of a tile; () for the input itself (no copy)."""
-        if self.writes_output:
+        if self.unpadded:
             return ()
         return (images, self.spec.c, self.sh, self.sw, (rows + self.extra_rows) * self.grid_w)
 
     def load(self, x: np.ndarray, n0: int, n1: int, r0: int, rows: int, slab: np.ndarray | None) -> "TileWindows":
-        if self.native:
-            return TileWindows(self, x[n0:n1].reshape(n1 - n0, self.spec.c, -1), r0, rows)
         if self.unpadded:
             return TileWindows(self, x[n0:n1], r0, rows)
         spec, top = self.spec, self.spec.pads[0]
@@ -107,9 +97,6 @@ class TileWindows:
 
     def apply(self, t: int, fn, dst: np.ndarray) -> None:
         a, b = self.w.taps[t]
-        if self.w.native:
-            self._apply_native(a, b, fn, dst)
-            return
         (p, da), (q, db) = self.w.row_phases[a], self.w.col_phases[b]
         start = da * self.w.grid_w + db
         valid = self._valid()
@@ -121,11 +108,7 @@ class TileWindows:
 
     def copy_all(self, cols: np.ndarray) -> None:
         """cols[:, :, t] = window of tap t for every tap, cols being (images, C, taps, length):
-        for a phased source one strided copy per stride phase, covering all its taps."""
-        if self.w.native:
-            for t in range(len(self.w.taps)):
-                self.apply(t, _copy, cols[:, :, t])
-            return
+        one strided copy per stride phase, covering all its taps (for an unpadded source, one in all)."""
         spec, grid_w, valid = self.w.spec, self.w.grid_w, self._valid()
         if self.w.unpadded:
             x = self.source[:, :, self.r0 * self.w.sh:]
@@ -150,29 +133,5 @@ class TileWindows:
             np.copyto(grid[:, :, a0::a_step, b0::b_step, :valid][:, :, :a_count, :b_count], windows)
 
     def clear_spare(self, dst: np.ndarray) -> None:
-        if not self.w.writes_output:
+        if not self.w.unpadded:
             dst[..., self._valid():] = 0
-
-    def _apply_native(self, a: int, b: int, fn, dst: np.ndarray) -> None:
-        spec, width = self.w.spec, self.w.spec.w
-        row_shift, col_shift = a * self.w.dh - spec.pads[0], b * self.w.dw - spec.pads[2]
-        offset = row_shift * width + col_shift + self.r0 * width  # input index of grid position 0
-        rows_lo = max(0, -row_shift - self.r0)
-        rows_hi = min(self.rows, spec.h - row_shift - self.r0)
-        if rows_hi <= rows_lo:
-            dst[...] = 0
-            return
-        lo = max(rows_lo * width, -offset)
-        hi = min(rows_hi * width, spec.h * width - offset)
-        fn(self.source[..., offset + lo:offset + hi], dst[..., lo:hi])
-        dst[..., :lo] = 0
-        dst[..., hi:] = 0
-        if col_shift:  # windows that wrap around a row end read the neighbouring row
-            wrapped = slice(0, -col_shift) if col_shift < 0 else slice(width - col_shift, width)
-            grid = dst.view()
-            grid.shape = (*dst.shape[:-1], self.rows, width)
-            grid[..., wrapped] = 0
-
-
-def _copy(window: np.ndarray, part: np.ndarray) -> None:
-    np.copyto(part, window)

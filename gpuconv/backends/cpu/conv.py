@@ -4,7 +4,7 @@ Algorithms (each a module with applicable(spec) -> None or the rule it needs, an
 conv2d(x, wmat, bias, spec, out)):
 - "im2col": tiled column matrix + BLAS matmul; runs every shape.
 - "winograd": F(2x2, 3x3), 2.25x fewer multiplications; 3x3, stride 1, dilation 1, groups 1.
-- "direct": per-tap multiply-accumulate; for depthwise and single-channel convolutions.
+- "direct": per-tap multiply-accumulate; for depthwise convolutions.
 """
 from __future__ import annotations
 
@@ -25,12 +25,13 @@ def applicable_algorithms(spec: ConvSpec) -> tuple[str, ...]:
 
 def choose(spec: ConvSpec) -> str:
     """The fastest applicable algorithm for this shape (measured on a 2-core AVX-512 machine):
-    Winograd where its matmuls dominate (enough channels), direct where a matmul would be
-    a matrix-vector product, im2col otherwise."""
+    Winograd where its matmuls dominate (enough channels), direct where im2col would make
+    a tiny matrix-vector product per group (depthwise), im2col otherwise (also for a single
+    group of few channels: its one matrix-vector product per tile beats direct's passes)."""
     per_group = (spec.c // spec.groups) * (spec.f // spec.groups) * spec.kh * spec.kw
     if winograd.applicable(spec) is None and min(spec.c, spec.f) >= WINOGRAD_MIN_CHANNELS:
         return winograd.NAME
-    if per_group <= DIRECT_MAX_MACS:
+    if spec.groups > 1 and per_group <= DIRECT_MAX_MACS:
         return direct.NAME
     return im2col.NAME
 

@@ -3,8 +3,7 @@ tap, out += weight * shifted input, as whole-tile vector operations.
 
 Costs 2 * (C/groups) * KH * KW passes over the tile's output, so it pays off only where
 that is small: depthwise convolutions and single-channel images, where a matmul would be
-a matrix-vector product. Tiles and tap windows are im2col's (_windows.py); with native
-windows it accumulates straight into the output. Runs every shape.
+a matrix-vector product. Tiles and tap windows are im2col's (_windows.py). Runs every shape.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ multiply it by the weights with one BLAS matmul per group.
 Tile = (images n0:n1, output rows r0:r1); for_each_tile plans and runs them (for direct.py
 too). Each tap's window over the tile is one contiguous slice per (image, channel)
 (_windows.py), so the column matrix is built with kh*kw plain copies; when the output grid
-is the output itself (native or unpadded windows) the matmul writes straight into the output.
+is the output itself (unpadded windows) the matmul writes straight into the output.
 Runs every shape (all strides, dilations, groups, padding modes).
 """
 from __future__ import annotations
@@ -34,16 +34,16 @@ def for_each_tile(x: np.ndarray, bias, spec: ConvSpec, out: np.ndarray, compute:
     result is the output itself where the grid is the output's and the dtypes agree, else a
     buffer that is stored into the output (+ bias) afterwards. unpadded_ok: body only calls
     the windows' copy_all."""
-    windows = windows_of(spec, x, unpadded_ok)
+    windows = windows_of(spec, unpadded_ok)
     g, fg = spec.groups, spec.f // spec.groups
-    in_place = windows.writes_output and out.dtype == compute
+    in_place = windows.unpadded and out.dtype == compute
 
     def tile_bytes(images: int, rows: int) -> int:
         length = rows * windows.grid_w
         per_image = (math.prod(scratch) + (0 if in_place else spec.f)) * length
         return compute.itemsize * (math.prod(windows.slab_shape(images, rows)) + images * per_image) + 8 * 64
 
-    plan = _tiles.plan(spec, tile_bytes, name, key=(windows.native, windows.unpadded, in_place, compute.itemsize, scratch))
+    plan = _tiles.plan(spec, tile_bytes, name, key=(windows.unpadded, in_place, compute.itemsize, scratch))
 
     def run_tile(i: int) -> None:
         n0, n1, r0, r1 = plan.tiles[i]
