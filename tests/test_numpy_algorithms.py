@@ -266,7 +266,7 @@ def test_auto_falls_back_to_im2col_when_winograd_exceeds_the_cap():
     spec = conv_spec(x.shape, w.shape, 1, 1, 1, 1, "zeros")
     assert conv.choose(spec) == "winograd"
     saved = config.workspace_bytes
-    gpuconv.set_workspace_limit(1 << 20)  # transformed weights alone need ~9.7 MiB
+    gpuconv.set_workspace_limit(1 << 20)  # transformed weights alone need 4 MiB
     try:
         with pytest.raises(MemoryError, match="winograd"):
             gpuconv.conv2d(x, w, padding=1, algorithm="winograd", backend="numpy")
