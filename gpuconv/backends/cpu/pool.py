@@ -27,26 +27,6 @@ def tap_outputs(n_out: int, stride: int, offset: int, size: int) -> slice:
     return slice(lo, max(hi + 1, lo))
 
 
-def _taps(spec: PoolSpec):
-    """(output rows, output cols, input rows, input cols) slices of every tap, row-major tap order."""
-    sh, sw = spec.stride
-    dh, dw = spec.dilation
-    top, _, left, _ = spec.pads
-    for a in range(spec.kh):
-        off_h = a * dh - top
-        orow = tap_outputs(spec.oh, sh, off_h, spec.h)
-        if orow.stop <= orow.start:
-            continue
-        irow = slice(orow.start * sh + off_h, (orow.stop - 1) * sh + off_h + 1, sh)
-        for b in range(spec.kw):
-            off_w = b * dw - left
-            ocol = tap_outputs(spec.ow, sw, off_w, spec.w)
-            if ocol.stop <= ocol.start:
-                continue
-            icol = slice(ocol.start * sw + off_w, (ocol.stop - 1) * sw + off_w + 1, sw)
-            yield (a, b), orow, ocol, irow, icol
-
-
 def _axis_taps(n_out: int, stride: int, dilation: int, k: int, pad: int, size: int):
     """(output slice, input slice) of each kernel tap along one axis that reaches the input."""
     taps = []
@@ -56,6 +36,14 @@ def _axis_taps(n_out: int, stride: int, dilation: int, k: int, pad: int, size: i
             start = out.start * stride + a * dilation - pad
             taps.append((out, slice(start, (out.stop - 1) * stride + a * dilation - pad + 1, stride)))
     return taps
+
+
+def _taps(spec: PoolSpec) -> list[tuple[slice, slice, slice, slice]]:
+    """(output rows, output cols, input rows, input cols) slices of every tap that reaches the
+    input, in row-major tap order."""
+    rows = _axis_taps(spec.oh, spec.stride[0], spec.dilation[0], spec.kh, spec.pads[0], spec.h)
+    cols = _axis_taps(spec.ow, spec.stride[1], spec.dilation[1], spec.kw, spec.pads[2], spec.w)
+    return [(orow, ocol, irow, icol) for orow, irow in rows for ocol, icol in cols]
 
 
 def _work_items(spec: PoolSpec, itemsize: int) -> list[tuple[int, int, int, int]]:
@@ -148,7 +136,7 @@ def _max_pool_with_indices(planes: np.ndarray, spec: PoolSpec):
     fr = _first_tap(spec.oh, spec.stride[0], spec.dilation[0], spec.kh, top, spec.h)
     fc = _first_tap(spec.ow, spec.stride[1], spec.dilation[1], spec.kw, left, spec.w)
     init_idx = np.where((fr[:, None] >= 0) & (fc[None, :] >= 0), fr[:, None] * spec.w + fc[None, :], -1)
-    taps = list(_taps(spec))
+    taps = _taps(spec)
     # per tap: three boolean masks the size of a chunk's output (a plane at least)
     budget = min(CHUNK_BYTES, config.workspace_bytes // (2 * max(1, config.num_threads)))
     chunk = max(1, budget // (3 * spec.oh * spec.ow))
@@ -161,7 +149,7 @@ def _max_pool_with_indices(planes: np.ndarray, spec: PoolSpec):
         src = planes[p0:p1]
         ix = idx[p0:p1]
         ix[...] = init_idx
-        for _, orow, ocol, irow, icol in taps:
+        for orow, ocol, irow, icol in taps:
             v = src[:, irow, icol]
             view = o[:, orow, ocol]
             better = (v > view) | np.isnan(v)  # PyTorch's rule: strictly greater, or NaN
