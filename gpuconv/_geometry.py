@@ -155,7 +155,7 @@ def conv_spec(x_shape, w_shape, stride, padding, dilation, groups, padding_mode)
         raise ValueError(f"w has shape {tuple(w_shape)}: the kernel must not be empty (every dimension >= 1)")
     if c != cg * groups:
         raise ValueError(f"w has shape {tuple(w_shape)} with groups={groups}: input channels C={c} of x must equal "
-                         f"weight.shape[1] * groups = {cg * groups}")
+                         f"w.shape[1] * groups = {cg * groups}")
     if f % groups:
         raise ValueError(f"w has shape {tuple(w_shape)}: out channels F={f} must be divisible by groups={groups}")
     if padding_mode not in CONV_PADDING_MODES:

@@ -55,13 +55,6 @@ def check_ndim(x, name: str, allowed: tuple[int, ...], layout: str):
         raise ValueError(f"{name} has shape {tuple(x.shape)} ({x.ndim}-D): expected {layout}")
 
 
-def check_same_array_type(x, others: dict):
-    for name, a in others.items():
-        if a is not None and is_cupy_array(a) != is_cupy_array(x):
-            raise TypeError(f"{name} is a {type(a).__module__}.{type(a).__name__} but x is a "
-                            f"{type(x).__module__}.{type(x).__name__}: pass both on the same device")
-
-
 def check_bool(value, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name}={value!r}: must be a bool")
