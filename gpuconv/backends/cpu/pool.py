@@ -46,6 +46,12 @@ def _taps(spec: PoolSpec) -> list[tuple[slice, slice, slice, slice]]:
     return [(orow, ocol, irow, icol) for orow, irow in rows for ocol, icol in cols]
 
 
+def _item_budget() -> int:
+    """Scratch bytes of one work item: CHUNK_BYTES, less where the cap is lower. Every thread
+    holds one item's scratch at a time, and one more block of at most that size (a divisor block)."""
+    return min(CHUNK_BYTES, config.workspace_bytes // (2 * max(1, config.num_threads)))
+
+
 def _work_items(spec: PoolSpec, itemsize: int) -> list[tuple[int, int, int, int]]:
     """(planes p0:p1, output rows i0:i1) per work item: several whole planes when their row
     results fit CHUNK_BYTES, else one plane in bands of output rows."""
@@ -55,8 +61,7 @@ def _work_items(spec: PoolSpec, itemsize: int) -> list[tuple[int, int, int, int]
         in_rows = min(spec.h, (rows - 1) * spec.stride[0] + (spec.kh - 1) * spec.dilation[0] + 1)
         return itemsize * spec.ow * (in_rows + rows)
 
-    # every thread holds one item's row results at a time, and one divisor block of at most that size
-    budget = min(CHUNK_BYTES, config.workspace_bytes // (2 * max(1, config.num_threads)))
+    budget = _item_budget()
     if plane_bytes(spec.oh) <= budget:
         chunk = budget // plane_bytes(spec.oh)
         return [(p0, min(n_planes, p0 + chunk), 0, spec.oh) for p0 in range(0, n_planes, chunk)]
@@ -138,8 +143,7 @@ def _max_pool_with_indices(planes: np.ndarray, spec: PoolSpec):
     init_idx = np.where((fr[:, None] >= 0) & (fc[None, :] >= 0), fr[:, None] * spec.w + fc[None, :], -1)
     taps = _taps(spec)
     # per tap: three boolean masks the size of a chunk's output (a plane at least)
-    budget = min(CHUNK_BYTES, config.workspace_bytes // (2 * max(1, config.num_threads)))
-    chunk = max(1, budget // (3 * spec.oh * spec.ow))
+    chunk = max(1, _item_budget() // (3 * spec.oh * spec.ow))
     n_planes = planes.shape[0]
 
     def run(item):
