@@ -25,22 +25,13 @@ def index_map(size: int, before: int, after: int, mode: str) -> np.ndarray:
     raise ValueError(f"unknown padding mode {mode!r}")
 
 
-def gather_padded(x: np.ndarray, rows: np.ndarray, cols: np.ndarray, value=0.0) -> np.ndarray:
-    """x[..., rows, :][..., cols] with -1 entries filled by value."""
-    out = np.take(np.take(x, np.maximum(rows, 0), axis=-2), np.maximum(cols, 0), axis=-1)
-    if (rows < 0).any():
-        out[..., rows < 0, :] = value
-    if (cols < 0).any():
-        out[..., cols < 0] = value
-    return out
-
-
 def pad2d(x: np.ndarray, spec: PadSpec) -> np.ndarray:
     t, b, l, r = spec.pads
     if spec.mode == "constant":
         out = np.full(spec.out_shape, spec.value, dtype=x.dtype)
         out[..., t:t + spec.h, l:l + spec.w] = x
         return out
+    # reflect, replicate, circular: every padded position has a source (no -1 in the maps)
     rows = index_map(spec.h, t, b, spec.mode)
     cols = index_map(spec.w, l, r, spec.mode)
-    return gather_padded(x, rows, cols)
+    return np.take(np.take(x, rows, axis=-2), cols, axis=-1)
