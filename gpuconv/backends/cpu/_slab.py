@@ -51,22 +51,20 @@ class PhaseGather:
 
     def fill(self, x: np.ndarray, row_src: np.ndarray, row_first: int, row_step: int, out: np.ndarray) -> None:
         i0, i1 = _interior(row_src.size, row_first, row_step, x.shape[-2])
-        j0, j1 = self.j0, self.j1
-        inside = x[..., row_first + i0 * row_step:row_first + (i1 - 1) * row_step + 1:row_step, :]
         if i1 > i0:
-            cs = self.col_first + j0 * self.col_step
-            out[..., i0:i1, j0:j1] = inside[..., cs:cs + (j1 - j0 - 1) * self.col_step + 1:self.col_step]
-            self._border_cols(out[..., i0:i1, :], inside)
+            inside = x[..., row_first + i0 * row_step:row_first + (i1 - 1) * row_step + 1:row_step, :]
+            self._fill_columns(inside, out[..., i0:i1, :])
         for i in (*range(i0), *range(i1, row_src.size)):
             if row_src[i] < 0:
                 out[..., i, :] = 0
             else:
-                row = x[..., row_src[i]:row_src[i] + 1, :]
-                cs = self.col_first + j0 * self.col_step
-                out[..., i:i + 1, j0:j1] = row[..., cs:cs + (j1 - j0 - 1) * self.col_step + 1:self.col_step]
-                self._border_cols(out[..., i:i + 1, :], row)
+                self._fill_columns(x[..., row_src[i]:row_src[i] + 1, :], out[..., i:i + 1, :])
 
-    def _border_cols(self, out: np.ndarray, rows: np.ndarray) -> None:
+    def _fill_columns(self, rows: np.ndarray, out: np.ndarray) -> None:
+        """out[..., j] = rows[..., col_src[j]] (0 where it is -1) for every column j."""
+        j0, j1, step = self.j0, self.j1, self.col_step
+        cs = self.col_first + j0 * step
+        out[..., j0:j1] = rows[..., cs:cs + (j1 - j0 - 1) * step + 1:step]
         for cols in self.zero_cols:
             out[..., cols] = 0
         if self.copy_cols.size:
