@@ -270,36 +270,65 @@ def test_implicit_gemm_shape_has_the_conv_flops():
     assert implicit_gemm_shape(Case(LAYER["A"], "float32").spec) == (64, 8 * 112 * 112, 3 * 7 * 7)
 
 
+class _EventLog:
+    """Stand-in CUDA events for the GPU clocks without a GPU: each records what is asked of it
+    in a shared log."""
+
+    def __init__(self):
+        self.log = []
+        log = self.log
+
+        class Event:
+            def __init__(self, enable_timing=True):
+                assert enable_timing, "an event made without timing cannot be measured"
+                self.name = f"event{sum(entry.startswith('new') for entry in log)}"
+                log.append(f"new {self.name}")
+
+            def record(self):
+                log.append(f"record {self.name}")
+
+            def synchronize(self):
+                log.append(f"wait {self.name}")
+
+            def elapsed_time(self, end):
+                log.append(f"elapsed {self.name} {end.name}")
+                return 250.0  # milliseconds
+
+        self.Event = Event
+
+    EXPECTED = ["device sync", "new event0", "new event1", "record event0", "call", "record event1",
+                "wait event1", "elapsed event0 event1"]
+
+
 def test_cupy_event_clock_synchronises_then_times_the_call_between_events(monkeypatch):
     """The GPU clock without a GPU: a stand-in CuPy records what the clock asks of it."""
     import types
 
     from gpuconv.benchmark.timing import cupy_event_clock
 
-    log = []
-
-    class Event:
-        def __init__(self):
-            self.name = f"event{sum(entry.startswith('new') for entry in log)}"
-            log.append(f"new {self.name}")
-
-        def record(self):
-            log.append(f"record {self.name}")
-
-        def synchronize(self):
-            log.append(f"wait {self.name}")
-
-    def elapsed(start, end):
-        log.append(f"elapsed {start.name} {end.name}")
-        return 250.0  # milliseconds
-
-    device = types.SimpleNamespace(synchronize=lambda: log.append("device sync"))
-    cuda = types.SimpleNamespace(Device=lambda: device, Event=Event, get_elapsed_time=elapsed)
+    events = _EventLog()
+    device = types.SimpleNamespace(synchronize=lambda: events.log.append("device sync"))
+    cuda = types.SimpleNamespace(Device=lambda: device, Event=events.Event,
+                                 get_elapsed_time=lambda start, end: start.elapsed_time(end))
     monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(cuda=cuda))
-    seconds = cupy_event_clock()(lambda: log.append("call"))
+    seconds = cupy_event_clock()(lambda: events.log.append("call"))
     assert seconds == pytest.approx(0.25)
-    assert log == ["device sync", "new event0", "new event1", "record event0", "call", "record event1",
-                   "wait event1", "elapsed event0 event1"]
+    assert events.log == _EventLog.EXPECTED
+
+
+def test_torch_event_clock_synchronises_then_times_the_call_between_events(monkeypatch):
+    """The same for PyTorch's CUDA events, with a stand-in torch."""
+    import types
+
+    from gpuconv.benchmark.timing import torch_event_clock
+
+    events = _EventLog()
+    cuda = types.SimpleNamespace(synchronize=lambda: events.log.append("device sync"),
+                                 Event=lambda enable_timing=False: events.Event(enable_timing))  # torch's default
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
+    seconds = torch_event_clock()(lambda: events.log.append("call"))
+    assert seconds == pytest.approx(0.25)
+    assert events.log == _EventLog.EXPECTED
 
 
 def test_plot_writes_a_png(tmp_path):

@@ -1,7 +1,7 @@
 """The measuring method: warm-up, then interleaved rounds (A B A B ...), each contender timing
-`repeat` calls per round, for at least a minimum total time. A clock times one call: the host clock on the CPU; on a GPU, CUDA
-events recorded around the call after synchronising the device, so that queued work from
-earlier calls is not counted and the call's own kernels are.
+`repeat` calls per round, for at least a minimum total time. A clock times one call: the host
+clock on the CPU; on a GPU, CUDA events recorded around the call after synchronising the
+device, so that queued work from earlier calls is not counted and the call's own kernels are.
 
 CuPy and PyTorch are imported only when a GPU clock is made.
 """
@@ -22,30 +22,28 @@ def cupy_event_clock() -> Callable[[Callable[[], object]], float]:
     """A clock for work CuPy queues on its current stream (gpuconv's "cuda" backend, cupyx)."""
     import cupy
 
-    def clock(call):
-        cupy.cuda.Device().synchronize()
-        start, end = cupy.cuda.Event(), cupy.cuda.Event()
-        start.record()
-        call()
-        end.record()
-        end.synchronize()
-        return cupy.cuda.get_elapsed_time(start, end) / 1e3  # milliseconds -> seconds
-
-    return clock
+    return _event_clock(lambda: cupy.cuda.Device().synchronize(), cupy.cuda.Event, cupy.cuda.get_elapsed_time)
 
 
 def torch_event_clock() -> Callable[[Callable[[], object]], float]:
     """A clock for work PyTorch queues on its current CUDA stream."""
     import torch
 
+    return _event_clock(torch.cuda.synchronize, lambda: torch.cuda.Event(enable_timing=True),
+                        lambda start, end: start.elapsed_time(end))
+
+
+def _event_clock(synchronise, new_event, elapsed_ms) -> Callable[[Callable[[], object]], float]:
+    """Seconds between two CUDA events recorded around the call, after synchronising the device."""
+
     def clock(call):
-        torch.cuda.synchronize()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        synchronise()
+        start, end = new_event(), new_event()
         start.record()
         call()
         end.record()
         end.synchronize()
-        return start.elapsed_time(end) / 1e3  # milliseconds -> seconds
+        return elapsed_ms(start, end) / 1e3  # milliseconds -> seconds
 
     return clock
 
