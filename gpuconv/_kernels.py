@@ -8,6 +8,7 @@ get_function(name_expression).
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import re
 import sys
@@ -137,7 +138,14 @@ def _build(file: str, device_kind: str):
         import cupy
 
         # RawModule's path= takes a cubin, not source: hand it the code; includes resolve via -I.
-        return cupy.RawModule(code=path.read_text(), options=NVRTC_OPTIONS, name_expressions=names)
+        return cupy.RawModule(code=_cupy_code(path), options=NVRTC_OPTIONS, name_expressions=names)
     from gpuconv.emulator import Module
 
     return Module(path=str(path), options=NVRTC_OPTIONS, name_expressions=names)
+
+
+def _cupy_code(path: Path) -> str:
+    """The source of path plus a last line with the digest of cuda/*.cuh: CuPy's kernel cache keys on
+    the code and the options, not on #included files, so an edited header would load a stale binary."""
+    headers = b"".join(header.read_bytes() for header in sorted(CUDA_DIR.glob("*.cuh")))
+    return f"{path.read_text()}\n// cuda/*.cuh sha256 {hashlib.sha256(headers).hexdigest()}\n"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -73,6 +76,23 @@ def test_nvrtc_options_find_cuda_headers():
     assert any(opt == f"-I{_kernels.CUDA_DIR}" for opt in _kernels.NVRTC_OPTIONS)
     assert _kernels.CUDA_INCLUDE_DIR is not None, "no directory with cuda_fp16.h (pip install gpuconv[emulator])"
 
+
+
+def test_cupy_code_changes_when_an_included_header_changes(monkeypatch, tmp_path):
+    """CuPy's kernel cache keys on the code and the options, not on #included files: the code handed to
+    RawModule must change with cuda/common.cuh, or an edited header would load a stale cached binary."""
+    built = []
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(RawModule=lambda **kwargs: built.append(kwargs)))
+    shutil.copytree(_kernels.CUDA_DIR, tmp_path / "cuda")
+    monkeypatch.setattr(_kernels, "CUDA_DIR", tmp_path / "cuda")
+    _kernels._build("pad.cu", "cuda")
+    header = tmp_path / "cuda" / "common.cuh"
+    header.write_text(header.read_text() + "// edited\n")
+    _kernels._build("pad.cu", "cuda")
+    assert built[0]["code"] != built[1]["code"]
+    assert built[0]["code"].startswith((tmp_path / "cuda" / "pad.cu").read_text())  # line numbers kept
+    assert all(b["options"] == _kernels.NVRTC_OPTIONS and b["name_expressions"] == _kernels.KERNEL_SOURCES["pad.cu"]
+               for b in built)
 
 # ---- algorithm choice -------------------------------------------------------------------------------
 @pytest.mark.parametrize("x_shape, w_shape, groups, expected", [
