@@ -29,6 +29,15 @@ def tap_phases(kernel: int, dilation: int, stride: int) -> list[tuple[int, int]]
     return [((k * dilation) % stride, (k * dilation) // stride) for k in range(kernel)]
 
 
+def column_gathers(spec, stride: int, width: int) -> list["PhaseGather"]:
+    """A PhaseGather per column phase q < stride of spec's padded input, each filling `width`
+    columns (padded positions q, q + stride, ...)."""
+    left, right = spec.pads[2:]
+    return [PhaseGather(spec.w, source_map(spec.w, left, right, spec.padding_mode, q + stride * width)[q::stride],
+                        q - left, stride)
+            for q in range(stride)]
+
+
 def _interior(count: int, first: int, step: int, size: int) -> tuple[int, int]:
     """[i0, i1): the positions i < count whose natural source first + i*step lies in [0, size)
     (every padding mode maps those to themselves)."""

@@ -44,13 +44,10 @@ class Windows:
         self.col_phases = _slab.tap_phases(spec.kw, self.dw, self.sw)
         self.grid_w = spec.ow + (spec.kw - 1) * self.dw // self.sw
         self.extra_rows = (spec.kh - 1) * self.dh // self.sh
-        top, bottom, left, right = spec.pads
+        top, bottom = spec.pads[:2]
         self.row_src = _slab.source_map(spec.h, top, bottom, spec.padding_mode,
                                         (spec.oh + self.extra_rows + 1) * self.sh)
-        self.gathers = [_slab.PhaseGather(spec.w, _slab.source_map(spec.w, left, right, spec.padding_mode,
-                                                                   q + self.sw * self.grid_w)[q::self.sw],
-                                          q - left, self.sw)
-                        for q in range(self.sw)]
+        self.gathers = _slab.column_gathers(spec, self.sw, self.grid_w)
         self.phase_groups = [(p, q, _progression(self.row_phases, p), _progression(self.col_phases, q))
                              for p in range(self.sh) for q in range(self.sw)]
 

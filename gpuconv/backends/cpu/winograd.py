@@ -109,11 +109,10 @@ def _output_transform(m: np.ndarray, s: np.ndarray, y: np.ndarray) -> None:
 @functools.lru_cache(maxsize=64)
 def _phase_sources(spec: ConvSpec):
     """(phase_w, padded row sources, a column gather per column phase) of spec's 2x2 phases."""
-    top, bottom, left, right = spec.pads
+    top, bottom = spec.pads[:2]
     _, phase_w = _grid(spec, 2)
     row_src = _slab.source_map(spec.h, top, bottom, spec.padding_mode, spec.oh + 4)
-    col_src = _slab.source_map(spec.w, left, right, spec.padding_mode, 2 * phase_w)
-    return phase_w, row_src, [_slab.PhaseGather(spec.w, col_src[q::2], q - left, 2) for q in range(2)]
+    return phase_w, row_src, _slab.column_gathers(spec, 2, phase_w)
 
 
 def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarray) -> None:
