@@ -416,7 +416,8 @@ GPUCONV_EMU_RUNTIME inline int release_warp_collectives() {
                 case kShflIdx: src = segment + (static_cast<unsigned>(me->param) & (width - 1u)); break;
                 case kShflUp: reads = (lane - segment) >= static_cast<unsigned>(me->param); src = lane - me->param; break;
                 case kShflDown: reads = (lane - segment) + me->param < width; src = lane + me->param; break;
-                case kShflXor: src = lane ^ static_cast<unsigned>(me->param); reads = src >= segment && src < segment + width && src < kWarpSize; break;
+                // As in CUDA: a lane may read an earlier group of `width` lanes, never a later one.
+                case kShflXor: src = lane ^ (static_cast<unsigned>(me->param) & (kWarpSize - 1)); reads = src < segment + width; break;
                 default: reads = false;
             }
             if (me->kind <= kShflXor) {

@@ -104,12 +104,12 @@ def test_warp_collectives(mod, order):
     pred = rng.integers(0, 2, n).astype(np.int32)
     pred[32:64] = 1   # one warp all-true
     pred[64:96] = 0   # one warp all-false
-    out = np.full((n, 10), np.nan, np.float32)
+    out = np.full((n, 11), np.nan, np.float32)
     votes = np.zeros((n, 3), np.uint32)
     mod.get_function("warp_ops")(2, BLOCK, (x, pred, out.ravel(), votes.ravel()))
     w = x.reshape(-1, 32)
     lane = np.arange(32)
-    expected = np.empty((n // 32, 32, 10), np.float32)
+    expected = np.empty((n // 32, 32, 11), np.float32)
     expected[..., 0] = w[:, [5]]
     expected[..., 1] = w[:, (lane & ~7) + ((lane + 3) & 7)]
     expected[..., 2] = w[:, np.where(lane >= 2, lane - 2, lane)]
@@ -120,7 +120,8 @@ def test_warp_collectives(mod, order):
     expected[..., 7] = w[:, 31 - lane] * 10
     expected[..., 8] = w[:, np.where(lane < 16, 0, 16)]
     expected[..., 9] = 32
-    np.testing.assert_allclose(out, expected.reshape(n, 10), rtol=1e-5)
+    expected[..., 10] = w[:, np.where(lane ^ 12 < (lane & ~7) + 8, lane ^ 12, lane)]
+    np.testing.assert_allclose(out, expected.reshape(n, 11), rtol=1e-5)
     p = pred.reshape(-1, 32)
     ballot = (p.astype(np.uint64) << lane.astype(np.uint64)).sum(1).astype(np.uint32)
     np.testing.assert_array_equal(votes[:, 0], np.repeat(ballot, 32))

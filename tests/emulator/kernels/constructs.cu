@@ -83,7 +83,7 @@ extern "C" __global__ void warp_ops(const float* x, const int* pred, float* out,
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     const int lane = threadIdx.x % 32;
     const float v = x[i];
-    float* o = out + 10 * i;
+    float* o = out + 11 * i;
     o[0] = __shfl_sync(0xffffffffu, v, 5);           // broadcast lane 5
     o[1] = __shfl_sync(0xffffffffu, v, lane + 3, 8);  // rotate within groups of 8
     o[2] = __shfl_up_sync(0xffffffffu, v, 2);
@@ -105,6 +105,7 @@ extern "C" __global__ void warp_ops(const float* x, const int* pred, float* out,
     const unsigned half = lane < 16 ? 0x0000ffffu : 0xffff0000u;
     o[8] = __shfl_sync(half, v, lane < 16 ? 0 : 16);
     o[9] = (float)__popc(__activemask());
+    o[10] = __shfl_xor_sync(0xffffffffu, v, 12, 8);  // may read an earlier group of 8, never a later one
 }
 
 // ---- atomics from every thread onto a few addresses
