@@ -33,14 +33,12 @@ _cache: dict[tuple, Plan] = {}
 _CACHE_SIZE = 256
 
 
-def plan(spec: ConvSpec, tile_bytes: Callable[[int, int], int], algorithm: str, row_step: int = 1,
-         reserved: int = 0, target_bytes: int | None = None, key=None) -> Plan:
+def plan(spec: ConvSpec, tile_bytes: Callable[[int, int], int], algorithm: str, key, row_step: int = 1,
+         reserved: int = 0, target_bytes: int | None = None) -> Plan:
     """Tiles for tile_bytes(images, rows); rows per tile is a multiple of row_step (but the last).
-    `reserved` bytes of the cap are already taken (e.g. by transformed weights). With a
-    hashable `key` that determines tile_bytes, the plan is memoised (with the settings)."""
+    `reserved` bytes of the cap are already taken (e.g. by transformed weights). The plan is
+    memoised on the hashable `key`, which must determine tile_bytes, with the spec and settings."""
     target_bytes = TARGET_BYTES if target_bytes is None else target_bytes
-    if key is None:
-        return _plan(spec, tile_bytes, algorithm, row_step, reserved, target_bytes)
     full_key = (key, spec, algorithm, row_step, reserved, target_bytes, MIN_PARALLEL_BYTES, config.workspace_bytes,
                 config.num_threads)
     found = _cache.get(full_key)
