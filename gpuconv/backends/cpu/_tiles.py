@@ -52,17 +52,18 @@ def plan(spec: ConvSpec, tile_bytes: Callable[[int, int], int], algorithm: str, 
 def _plan(spec: ConvSpec, tile_bytes: Callable[[int, int], int], algorithm: str, row_step: int,
           reserved: int, target_bytes: int) -> Plan:
     cap = config.workspace_bytes - reserved
+    smallest, one_image = tile_bytes(1, row_step), tile_bytes(1, spec.oh)
     threads = max(1, config.num_threads)
-    if tile_bytes(1, row_step) * threads > cap or spec.n * tile_bytes(1, spec.oh) < MIN_PARALLEL_BYTES:
+    if smallest * threads > cap or spec.n * one_image < MIN_PARALLEL_BYTES:
         threads = 1
     budget = cap // threads
-    if tile_bytes(1, row_step) > budget:
+    if smallest > budget:
         raise MemoryError(f"algorithm {algorithm!r}: the smallest tile of this convolution needs "
-                          f"{tile_bytes(1, row_step)} bytes of workspace (and {reserved} more for the whole "
+                          f"{smallest} bytes of workspace (and {reserved} more for the whole "
                           f"call), more than the cap of {config.workspace_bytes} bytes (gpuconv.set_workspace_limit)")
-    target = min(budget, max(target_bytes, tile_bytes(1, row_step)))
-    if tile_bytes(1, spec.oh) <= target:
-        images = max(1, min(target // tile_bytes(1, spec.oh), _ceil_div(spec.n, threads)))
+    target = min(budget, max(target_bytes, smallest))
+    if one_image <= target:
+        images = max(1, min(target // one_image, _ceil_div(spec.n, threads)))
         count = threads * _ceil_div(_ceil_div(spec.n, images), threads)  # a multiple of the threads
         images = _ceil_div(spec.n, count)  # the same number of tiles, or fewer, evened out
         rows = spec.oh
