@@ -7,13 +7,14 @@ import math
 import os
 import statistics
 import sys
+import types
 
 import numpy as np
 import pytest
 
 from gpuconv.__main__ import main
 from gpuconv.backends import BackendUnavailable
-from gpuconv.benchmark import contenders, report, runner
+from gpuconv.benchmark import contenders, report, runner, timing
 from gpuconv.benchmark.figures import (geometric_mean, rate, relative_difference, share, speed_ratio,
                                        summarise)
 from gpuconv.benchmark.layers import AVG_POOL, CONV, LAYERS, MAX_POOL, Case, select_cases
@@ -270,65 +271,53 @@ def test_implicit_gemm_shape_has_the_conv_flops():
     assert implicit_gemm_shape(Case(LAYER["A"], "float32").spec) == (64, 8 * 112 * 112, 3 * 7 * 7)
 
 
-class _EventLog:
-    """Stand-in CUDA events for the GPU clocks without a GPU: each records what is asked of it
-    in a shared log."""
+class _Events:
+    """Stand-in CUDA events for the GPU clocks without a GPU: every call they get is logged."""
 
     def __init__(self):
         self.log = []
-        log = self.log
 
-        class Event:
-            def __init__(self, enable_timing=True):
-                assert enable_timing, "an event made without timing cannot be measured"
-                self.name = f"event{sum(entry.startswith('new') for entry in log)}"
-                log.append(f"new {self.name}")
+    def new(self, enable_timing=True):
+        assert enable_timing, "an event made without timing cannot be measured"
+        return _Event(self.log, f"event{sum(entry.startswith('new') for entry in self.log)}")
 
-            def record(self):
-                log.append(f"record {self.name}")
+    def stand_in_cupy(self):
+        device = types.SimpleNamespace(synchronize=lambda: self.log.append("device sync"))
+        return types.SimpleNamespace(cuda=types.SimpleNamespace(
+            Device=lambda: device, Event=self.new, get_elapsed_time=lambda start, end: start.elapsed_time(end)))
 
-            def synchronize(self):
-                log.append(f"wait {self.name}")
-
-            def elapsed_time(self, end):
-                log.append(f"elapsed {self.name} {end.name}")
-                return 250.0  # milliseconds
-
-        self.Event = Event
-
-    EXPECTED = ["device sync", "new event0", "new event1", "record event0", "call", "record event1",
-                "wait event1", "elapsed event0 event1"]
+    def stand_in_torch(self):
+        return types.SimpleNamespace(cuda=types.SimpleNamespace(
+            synchronize=lambda: self.log.append("device sync"),
+            Event=lambda enable_timing=False: self.new(enable_timing)))  # torch's default: no timing
 
 
-def test_cupy_event_clock_synchronises_then_times_the_call_between_events(monkeypatch):
-    """The GPU clock without a GPU: a stand-in CuPy records what the clock asks of it."""
-    import types
+class _Event:
+    def __init__(self, log, name):
+        self.log, self.name = log, name
+        log.append(f"new {name}")
 
-    from gpuconv.benchmark.timing import cupy_event_clock
+    def record(self):
+        self.log.append(f"record {self.name}")
 
-    events = _EventLog()
-    device = types.SimpleNamespace(synchronize=lambda: events.log.append("device sync"))
-    cuda = types.SimpleNamespace(Device=lambda: device, Event=events.Event,
-                                 get_elapsed_time=lambda start, end: start.elapsed_time(end))
-    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(cuda=cuda))
-    seconds = cupy_event_clock()(lambda: events.log.append("call"))
+    def synchronize(self):
+        self.log.append(f"wait {self.name}")
+
+    def elapsed_time(self, end):
+        self.log.append(f"elapsed {self.name} {end.name}")
+        return 250.0  # milliseconds
+
+
+@pytest.mark.parametrize("module, make_clock", [("cupy", timing.cupy_event_clock),
+                                                ("torch", timing.torch_event_clock)])
+def test_gpu_event_clocks_synchronise_then_time_the_call_between_events(module, make_clock, monkeypatch):
+    """The GPU clocks without a GPU: a stand-in CuPy or torch records what the clock asks of it."""
+    events = _Events()
+    monkeypatch.setitem(sys.modules, module, getattr(events, f"stand_in_{module}")())
+    seconds = make_clock()(lambda: events.log.append("call"))
     assert seconds == pytest.approx(0.25)
-    assert events.log == _EventLog.EXPECTED
-
-
-def test_torch_event_clock_synchronises_then_times_the_call_between_events(monkeypatch):
-    """The same for PyTorch's CUDA events, with a stand-in torch."""
-    import types
-
-    from gpuconv.benchmark.timing import torch_event_clock
-
-    events = _EventLog()
-    cuda = types.SimpleNamespace(synchronize=lambda: events.log.append("device sync"),
-                                 Event=lambda enable_timing=False: events.Event(enable_timing))  # torch's default
-    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
-    seconds = torch_event_clock()(lambda: events.log.append("call"))
-    assert seconds == pytest.approx(0.25)
-    assert events.log == _EventLog.EXPECTED
+    assert events.log == ["device sync", "new event0", "new event1", "record event0", "call", "record event1",
+                          "wait event1", "elapsed event0 event1"]
 
 
 def test_plot_writes_a_png(tmp_path):
