@@ -115,13 +115,18 @@ def test_warp_collectives(mod, order):
     expected[..., 2] = w[:, np.where(lane >= 2, lane - 2, lane)]
     expected[..., 3] = w[:, np.where(lane % 16 + 4 < 16, lane + 4, lane)]
     expected[..., 4] = w[:, lane ^ 1]
-    expected[..., 5] = w.sum(1, keepdims=True)
+    expected[..., 5] = w.astype(np.float64).sum(1, keepdims=True)
     expected[..., 6] = w[:, np.minimum(lane + 1, 31)]
     expected[..., 7] = w[:, 31 - lane] * 10
     expected[..., 8] = w[:, np.where(lane < 16, 0, 16)]
     expected[..., 9] = 32
     expected[..., 10] = w[:, np.where(lane ^ 12 < (lane & ~7) + 8, lane ^ 12, lane)]
-    np.testing.assert_allclose(out, expected.reshape(n, 11), rtol=1e-5)
+    expected = expected.reshape(n, 11)
+    others = np.arange(11) != 5
+    np.testing.assert_allclose(out[:, others], expected[:, others], rtol=1e-5)
+    # The butterfly sum rounds 5 times in float32: its error scales with sum(|x|), not with the sum
+    # (which may be near 0), so rtol alone failed about 1 run in 150.
+    np.testing.assert_allclose(out[:, 5], expected[:, 5], rtol=1e-5, atol=1e-6 * np.abs(w).sum(1).max())
     p = pred.reshape(-1, 32)
     ballot = (p.astype(np.uint64) << lane.astype(np.uint64)).sum(1).astype(np.uint32)
     np.testing.assert_array_equal(votes[:, 0], np.repeat(ballot, 32))
