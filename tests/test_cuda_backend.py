@@ -118,6 +118,13 @@ def test_implicit_gemm_not_applicable_past_the_grid_limit():
                        "implicit_gemm")
 
 
+def test_auto_raises_the_reason_when_no_algorithm_fits():
+    backend = _emu()
+    spec = conv_spec((2**31, 70000, 1, 1), (70000, 1, 1, 1), 1, 0, 1, 70000, "zeros")  # both grids too large
+    assert backend.applicable_algorithms(spec) == ("auto",)
+    with pytest.raises(ValueError, match="algorithm='direct' needs at most"):
+        backend.conv2d(np.ones(1, np.float32), np.ones(1, np.float32), None, spec, "auto")
+
 def test_unknown_algorithm_is_a_value_error_naming_it():
     _emu()
     with pytest.raises(ValueError, match="winograd"):
