@@ -4,6 +4,7 @@ one-row tiles), every padding mode, strides, dilations, groups, dtypes and bias;
 float32 error bound; the workspace cap; thread settings."""
 from __future__ import annotations
 
+import contextlib
 import re
 import tracemalloc
 
@@ -43,6 +44,27 @@ CASES = [
     ((1, 3, 4, 40), (2, 3, 3, 3), dict(padding=((1, 1), (0, 0)), padding_mode="replicate")),
     ((2, 3, 30, 26), (4, 3, 3, 3), dict(padding=1, padding_mode="reflect")),  # Winograd's per-image matmuls
 ]
+
+
+@contextlib.contextmanager
+def workspace_limit(nbytes: int):
+    """gpuconv.set_workspace_limit(nbytes) for the block; the previous cap afterwards."""
+    saved = config.workspace_bytes
+    gpuconv.set_workspace_limit(nbytes)
+    try:
+        yield
+    finally:
+        config.workspace_bytes = saved
+
+
+def traced_peak(call):
+    """(call(), the peak of the allocations tracemalloc traced during it, in bytes)."""
+    tracemalloc.start()
+    try:
+        result = call()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 @pytest.fixture(params=["default", "one-row tiles", "few-image tiles"])
@@ -148,18 +170,9 @@ def test_workspace_cap_holds_for_every_algorithm(algorithm):
     expected = ref.conv2d(x, w, padding=1)
     cap, out_bytes = 1 << 20, expected.size * 4
     assert 4 * 16 * 9 * 64 * 64 * 4 > 8 * cap
-    saved = config.workspace_bytes
-    gpuconv.set_workspace_limit(cap)
-    try:
+    with workspace_limit(cap):
         _workspace.release()  # drop buffers an earlier call kept under the default cap
-        tracemalloc.start()
-        try:
-            out = gpuconv.conv2d(x, w, padding=1, algorithm=algorithm, backend="numpy")
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
-    finally:
-        config.workspace_bytes = saved
+        out, peak = traced_peak(lambda: gpuconv.conv2d(x, w, padding=1, algorithm=algorithm, backend="numpy"))
     assert_close(out, expected, np.float32, f"algorithm={algorithm} under a 1 MiB cap")
     assert peak <= cap + out_bytes + (64 << 10), f"algorithm={algorithm}: peak {peak} > cap {cap} + output {out_bytes}"
 
@@ -174,30 +187,19 @@ LAYERS_A_TO_H = [  # DESIGN.md section 5: (x shape, w shape, stride, padding, gr
 def test_layers_a_to_h_take_under_32_mib_of_scratch():
     """Traced allocations of each benchmark layer's conv (automatic algorithm, workspace
     allocated afresh) beyond its output stay under 32 MiB."""
-    saved = config.workspace_bytes
     for x_shape, w_shape, stride, padding, groups in LAYERS_A_TO_H:
         x, w = np.ones(x_shape, np.float32), np.ones(w_shape, np.float32)
-        gpuconv.set_workspace_limit(1 << 20)  # so that release() drops every kept buffer
-        _workspace.release()
-        config.workspace_bytes = saved
-        tracemalloc.start()
-        try:
-            out = gpuconv.conv2d(x, w, stride=stride, padding=padding, groups=groups, backend="numpy")
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
+        with workspace_limit(1 << 20):  # so that release() drops every kept buffer
+            _workspace.release()
+        out, peak = traced_peak(
+            lambda: gpuconv.conv2d(x, w, stride=stride, padding=padding, groups=groups, backend="numpy"))
         assert peak - out.nbytes < 32 << 20, f"x{x_shape} w{w_shape}: {(peak - out.nbytes) >> 20} MiB of scratch"
 
 
 def test_a_tile_that_cannot_fit_the_cap_is_a_clear_memory_error():
-    saved = config.workspace_bytes
-    gpuconv.set_workspace_limit(1 << 20)
-    try:
-        x, w = np.ones((1, 256, 3, 2048), np.float32), np.ones((2, 256, 3, 3), np.float32)
-        with pytest.raises(MemoryError, match=r"algorithm 'im2col'.*cap of 1048576 bytes"):
-            gpuconv.conv2d(x, w, algorithm="im2col", backend="numpy")
-    finally:
-        config.workspace_bytes = saved
+    x, w = np.ones((1, 256, 3, 2048), np.float32), np.ones((2, 256, 3, 3), np.float32)
+    with workspace_limit(1 << 20), pytest.raises(MemoryError, match=r"algorithm 'im2col'.*cap of 1048576 bytes"):
+        gpuconv.conv2d(x, w, algorithm="im2col", backend="numpy")
 
 
 def test_blas_thread_setting_is_restored_after_a_call():
@@ -244,18 +246,9 @@ def test_pooling_a_large_plane_stays_under_the_cap():
     rng = np.random.default_rng(8)
     x = random_array(rng, (1, 1, 1500, 1200), np.float32)
     expected = ref.avg_pool2d(x[..., :40, :], 3, 2, 1)
-    saved = config.workspace_bytes
-    gpuconv.set_workspace_limit(1 << 20)
-    try:
+    with workspace_limit(1 << 20):
         _workspace.release()
-        tracemalloc.start()
-        try:
-            out = gpuconv.avg_pool2d(x, 3, 2, 1, backend="numpy")
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
-    finally:
-        config.workspace_bytes = saved
+        out, peak = traced_peak(lambda: gpuconv.avg_pool2d(x, 3, 2, 1, backend="numpy"))
     assert_close(out[..., :20, :], expected[..., :20, :], np.float32, "avg pool under a 1 MiB cap")
     assert peak <= (1 << 20) + out.nbytes + (64 << 10), f"peak {peak} bytes"
 
@@ -265,12 +258,8 @@ def test_auto_falls_back_to_im2col_when_winograd_exceeds_the_cap():
     x, w = random_array(rng, (1, 256, 6, 6), np.float32), random_array(rng, (256, 256, 3, 3), np.float32)
     spec = conv_spec(x.shape, w.shape, 1, 1, 1, 1, "zeros")
     assert conv.choose(spec) == "winograd"
-    saved = config.workspace_bytes
-    gpuconv.set_workspace_limit(1 << 20)  # transformed weights alone need 4 MiB
-    try:
+    with workspace_limit(1 << 20):  # transformed weights alone need 4 MiB
         with pytest.raises(MemoryError, match="winograd"):
             gpuconv.conv2d(x, w, padding=1, algorithm="winograd", backend="numpy")
         out = gpuconv.conv2d(x, w, padding=1, backend="numpy")
-    finally:
-        config.workspace_bytes = saved
     assert_close(out, ref.conv2d(x, w, padding=1), np.float32, "auto under a 1 MiB cap")
