@@ -16,7 +16,7 @@ import reference as ref
 from gpuconv._config import config
 from gpuconv._geometry import conv_spec
 from gpuconv.backends import get_backend
-from gpuconv.backends.cpu import _blas, _tiles, _workspace, conv, pool
+from gpuconv.backends.cpu import _blas, _tiles, _workspace, conv, pool, winograd
 from support import as_reference_input, assert_close, poisoned_numpy_backend, random_array
 
 ALGORITHMS = tuple(a for a in conv.ALGORITHMS if a != "auto")
@@ -69,10 +69,13 @@ def traced_peak(call):
 
 @pytest.fixture(params=["default", "one-row tiles", "few-image tiles"])
 def tiling(request, monkeypatch):
-    """Tile size targets: the library default, the smallest tile (one or two output rows, so
-    rows are split and the last tile is a remainder) and a few images per tile."""
-    target = {"default": _tiles.TARGET_BYTES, "one-row tiles": 1, "few-image tiles": 24 << 10}[request.param]
-    monkeypatch.setattr(_tiles, "TARGET_BYTES", target)
+    """Tile size targets: the library defaults, the smallest tile (one or two output rows, so
+    rows are split and the last tile is a remainder) and a few images per tile; for im2col and
+    direct (_tiles.TARGET_BYTES) and for Winograd (its own TARGET_BYTES)."""
+    target = {"default": None, "one-row tiles": 1, "few-image tiles": 24 << 10}[request.param]
+    if target is not None:
+        monkeypatch.setattr(_tiles, "TARGET_BYTES", target)
+        monkeypatch.setattr(winograd, "TARGET_BYTES", target)
     return request.param
 
 
