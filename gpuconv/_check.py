@@ -8,7 +8,6 @@ Exit status 1 on any failure (compile error, spill, warning, or an error above t
 """
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
@@ -221,7 +220,3 @@ def run(args) -> int:
         print(f"  ({name}: {time.perf_counter() - started:.1f} s)")
     print("check passed" if ok else "check FAILED")
     return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(run(type("Args", (), {"backends": None, "no_compile": False})()))
