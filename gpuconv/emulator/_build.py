@@ -105,8 +105,8 @@ def _preprocess(req: BuildRequest) -> str:
     return _run(cmd, f"preprocessing {req.source}", stdin=f'#include "{quoted}"\n')
 
 
-def _statement_end(text: str, start: int) -> int:
-    """Index of the ';' that ends the declaration starting at `start` (outside brackets)."""
+def _outside_brackets(text: str, start: int = 0):
+    """(index, character) of each character of text[start:] outside (), [] and {} groups."""
     depth = 0
     for i in range(start, len(text)):
         ch = text[i]
@@ -114,32 +114,26 @@ def _statement_end(text: str, start: int) -> int:
             depth += 1
         elif ch in ")]}":
             depth -= 1
-        elif ch == ";" and depth == 0:
-            return i
-    raise ValueError("unterminated __shared__ declaration")
+        elif depth == 0:
+            yield i, ch
+
+
+def _statement_end(text: str, start: int) -> int:
+    """Index of the ';' that ends the declaration starting at `start` (outside brackets)."""
+    end = next((i for i, ch in _outside_brackets(text, start) if ch == ";"), None)
+    if end is None:
+        raise ValueError("unterminated __shared__ declaration")
+    return end
 
 
 def _split_top_level(text: str, sep: str) -> list[str]:
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(text):
-        depth += (ch in "([{") - (ch in ")]}")
-        if ch == sep and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    return parts + [text[start:]]
+    cuts = [-1] + [i for i, ch in _outside_brackets(text) if ch == sep] + [len(text)]
+    return [text[a + 1:b] for a, b in zip(cuts, cuts[1:])]
 
 
 def _without_groups(text: str) -> str:
     """`text` without bracketed groups: `__attribute__((a)) float x[4][2]` -> `__attribute__ float x`."""
-    out, depth = [], 0
-    for ch in text:
-        if ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif depth == 0:
-            out.append(ch)
-    return "".join(out)
+    return "".join(ch for _, ch in _outside_brackets(text))
 
 
 def _declared_names(declaration: str) -> list[str]:
