@@ -217,3 +217,20 @@ def test_gpu_runs_on_cupys_current_stream(cupy_gpu):
         out = gpuconv.avg_pool2d(x, 2, backend="cuda")
     stream.synchronize()
     assert_close(out, ref.avg_pool2d(as_reference_input(x.get()), 2), np.float32)
+
+
+@pytest.mark.gpu
+def test_gpu_direct_kernel_beyond_48kb_of_shared_memory(cupy_gpu):
+    """The device's opt-in limit (over 48 KB on every GPU since Volta) is read and the kernel's attribute
+    raised: a 47x47 float64 kernel stages a 62 x 78 halo tile plus its weights, over 48 KB."""
+    from gpuconv.backends import cuda
+
+    backend = get_backend("cuda")
+    assert backend.device.max_shared_bytes() > cuda.DEFAULT_SHARED_BYTES
+    spec = conv_spec((1, 1, 50, 50), (1, 1, 47, 47), 1, 0, 1, 1, "zeros")
+    plan = backend._plan(spec, "direct", np.float64)
+    assert plan.staged and plan.shared > cuda.DEFAULT_SHARED_BYTES
+    rng = np.random.default_rng(8)
+    x, w = random_array(rng, (1, 1, 50, 50), np.float64), random_array(rng, (1, 1, 47, 47), np.float64)
+    out = gpuconv.conv2d(cupy_gpu.asarray(x), cupy_gpu.asarray(w), algorithm="direct", backend="cuda")
+    assert_close(out, ref.conv2d(x, w), np.float64, "cuda conv2d[direct] 47x47 float64")
