@@ -129,7 +129,7 @@ inline const char* barrier_name(int kind) {
 struct Thread {
     Fiber fiber;
     uint3 idx;
-    unsigned linear, lane, warp;
+    unsigned lane, warp;
     int state;
     // Where a blocked thread waits, and its operands.
     int kind;
@@ -595,7 +595,6 @@ GPUCONV_EMU_RUNTIME inline bool prepare_threads() {
             }
             g.fibers_allocated = i + 1;
         }
-        t->linear = i;
         t->idx = make_uint3(i % g.block.x, i / g.block.x % g.block.y, i / (g.block.x * g.block.y));
         t->lane = i % kWarpSize;
         t->warp = i / kWarpSize;
