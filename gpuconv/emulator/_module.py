@@ -28,6 +28,7 @@ _C_NAMES = {"b8": "bool", "i8": "signed char", "u8": "unsigned char", "i16": "sh
             "f16": "__half", "f32": "float", "f64": "double", "?": "void"}
 _NUMPY_NAMES = {c: f"np.{d.name}" for d, c in _DTYPE_CODES.items()}
 _DEFAULT_SHARED_LIMIT = 48 * 1024   # dynamic shared memory a kernel may use without opting in
+_Dim3 = ctypes.c_ulonglong * 3      # grid and block sizes as the launch entry point takes them
 # One launch at a time in the whole process: a launch owns the SIGSEGV handler while it runs.
 _launch_lock = threading.Lock()
 
@@ -99,8 +100,7 @@ class Module:
         lib.gpuconv_emu_alloc.restype = ctypes.c_void_p
         lib.gpuconv_emu_alloc.argtypes = [ctypes.c_size_t]
         lib.gpuconv_emu_free.argtypes = [ctypes.c_void_p]
-        u64x3 = ctypes.c_ulonglong * 3
-        lib.gpuconv_emu_launch.argtypes = [ctypes.c_int, u64x3, u64x3, ctypes.c_ulonglong,
+        lib.gpuconv_emu_launch.argtypes = [ctypes.c_int, _Dim3, _Dim3, ctypes.c_ulonglong,
                                            ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_ulonglong]
 
     @property
@@ -143,9 +143,8 @@ class Function:
                      for a, s in zip(args, scalars)]
             argv = (ctypes.c_void_p * max(1, len(slots)))(*[ctypes.addressof(s) for s in slots])
             order, seed = current_order()
-            u64x3 = ctypes.c_ulonglong * 3
             with _launch_lock:
-                status = lib.gpuconv_emu_launch(self._index, u64x3(*grid3), u64x3(*block3), shared_mem, argv,
+                status = lib.gpuconv_emu_launch(self._index, _Dim3(*grid3), _Dim3(*block3), shared_mem, argv,
                                                 order, seed)
                 error = lib.gpuconv_emu_error().decode(errors="replace") if status else ""
             buffers.copy_back()
