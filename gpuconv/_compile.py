@@ -141,16 +141,15 @@ def parse_ptxas_log(log: str) -> dict[str, dict[str, int]]:
     kernels: dict[str, dict[str, int]] = {}
     current = None
     for line in log.splitlines():
-        if m := _ENTRY.search(line):
-            current = kernels.setdefault(m.group(1), {"registers": 0, "smem": 0, "spill": 0, "frame": 0})
-        elif m := _PROPERTIES.search(line):
+        if m := _ENTRY.search(line) or _PROPERTIES.search(line):
             current = kernels.setdefault(m.group(1), {"registers": 0, "smem": 0, "spill": 0, "frame": 0})
         elif current is not None and (m := _FRAME.search(line)):
             current["frame"] = int(m.group(1))
             current["spill"] = int(m.group(2)) + int(m.group(3))
         elif current is not None and (m := _USED.search(line)):
             current["registers"] = int(m.group(1))
-            current["smem"] = int(m.group(1)) if (m := _SMEM.search(line)) else 0
+            smem = _SMEM.search(line)
+            current["smem"] = int(smem.group(1)) if smem else 0
     return kernels
 
 
