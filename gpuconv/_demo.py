@@ -97,6 +97,7 @@ def run(args) -> int:
     feature_maps = None
     for backend in available_backends():
         crop = image[:, :EMULATED_CROP, :EMULATED_CROP] if backend == "cuda-emu" else image
+        run_pipeline(crop, weights, args.pool, backend)  # warm-up: CUDA backends compile kernels on first use
         results, seconds = run_pipeline(crop, weights, args.pool, backend)
         results = [_to_numpy(a) for a in results]
         note = f" (on a {EMULATED_CROP}x{EMULATED_CROP} crop)" if crop is not image else ""
