@@ -4,7 +4,7 @@
 2. Run a parity suite on every available backend (a real GPU, the emulator, NumPy): each op,
    each dtype, each conv algorithm, against a float64 reference written here from the
    definitions; one line per op/dtype/backend with the max error relative to the result's scale.
-Exit status 1 on any failure (compile error, spill, warning, or an error above tolerance).
+Exit status 1 on any failure (compile error, spill, stack frame, warning, or an error above tolerance).
 """
 from __future__ import annotations
 
@@ -185,6 +185,11 @@ def kernel_warnings(record) -> tuple[str, ...]:
     return tuple(w for w in record.warnings if not any(n in w for n in TOOLCHAIN_NOTICES))
 
 
+def is_clean(record) -> bool:
+    """No spills, no stack frame (local memory) and no compiler warning about our code."""
+    return not (record.spill_bytes or record.stack_frame_bytes or kernel_warnings(record))
+
+
 def compile_check() -> bool:
     try:
         from ._compile import CompileCheckError, compile_report
@@ -196,14 +201,16 @@ def compile_check() -> bool:
     except CompileCheckError as exc:
         print(f"compile report: FAILED\n{exc}")
         return False
-    print(f"{'file':<22} {'kernel':<56} {'arch':<6} {'regs':>4} {'smem':>6} {'spill':>5}  compiler     warnings")
+    print(f"{'file':<22} {'kernel':<56} {'arch':<6} {'regs':>4} {'smem':>6} {'spill':>5} {'stack':>5}  "
+          f"compiler     warnings")
     ok = True
     for r in records:
         warnings = kernel_warnings(r)
-        bad = bool(r.spill_bytes or warnings)
+        bad = not is_clean(r)
         ok &= not bad
         print(f"{r.file:<22} {r.name_expression:<56} {r.arch:<6} {r.registers:>4} {r.static_shared_bytes:>6} "
-              f"{r.spill_bytes:>5}  {r.compiler:<12} {'; '.join(warnings) or '-'}{'  FAIL' if bad else ''}")
+              f"{r.spill_bytes:>5} {r.stack_frame_bytes:>5}  {r.compiler:<12} {'; '.join(warnings) or '-'}"
+              f"{'  FAIL' if bad else ''}")
     return ok
 
 
