@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emu_support import kernel_path
+from emu_support import kernel_path, run_conv_tiled
 
 pytestmark = pytest.mark.emulator
 
@@ -29,9 +29,7 @@ def test_tiled_conv_matches_numpy(emulator, order, k):
     x = rng.standard_normal((n, c, h, w), dtype=np.float32)
     wt = rng.standard_normal((f, c, k, k), dtype=np.float32)
     y = np.full((n, f, h - k + 1, w - k + 1), np.nan, np.float32)
-    mod = emulator.Module(path=kernel_path("conv_tiled.cu"), name_expressions=(f"conv_tiled<{k}>",))
-    grid = (-(-(w - k + 1) // 16), -(-(h - k + 1) // 16), n * f)
-    mod.get_function(f"conv_tiled<{k}>")(grid, (16, 16), (x, wt, y, np.int32(c), np.int32(h), np.int32(w), np.int32(f)))
+    run_conv_tiled(emulator, x, wt, y)
     np.testing.assert_allclose(y, _valid_correlation(x, wt), rtol=1e-5, atol=1e-5)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emu_support import kernel_path
+from emu_support import run_conv_tiled
 
 pytestmark = pytest.mark.emulator
 
@@ -92,9 +92,7 @@ def test_ucontext_fallback_runs_the_same(emulator, order):
     results = []
     for options in ((), ("-DGPUCONV_EMU_UCONTEXT",)):
         y = np.full((n, f, h - k + 1, w - k + 1), np.nan, np.float32)
-        mod = emulator.Module(path=kernel_path("conv_tiled.cu"), options=options, name_expressions=("conv_tiled<3>",))
-        mod.get_function("conv_tiled<3>")((2, 2, n * f), (16, 16),
-                                          (x, wt, y, np.int32(c), np.int32(h), np.int32(w), np.int32(f)))
+        run_conv_tiled(emulator, x, wt, y, options)
         results.append(y)
     assert not np.isnan(results[0]).any()
     np.testing.assert_array_equal(results[0], results[1])

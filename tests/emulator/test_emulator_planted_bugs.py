@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emu_support import kernel_path
+from emu_support import run_conv_tiled
 
 pytestmark = pytest.mark.emulator
 
@@ -22,10 +22,7 @@ def _run_conv(emulator, defines: tuple[str, ...]):
     x = rng.standard_normal((n, c, h, w), dtype=np.float32)
     wt = rng.standard_normal((f, c, K, K), dtype=np.float32)
     y = np.zeros((n, f, h - K + 1, w - K + 1), np.float32)   # zeros, not NaN: only the kernel's reads can poison it
-    mod = emulator.Module(path=kernel_path("conv_tiled.cu"), options=tuple(f"-D{d}" for d in defines),
-                          name_expressions=(f"conv_tiled<{K}>",))
-    mod.get_function(f"conv_tiled<{K}>")((2, 2, n * f), (16, 16),
-                                         (x, wt, y, np.int32(c), np.int32(h), np.int32(w), np.int32(f)))
+    run_conv_tiled(emulator, x, wt, y, options=tuple(f"-D{d}" for d in defines))
     return y
 
 
