@@ -94,6 +94,35 @@ def test_cupy_code_changes_when_an_included_header_changes(monkeypatch, tmp_path
     assert all(b["options"] == _kernels.NVRTC_OPTIONS and b["name_expressions"] == _kernels.KERNEL_SOURCES["pad.cu"]
                for b in built)
 
+
+def test_empty_outputs_launch_no_kernel(monkeypatch):
+    """CUDA rejects a launch with a zero grid dimension, which the emulator runs as no blocks: an empty
+    batch or channel axis must reach no kernel (gpuconv._api returns the empty result itself)."""
+    _emu()
+    grids, get_function = [], _kernels.get_function
+
+    def strict_get_function(file, name, device_kind):
+        function = get_function(file, name, device_kind)
+
+        def launch(grid, block, args, shared_mem=0):
+            grids.append(grid)
+            assert 0 not in grid, f"{name} launched with grid {grid}"
+            function(grid, block, args, shared_mem=shared_mem)
+        return launch
+
+    monkeypatch.setattr(_kernels, "get_function", strict_get_function)
+    x, w = np.ones((0, 2, 5, 5), np.float32), np.ones((3, 2, 3, 3), np.float32)
+    for algorithm in ("direct", "implicit_gemm"):
+        assert gpuconv.conv2d(x, w, algorithm=algorithm, backend="cuda-emu").shape == (0, 3, 3, 3)
+    out, indices = gpuconv.max_pool2d(x, 2, return_indices=True, backend="cuda-emu")
+    assert out.shape == indices.shape == (0, 2, 2, 2)
+    assert gpuconv.avg_pool2d(x[:, :0], 2, backend="cuda-emu").shape == (0, 0, 2, 2)
+    assert gpuconv.pad2d(np.ones((1, 0, 5, 5), np.float32), 1, backend="cuda-emu").shape == (1, 0, 7, 7)
+    assert not grids
+    assert_same(gpuconv.pad2d(np.ones((1, 1, 1, 1), np.float32), 1, backend="cuda-emu"),
+                np.pad(np.ones((1, 1, 1, 1), np.float32), ((0, 0), (0, 0), (1, 1), (1, 1))))
+    assert grids == [(1, 1, 1)]  # the stand-in is the one launching
+
 # ---- algorithm choice -------------------------------------------------------------------------------
 @pytest.mark.parametrize("x_shape, w_shape, groups, expected", [
     ((8, 64, 56, 56), (64, 64, 3, 3), 1, "implicit_gemm"),   # ResNet 3x3
