@@ -29,13 +29,26 @@ def tap_phases(kernel: int, dilation: int, stride: int) -> list[tuple[int, int]]
     return [((k * dilation) % stride, (k * dilation) // stride) for k in range(kernel)]
 
 
-def column_gathers(spec, stride: int, width: int) -> list["PhaseGather"]:
-    """A PhaseGather per column phase q < stride of spec's padded input, each filling `width`
-    columns (padded positions q, q + stride, ...)."""
-    left, right = spec.pads[2:]
-    return [PhaseGather(spec.w, source_map(spec.w, left, right, spec.padding_mode, q + stride * width)[q::stride],
-                        q - left, stride)
-            for q in range(stride)]
+class Phases:
+    """spec's padded input split into row_step x col_step phases: phase (p, q) holds the padded
+    positions (p + i*row_step, q + j*col_step), `width` columns per row; padded rows before
+    `length` have a source."""
+
+    def __init__(self, spec, row_step: int, col_step: int, length: int, width: int):
+        top, bottom, left, right = spec.pads
+        self.top, self.row_step = top, row_step
+        self.row_src = source_map(spec.h, top, bottom, spec.padding_mode, length)
+        self.gathers = [PhaseGather(spec.w, source_map(spec.w, left, right, spec.padding_mode,
+                                                       q + col_step * width)[q::col_step], q - left, col_step)
+                        for q in range(col_step)]
+
+    def fill(self, x: np.ndarray, first: int, count: int, plane) -> None:
+        """plane(p, q) = `count` rows of phase (p, q) of x's padded images, from padded row first + p."""
+        for p in range(self.row_step):
+            start = first + p
+            rsrc = self.row_src[start:start + count * self.row_step:self.row_step]
+            for q, gather in enumerate(self.gathers):
+                gather.fill(x, rsrc, start - self.top, self.row_step, plane(p, q))
 
 
 def _interior(count: int, first: int, step: int, size: int) -> tuple[int, int]:

@@ -44,10 +44,7 @@ class Windows:
         self.col_phases = _slab.tap_phases(spec.kw, self.dw, self.sw)
         self.grid_w = spec.ow + (spec.kw - 1) * self.dw // self.sw
         self.extra_rows = (spec.kh - 1) * self.dh // self.sh
-        top, bottom = spec.pads[:2]
-        self.row_src = _slab.source_map(spec.h, top, bottom, spec.padding_mode,
-                                        (spec.oh + self.extra_rows + 1) * self.sh)
-        self.gathers = _slab.column_gathers(spec, self.sw, self.grid_w)
+        self.phases = _slab.Phases(spec, self.sh, self.sw, (spec.oh + self.extra_rows + 1) * self.sh, self.grid_w)
         self.phase_groups = [(p, q, _progression(self.row_phases, p), _progression(self.col_phases, q))
                              for p in range(self.sh) for q in range(self.sw)]
 
@@ -60,14 +57,9 @@ class Windows:
     def load(self, x: np.ndarray, n0: int, n1: int, r0: int, rows: int, slab: np.ndarray | None) -> "TileWindows":
         if self.unpadded:
             return TileWindows(self, x[n0:n1], r0, rows)
-        spec, top = self.spec, self.spec.pads[0]
         prows = rows + self.extra_rows
-        for p in range(self.sh):
-            first = r0 * self.sh + p
-            rsrc = self.row_src[first:first + prows * self.sh:self.sh]
-            for q, gather in enumerate(self.gathers):
-                gather.fill(x[n0:n1], rsrc, first - top, self.sh,
-                            slab[:, :, p, q].reshape(n1 - n0, spec.c, prows, self.grid_w))
+        self.phases.fill(x[n0:n1], r0 * self.sh, prows,
+                         lambda p, q: slab[:, :, p, q].reshape(n1 - n0, self.spec.c, prows, self.grid_w))
         return TileWindows(self, slab, r0, rows)
 
 

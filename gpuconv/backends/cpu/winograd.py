@@ -107,12 +107,10 @@ def _output_transform(m: np.ndarray, s: np.ndarray, y: np.ndarray) -> None:
 
 
 @functools.lru_cache(maxsize=64)
-def _phase_sources(spec: ConvSpec):
-    """(phase_w, padded row sources, a column gather per column phase) of spec's 2x2 phases."""
-    top, bottom = spec.pads[:2]
+def _phases(spec: ConvSpec) -> _slab.Phases:
+    """spec's padded input as 2x2 phases of phase_w columns."""
     _, phase_w = _grid(spec, 2)
-    row_src = _slab.source_map(spec.h, top, bottom, spec.padding_mode, spec.oh + 4)
-    return phase_w, row_src, _slab.column_gathers(spec, 2, phase_w)
+    return _slab.Phases(spec, 2, 2, spec.oh + 4, phase_w)
 
 
 def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarray) -> None:
@@ -120,8 +118,8 @@ def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarra
     plan = _tiles.plan(spec, lambda n, r: tile_bytes(spec, compute.itemsize, n, r), NAME, row_step=2,
                        reserved=weight_bytes(spec, compute.itemsize), target_bytes=TARGET_BYTES, key=compute.itemsize)
     u = transform_weights(wmat, spec)
-    top = spec.pads[0]
-    phase_w, row_src, gathers = _phase_sources(spec)
+    phases = _phases(spec)
+    _, phase_w = _grid(spec, 2)
     c, f = spec.c, spec.f
 
     def run_tile(i: int) -> None:
@@ -142,11 +140,8 @@ def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarra
         v, m = v_mem[:16 * c * size].reshape(16, c * size), m_mem[:16 * f * size].reshape(16, f * size)
         s, y = v_mem[:8 * f * size].reshape(8, f * size), v_mem[8 * f * size:12 * f * size].reshape(4, f * size)
         temp = m_mem[:2 * (c * size + 1)].reshape(2, c * size + 1)
-        for p in range(2):
-            rsrc = row_src[r0 + p:r0 + p + 2 * (block_rows + 1):2]
-            for q, gather in enumerate(gathers):
-                planes = view_as(slab[p, q, :c * size], (c, nt, block_rows + 1, phase_w)).transpose(1, 0, 2, 3)
-                gather.fill(x[n0:n1], rsrc, r0 + p - top, 2, planes)
+        phases.fill(x[n0:n1], r0, block_rows + 1,
+                    lambda p, q: view_as(slab[p, q, :c * size], (c, nt, block_rows + 1, phase_w)).transpose(1, 0, 2, 3))
         _input_transform(slab, temp, v, phase_w)
         # One matmul per transform element and image, leaving out the grid's spare row; for
         # small images one per transform element over all images, spare rows included, is faster.
