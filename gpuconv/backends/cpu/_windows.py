@@ -76,8 +76,8 @@ def _progression(phases: list[tuple[int, int]], phase: int):
 
 class TileWindows:
     """Windows of one loaded tile: apply(t, fn, dst) calls fn(window, part of dst) for tap t,
-    window being (images, C, n) and dst (..., rows * grid_w), and zeroes the rest of dst,
-    except the spare columns that end the last row of a phased grid: clear_spare(dst) zeroes
+    window being (images, C, n) and dst (..., rows * grid_w); the rest of dst, the spare
+    columns that end the last row of a phased grid, is left alone: clear_spare(dst) zeroes
     those, once per buffer."""
 
     def __init__(self, windows: Windows, source: np.ndarray, r0: int, rows: int):

@@ -3,8 +3,9 @@ multiply it by the weights with one BLAS matmul per group.
 
 Tile = (images n0:n1, output rows r0:r1); for_each_tile plans and runs them (for direct.py
 too). Each tap's window over the tile is one contiguous slice per (image, channel)
-(_windows.py), so the column matrix is built with kh*kw plain copies; when the output grid
-is the output itself (unpadded windows) the matmul writes straight into the output.
+(_windows.py), so the column matrix is built with one strided copy per stride phase (one in
+all for unpadded windows); when the output grid is the output itself (unpadded windows) the
+matmul writes straight into the output.
 Runs every shape (all strides, dilations, groups, padding modes).
 """
 from __future__ import annotations
