@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import threading
+from typing import Callable, NamedTuple
 
 _SYMBOLS = ("scipy_openblas{}_num_threads64_", "openblas{}_num_threads64_",
             "scipy_openblas{}_num_threads", "openblas{}_num_threads")
@@ -21,7 +22,13 @@ _SYMBOLS = ("scipy_openblas{}_num_threads64_", "openblas{}_num_threads64_",
 _lock = threading.Lock()
 _users = 0
 _saved = None
-_control = None  # (get() -> int, set(int)) once found, False when there is none
+_control = None  # a _Control once found, False when there is none
+
+
+class _Control(NamedTuple):
+    get: Callable[[], int]
+    set: Callable[[int], None]
+    name: str  # 'openblas-ctypes' or 'threadpoolctl'
 
 
 def _openblas_control():
@@ -41,7 +48,7 @@ def _openblas_control():
             if getter is not None and setter is not None:
                 getter.restype = ctypes.c_int
                 setter.argtypes = (ctypes.c_int,)
-                return getter, setter
+                return _Control(getter, setter, "openblas-ctypes")
     return None
 
 
@@ -54,7 +61,7 @@ def _threadpoolctl_control():
     if not controller.lib_controllers:
         return None
     first = controller.lib_controllers[0]
-    return (lambda: first.num_threads), (lambda n: controller.limit(limits=n) and None)
+    return _Control(lambda: first.num_threads, lambda n: controller.limit(limits=n) and None, "threadpoolctl")
 
 
 def _find_control():
@@ -67,9 +74,7 @@ def _find_control():
 def backend_name() -> str:
     """How BLAS threads are controlled: 'openblas-ctypes', 'threadpoolctl' or 'none'."""
     control = _find_control()
-    if not control:
-        return "none"
-    return "threadpoolctl" if control[0].__name__ == "<lambda>" else "openblas-ctypes"
+    return control.name if control else "none"
 
 
 @contextlib.contextmanager
@@ -80,7 +85,7 @@ def limit(threads: int):
     if not control:
         yield
         return
-    get, set_ = control
+    get, set_, _ = control
     with _lock:
         if _users == 0:
             _saved = get()
