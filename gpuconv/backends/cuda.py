@@ -83,7 +83,9 @@ class _Device:
     def launch(self, file: str, name: str, grid, block, args, shared: int = 0):
         function = _kernels.get_function(file, name, self.kind)
         if shared > DEFAULT_SHARED_BYTES:
-            function.max_dynamic_shared_size_bytes = shared
+            # The device's whole opt-in limit, not `shared`: a constant value, so threads launching
+            # the same kernel concurrently can never lower it under one another.
+            function.max_dynamic_shared_size_bytes = self.max_shared_bytes()
         function(grid, block, args, shared_mem=shared)
 
 
