@@ -29,6 +29,7 @@ _C_NAMES = {"b8": "bool", "i8": "signed char", "u8": "unsigned char", "i16": "sh
 _NUMPY_NAMES = {c: f"np.{d.name}" for d, c in _DTYPE_CODES.items()}
 _DEFAULT_SHARED_LIMIT = 48 * 1024   # dynamic shared memory a kernel may use without opting in
 _Dim3 = ctypes.c_ulonglong * 3      # grid and block sizes as the launch entry point takes them
+_DIM3_MAX = 2**32 - 1               # dim3 holds unsigned ints
 # One launch at a time in the whole process: a launch owns the SIGSEGV handler while it runs.
 _launch_lock = threading.Lock()
 
@@ -60,6 +61,9 @@ def _dims(value, what: str) -> tuple[int, int, int]:
     dims = (value,) if isinstance(value, (int, np.integer)) else tuple(value)
     if not 1 <= len(dims) <= 3 or not all(isinstance(d, (int, np.integer)) for d in dims):
         raise TypeError(f"{what} must be an int or a tuple of 1 to 3 ints, got {value!r}")
+    if not all(0 <= d <= _DIM3_MAX for d in dims):
+        # The launch checks the GPU's limits; a value dim3 cannot hold would wrap around on the way there.
+        raise ValueError(f"{what}={value!r}: each size must fit CUDA's dim3 (0..{_DIM3_MAX})")
     return tuple(int(d) for d in dims) + (1,) * (3 - len(dims))
 
 

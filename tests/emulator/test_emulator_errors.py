@@ -88,6 +88,14 @@ def test_launch_configuration_limits(emulator, mod, grid, block, shared, message
     _next_launch_works(mod)
 
 
+@pytest.mark.parametrize("grid,block", [(-1, 32), (1, (32, -2)), (2**64 + 1, 32), (1, (2**32, 1))])
+def test_sizes_a_dim3_cannot_hold_are_value_errors(mod, grid, block):
+    """Not wrapped around on the way to C (2**64 + 1 used to launch one block, -1 read 2**64 - 1)."""
+    with pytest.raises(ValueError, match=r"(grid|block)=.*: each size must fit CUDA's dim3 \(0\.\.4294967295\)"):
+        mod.get_function("fill")(grid, block, (np.zeros(4, np.float32), np.float32(1), np.int32(4)))
+    _next_launch_works(mod)
+
+
 def test_more_than_48k_dynamic_shared_memory_needs_the_opt_in(emulator, mod):
     fn = mod.get_function("fill")
     y = np.zeros(4, np.float32)
