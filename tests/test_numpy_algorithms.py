@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 import tracemalloc
 
 import numpy as np
@@ -16,7 +17,7 @@ import reference as ref
 from gpuconv._config import config
 from gpuconv._geometry import conv_spec
 from gpuconv.backends import get_backend
-from gpuconv.backends.cpu import _blas, _tiles, _workspace, conv, pool, winograd
+from gpuconv.backends.cpu import _blas, _threads, _tiles, _workspace, conv, pool, winograd
 from support import as_reference_input, assert_close, poisoned_numpy_backend, random_array
 
 ALGORITHMS = tuple(a for a in conv.ALGORITHMS if a != "auto")
@@ -266,3 +267,20 @@ def test_auto_falls_back_to_im2col_when_winograd_exceeds_the_cap():
             gpuconv.conv2d(x, w, padding=1, algorithm="winograd", backend="numpy")
         out = gpuconv.conv2d(x, w, padding=1, backend="numpy")
     assert_close(out, ref.conv2d(x, w, padding=1), np.float32, "auto under a 1 MiB cap")
+
+
+def test_an_error_in_one_work_item_stops_the_others_and_reaches_the_caller(threads):
+    """After one item raises, no thread starts another item: the error reaches the caller at
+    once, not after the rest of the call's work."""
+    started = []
+
+    def item(i):
+        started.append(i)
+        if i == 0:
+            raise RuntimeError("item 0 failed")
+        time.sleep(0.002)
+
+    with pytest.raises(RuntimeError, match="item 0 failed"):
+        _threads.parallel_items(item, 200, threads)
+    time.sleep(0.05)  # a worker still running would start more items meanwhile
+    assert len(started) <= 2 * threads, f"{len(started)} of 200 items started after item 0 failed"

@@ -52,7 +52,7 @@ def parallel_items(fn, n_items: int, threads: int | None = None) -> None:
 
     def work():
         for i in iter(counter.__next__, None):
-            if i >= n_items:
+            if i >= n_items or state["error"] is not None:  # after an error, start no more items
                 return
             try:
                 fn(i)
