@@ -308,12 +308,12 @@ class _Event:
         return 250.0  # milliseconds
 
 
-@pytest.mark.parametrize("module, make_clock", [("cupy", timing.cupy_event_clock),
-                                                ("torch", timing.torch_event_clock)])
-def test_gpu_event_clocks_synchronise_then_time_the_call_between_events(module, make_clock, monkeypatch):
+@pytest.mark.parametrize("module, stand_in, make_clock", [("cupy", _Events.stand_in_cupy, timing.cupy_event_clock),
+                                                          ("torch", _Events.stand_in_torch, timing.torch_event_clock)])
+def test_gpu_event_clocks_synchronise_then_time_the_call_between_events(module, stand_in, make_clock, monkeypatch):
     """The GPU clocks without a GPU: a stand-in CuPy or torch records what the clock asks of it."""
     events = _Events()
-    monkeypatch.setitem(sys.modules, module, getattr(events, f"stand_in_{module}")())
+    monkeypatch.setitem(sys.modules, module, stand_in(events))
     seconds = make_clock()(lambda: events.log.append("call"))
     assert seconds == pytest.approx(0.25)
     assert events.log == ["device sync", "new event0", "new event1", "record event0", "call", "record event1",
