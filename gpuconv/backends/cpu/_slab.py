@@ -31,8 +31,8 @@ def tap_phases(kernel: int, dilation: int, stride: int) -> list[tuple[int, int]]
 
 class Phases:
     """spec's padded input split into row_step x col_step phases: phase (p, q) holds the padded
-    positions (p + i*row_step, q + j*col_step), `width` columns per row; padded rows before
-    `length` have a source."""
+    positions (p + i*row_step, q + j*col_step), `width` columns per row; fill() reads padded
+    rows 0 .. length-1 at most."""
 
     def __init__(self, spec, row_step: int, col_step: int, length: int, width: int):
         top, bottom, left, right = spec.pads
