@@ -111,6 +111,14 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_m
     return out
 
 
+def correlate2d_full(image, kernel):
+    """scipy's 'full' correlation with zero fill: out[i, j] = sum_{a,b} I[i+a-(KH-1), j+b-(KW-1)] K[a, b]."""
+    image = np.asarray(image, dtype=np.float64)
+    kernel = np.asarray(kernel, dtype=np.float64)
+    kh, kw = kernel.shape
+    return conv2d(image[None, None], kernel[None, None], padding=((kh - 1, kh - 1), (kw - 1, kw - 1)))[0, 0]
+
+
 # ---------------------------------------------------------------------------------------------
 # Pooling
 
