@@ -224,11 +224,12 @@ def nvcc_archs() -> frozenset[str]:
 def nvcc_report(sources=None, archs=DEFAULT_ARCHS, options=None, cuda_dir=None) -> list[KernelReport]:
     """The same check with nvcc (-cubin, ptxas -v) for the archs this nvcc supports; every kernel
     instantiation is forced by taking its address in a wrapper file."""
-    if nvcc_path() is None:
+    nvcc = nvcc_path()
+    if nvcc is None:
         raise CompileCheckError("nvcc is not on the PATH")
     sources, options, cuda_dir = _resolve(sources, options, cuda_dir)
-    version = re.search(r"release (\d+\.\d+)", subprocess.run([nvcc_path(), "--version"], capture_output=True,
-                                                               text=True).stdout)
+    banner = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
+    version = re.search(r"release (\d+\.\d+)", banner)
     compiler = f"nvcc {version.group(1) if version else '?'}"
     records: list[KernelReport] = []
     with tempfile.TemporaryDirectory(prefix="gpuconv-nvcc-") as tmp:
@@ -240,7 +241,7 @@ def nvcc_report(sources=None, archs=DEFAULT_ARCHS, options=None, cuda_dir=None) 
             for arch in archs:
                 if arch not in nvcc_archs():
                     continue
-                cmd = [nvcc_path(), "-cubin", f"-arch={arch}", "-Xptxas", "-v", f"-I{path.parent}",
+                cmd = [nvcc, "-cubin", f"-arch={arch}", "-Xptxas", "-v", f"-I{path.parent}",
                        *_nvcc_options(options), str(wrapper), "-o", str(Path(tmp) / "out.cubin")]
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 log = proc.stdout + proc.stderr
