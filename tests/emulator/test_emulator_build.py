@@ -105,11 +105,11 @@ def test_compile_errors_carry_the_compiler_message(emulator, cache):
 
 def test_missing_compiler_is_explained_and_fails_in_ci(tmp_path):
     """Without g++ the emulator tests skip with the reason, except in CI where they fail."""
-    test = Path(__file__).with_name("test_emulator_basics.py")
+    test = Path(__file__).with_name("test_emulator_errors.py")
     env = dict(os.environ, PATH=str(tmp_path), GPUCONV_EMU_CXX="")
     env.pop("CI", None)
     base = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", str(test),
-            "-k", "python_int"]
+            "-k", "scalar_arguments_must_have_the_parameter_type"]
     skipped = subprocess.run(base, env=env, capture_output=True, text=True, timeout=300)
     assert skipped.returncode == 0 and "g++ not found on PATH" in skipped.stdout, skipped.stdout
     failed = subprocess.run(base, env=dict(env, CI="true"), capture_output=True, text=True, timeout=300)
