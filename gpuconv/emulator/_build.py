@@ -147,7 +147,8 @@ def _declared_names(declaration: str) -> list[str]:
 
 def _rewrite_shared(text: str) -> str:
     """extern __shared__ arrays -> pointers to the dynamic buffer; every other __shared__
-    variable -> a static one with a registration object that poisons it before each block."""
+    variable -> a static one, registered (a call in a function, an object at namespace scope) to
+    be poisoned before each block."""
     def extern_shared(m: re.Match) -> str:
         decl, name = m.group(1), m.group(2)
         pointer = f"decltype(+gpuconv_emu_decl_{name})"

@@ -21,7 +21,7 @@
 // __device__, __host__, __constant__, __forceinline__, __noinline__, __align__ come from CUDA's
 // host_defines.h. __global__ and __shared__ become markers that the loader rewrites after
 // preprocessing: __global__ disappears (after the extern "C" kernels were collected),
-// __shared__ puts the array into the section filled with NaN before every block, and an
+// __shared__ makes the variable static and registers it to be filled with NaN before every block, and an
 // `extern __shared__ T name[]` declaration becomes a pointer to the dynamic shared buffer.
 #undef __global__
 #define __global__ __gpuconv_emu_global__

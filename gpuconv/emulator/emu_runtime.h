@@ -159,8 +159,9 @@ struct Launch {
 };
 inline Launch g;
 
-// Static __shared__ variables register themselves (the loader appends a registration object to
-// each declaration); dynamic shared memory is one buffer, poisoned for ASan past the launch's size.
+// Static __shared__ variables register themselves (the loader appends a register_shared call to each
+// declaration in a function, a SharedVariable object at namespace scope); dynamic shared memory is
+// one buffer, poisoned for ASan past the launch's size.
 struct SharedRegion {
     unsigned char* begin;
     size_t bytes;
