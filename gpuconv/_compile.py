@@ -179,14 +179,14 @@ def _resolve(sources, options, cuda_dir):
 
 
 def _records(file, expressions, arch, lowered, log, compiler) -> list[KernelReport]:
-    usage = parse_ptxas_log(log)
+    usage, warnings = parse_ptxas_log(log), _warnings(log)
     records = []
     for expr in expressions:
         u = usage.get(lowered.get(expr, expr))
         if u is None:
             raise CompileCheckError(f"{file}: no ptxas report for {expr!r} ({arch}); log:\n{log}")
         records.append(KernelReport(file, expr, arch, u["registers"], u["smem"], u["spill"], u["frame"],
-                                    _warnings(log), compiler))
+                                    warnings, compiler))
     return records
 
 
