@@ -25,7 +25,11 @@ def get_order() -> tuple[str, int]:
     order = os.environ.get("GPUCONV_EMU_ORDER", "forward").strip().lower() or "forward"
     if order not in ORDERS:
         raise ValueError(f"GPUCONV_EMU_ORDER={order!r}: must be one of {', '.join(ORDERS)}")
-    return order, int(os.environ.get("GPUCONV_EMU_SEED", "0"))
+    seed = os.environ.get("GPUCONV_EMU_SEED", "0")
+    try:
+        return order, int(seed)
+    except ValueError:
+        raise ValueError(f"GPUCONV_EMU_SEED={seed!r}: must be an integer") from None
 
 
 def current_order() -> tuple[int, int]:

@@ -206,3 +206,18 @@ def test_thread_and_block_orders(emulator, mod):
     assert sorted(blocks) == list(range(50)) and not (blocks == np.arange(50)).all()   # blocks shuffled too
     with pytest.raises(ValueError, match="must be one of forward, reverse, random"):
         emulator.set_order("sideways")
+
+
+def test_order_environment_variables_are_checked(emulator, monkeypatch):
+    from gpuconv.emulator import _order
+
+    monkeypatch.setattr(_order, "_override", None)
+    monkeypatch.setenv("GPUCONV_EMU_ORDER", "reverse")
+    monkeypatch.setenv("GPUCONV_EMU_SEED", "12")
+    assert emulator.get_order() == ("reverse", 12)
+    monkeypatch.setenv("GPUCONV_EMU_SEED", "twelve")
+    with pytest.raises(ValueError, match=r"GPUCONV_EMU_SEED='twelve': must be an integer"):
+        emulator.get_order()
+    monkeypatch.setenv("GPUCONV_EMU_ORDER", "sideways")
+    with pytest.raises(ValueError, match=r"GPUCONV_EMU_ORDER='sideways': must be one of forward, reverse, random"):
+        emulator.get_order()
