@@ -21,7 +21,7 @@ SOURCES = {
 OPTIONS = ("-std=c++17",) + tuple(f"-I{d}" for d in cuda_include_dirs())
 
 
-def _clean(records):
+def _problems(records):
     return [r for r in records if r.warnings or r.spill_bytes]
 
 
@@ -37,7 +37,7 @@ def test_nvrtc_reports_every_kernel_for_every_arch(nvrtc_records):
     assert {r.arch: r.compiler.split()[0] for r in nvrtc_records} == dict.fromkeys(("sm_70", "sm_80", "sm_90"), "nvrtc")
     tiled = [r for r in nvrtc_records if r.name_expression == "conv_tiled<3>"]
     assert all(r.static_shared_bytes == 18 * 18 * 4 for r in tiled)
-    assert not _clean(nvrtc_records), _clean(nvrtc_records)
+    assert not _problems(nvrtc_records), _problems(nvrtc_records)
 
 
 @pytest.mark.parametrize("arch", ["sm_70", "sm_90"])
@@ -70,6 +70,6 @@ def test_nvcc_agrees_with_nvrtc(nvrtc_records):
     archs = {r.arch for r in records}
     assert archs == {"sm_70", "sm_80", "sm_90"} & _compile.nvcc_archs() and archs
     assert len(records) == sum(map(len, SOURCES.values())) * len(archs)
-    assert not _clean(records), _clean(records)
+    assert not _problems(records), _problems(records)
     nvrtc_smem = {(r.name_expression, r.arch): r.static_shared_bytes for r in nvrtc_records}
     assert all(r.static_shared_bytes == nvrtc_smem[r.name_expression, r.arch] for r in records)
