@@ -4,16 +4,18 @@ Algorithms (each a module with applicable(spec) -> None or the rule it needs, an
 conv2d(x, wmat, bias, spec, out)):
 - "im2col": tiled column matrix + BLAS matmul; runs every shape.
 - "winograd": F(2x2, 3x3), 2.25x fewer multiplications; 3x3, stride 1, dilation 1, groups 1.
-- "direct": per-tap multiply-accumulate; for depthwise convolutions.
+- "depthwise": im2col over whole output rows per block of groups; stride 1, zero padding,
+  output as wide as the input.
+- "direct": per-tap multiply-accumulate; for the other depthwise convolutions.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..._geometry import ConvSpec
-from . import direct, im2col, winograd
+from . import depthwise, direct, im2col, winograd
 
-_MODULES = {module.NAME: module for module in (im2col, winograd, direct)}
+_MODULES = {module.NAME: module for module in (im2col, winograd, depthwise, direct)}
 ALGORITHMS = ("auto", *_MODULES)
 WINOGRAD_MIN_CHANNELS = 16
 DIRECT_MAX_MACS = 16  # (C/groups) * (F/groups) * KH * KW
@@ -25,14 +27,15 @@ def applicable_algorithms(spec: ConvSpec) -> tuple[str, ...]:
 
 def choose(spec: ConvSpec) -> str:
     """The fastest applicable algorithm for this shape (measured on a 2-core AVX-512 machine):
-    Winograd where its matmuls dominate (enough channels), direct where im2col would make
-    a tiny matrix-vector product per group (depthwise), im2col otherwise (also for a single
-    group of few channels: its one matrix-vector product per tile beats direct's passes)."""
+    Winograd where its matmuls dominate (enough channels); for many groups with a tiny
+    matrix-vector product each (depthwise) the depthwise algorithm where it applies, else
+    direct; im2col otherwise (also for a single group of few channels: its one
+    matrix-vector product per tile beats direct's passes)."""
     per_group = (spec.c // spec.groups) * (spec.f // spec.groups) * spec.kh * spec.kw
     if winograd.applicable(spec) is None and min(spec.c, spec.f) >= WINOGRAD_MIN_CHANNELS:
         return winograd.NAME
     if spec.groups > 1 and per_group <= DIRECT_MAX_MACS:
-        return direct.NAME
+        return depthwise.NAME if depthwise.applicable(spec) is None else direct.NAME
     return im2col.NAME
 
 
