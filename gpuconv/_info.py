@@ -37,12 +37,9 @@ def collect() -> dict:
 
 def _cache_directories() -> dict:
     dirs = {"cupy_kernel_cache": os.environ.get("CUPY_CACHE_DIR", str(Path.home() / ".cupy" / "kernel_cache"))}
-    try:
-        from .emulator._build import cache_dir  # GPUCONV_EMU_CACHE, else $XDG_CACHE_HOME/gpuconv/emulator
+    from .emulator._build import cache_path
 
-        dirs["emulator_build_cache"] = str(cache_dir())
-    except (ImportError, OSError) as exc:
-        dirs["emulator_build_cache"] = f"unavailable ({exc})"
+    dirs["emulator_build_cache"] = str(cache_path())
     return dirs
 
 

@@ -57,12 +57,18 @@ def _cpu_flags() -> tuple[str, ...]:
     return ("-mfma",) if "fma" in flags and platform.machine() == "x86_64" else ()
 
 
-def cache_dir() -> Path:
+def cache_path() -> Path:
+    """The build cache directory: GPUCONV_EMU_CACHE, else $XDG_CACHE_HOME/gpuconv/emulator."""
     root = os.environ.get("GPUCONV_EMU_CACHE")
     if not root:
         xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         root = os.path.join(xdg, "gpuconv", "emulator")
-    path = Path(root)
+    return Path(root)
+
+
+def cache_dir() -> Path:
+    """cache_path(), created if missing."""
+    path = cache_path()
     path.mkdir(parents=True, exist_ok=True)
     return path
 
