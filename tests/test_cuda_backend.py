@@ -171,10 +171,13 @@ def test_index_type_follows_byte_sizes():
 
 
 # ---- commands -----------------------------------------------------------------------------------
-def test_info_command(capsys):
+def test_info_command(capsys, tmp_path, monkeypatch):
+    cache = tmp_path / "emulator-cache"
+    monkeypatch.setenv("GPUCONV_EMU_CACHE", str(cache))
     assert main(["info"]) == 0
     out = capsys.readouterr().out
-    assert "backends available:" in out and "numpy" in out and "NumPy BLAS" in out and "cache" in out
+    assert "backends available:" in out and "numpy" in out and "NumPy BLAS" in out
+    assert f"emulator_build_cache: {cache}" in out and not cache.exists(), "info should print the cache, not create it"
 
 
 def test_check_command_on_the_emulator(capsys):
