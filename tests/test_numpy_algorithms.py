@@ -17,7 +17,7 @@ import reference as ref
 from gpuconv._config import config
 from gpuconv._geometry import conv_spec
 from gpuconv.backends import get_backend
-from gpuconv.backends.cpu import _blas, _threads, _tiles, _workspace, conv, depthwise, pool, winograd
+from gpuconv.backends.cpu import _blas, _threads, _tiles, _workspace, conv, pool, shifted, winograd
 from support import as_reference_input, assert_close, poisoned_numpy_backend, random_array
 
 ALGORITHMS = tuple(a for a in conv.ALGORITHMS if a != "auto")
@@ -44,7 +44,7 @@ CASES = [
     ((2, 2, 1, 1), (2, 2, 3, 3), dict(padding=1)),  # one pixel
     ((1, 3, 4, 40), (2, 3, 3, 3), dict(padding=((1, 1), (0, 0)), padding_mode="replicate")),
     ((2, 3, 30, 26), (4, 3, 3, 3), dict(padding=1, padding_mode="reflect")),  # Winograd's per-image matmuls
-    # output as wide as the input (the depthwise algorithm): dilations, asymmetric and oversized pads
+    # output as wide as the input (the shifted algorithm): dilations, asymmetric and oversized pads
     ((2, 8, 12, 10), (8, 1, 3, 5), dict(groups=8, padding=((0, 3), (2, 2)), dilation=(2, 1))),
     ((3, 6, 9, 7), (6, 1, 3, 3), dict(groups=6, padding=(1, 2), dilation=2)),
     ((2, 4, 8, 9), (8, 2, 2, 4), dict(groups=2, padding="same")),
@@ -82,7 +82,7 @@ def tiling(request, monkeypatch):
     if target is not None:
         monkeypatch.setattr(_tiles, "TARGET_BYTES", target)
         monkeypatch.setattr(winograd, "TARGET_BYTES", target)
-        monkeypatch.setattr(depthwise, "TARGET_BYTES", target)
+        monkeypatch.setattr(shifted, "TARGET_BYTES", target)
     return request.param
 
 
@@ -153,8 +153,8 @@ def test_winograd_float32_error_is_within_2e_5_of_the_output_scale():
 
 
 @pytest.mark.parametrize("groups_per_tile", [1, 2, 3, 5, 7])
-def test_depthwise_tiles_of_groups_that_span_images(groups_per_tile, threads, monkeypatch):
-    """The depthwise algorithm's tiles are blocks of (image, group) units: blocks that end in
+def test_shifted_tiles_of_groups_that_span_images(groups_per_tile, threads, monkeypatch):
+    """The shifted algorithm's tiles are blocks of (image, group) units: blocks that end in
     the next image, and a remainder block, give the reference's values."""
     rng = np.random.default_rng(40 + groups_per_tile)
     x, w = random_array(rng, (3, 5, 7, 6), np.float32), random_array(rng, (10, 1, 3, 3), np.float32)
@@ -164,9 +164,9 @@ def test_depthwise_tiles_of_groups_that_span_images(groups_per_tile, threads, mo
     plan = _tiles.plan
     monkeypatch.setattr(_tiles, "plan", lambda *a, **k: captured.append(plan(*a, **k)) or captured[-1])
     # a whole-plane tile of one group: its band (9 rows of 6, 1 before, 1 after), 9 taps of 7 rows, alignment
-    monkeypatch.setattr(depthwise, "TARGET_BYTES", groups_per_tile * (4 * (1 + 9 * 6 + 1 + 9 * 7 * 6) + 3 * 64))
+    monkeypatch.setattr(shifted, "TARGET_BYTES", groups_per_tile * (4 * (1 + 9 * 6 + 1 + 9 * 7 * 6) + 3 * 64))
     with poisoned_numpy_backend():
-        out = gpuconv.conv2d(x, w, bias, padding=1, groups=5, algorithm="depthwise", backend="numpy")
+        out = gpuconv.conv2d(x, w, bias, padding=1, groups=5, algorithm="shifted", backend="numpy")
     assert_close(out, ref.conv2d(x, w, bias, padding=1, groups=5), np.float32, f"{groups_per_tile} groups per tile")
     tiles = captured[-1].tiles
     assert all(r0 == 0 and r1 == spec.oh for _, _, r0, r1 in tiles), "tiles should be whole planes"
@@ -184,17 +184,20 @@ def test_forcing_an_inapplicable_algorithm_names_it_and_its_rule():
 
 def test_algorithm_contract_and_automatic_choice():
     impl = get_backend("numpy")
-    assert impl.algorithms[0] == "auto" and set(ALGORITHMS) == {"im2col", "winograd", "depthwise", "direct"}
+    assert impl.algorithms[0] == "auto" and set(ALGORITHMS) == {"im2col", "winograd", "shifted", "direct"}
     resnet = conv_spec((8, 64, 56, 56), (64, 64, 3, 3), 1, 1, 1, 1, "zeros")
     mobilenet = conv_spec((8, 64, 56, 56), (64, 1, 3, 3), 1, 1, 1, 64, "zeros")
     strided = conv_spec((8, 64, 56, 56), (64, 1, 3, 3), 2, 1, 1, 64, "zeros")
     reflected = conv_spec((8, 64, 56, 56), (64, 1, 3, 3), 1, 1, 1, 64, "reflect")
     stem = conv_spec((8, 3, 224, 224), (64, 3, 7, 7), 2, 3, 1, 1, "zeros")
-    assert impl.applicable_algorithms(resnet) == ("auto", "im2col", "winograd", "depthwise", "direct")
+    assert impl.applicable_algorithms(resnet) == ("auto", "im2col", "winograd", "shifted", "direct")
     assert impl.applicable_algorithms(stem) == ("auto", "im2col", "direct")
     assert impl.applicable_algorithms(reflected) == ("auto", "im2col", "direct")
-    assert [conv.choose(s) for s in (resnet, mobilenet, strided, reflected, stem)] == [
-        "winograd", "depthwise", "direct", "direct", "im2col"]
+    wide = conv_spec((8, 128, 28, 28), (128, 128, 3, 3), 1, 1, 1, 1, "zeros")
+    deep = conv_spec((8, 512, 7, 7), (512, 512, 3, 3), 1, 1, 1, 1, "zeros")
+    small = conv_spec((8, 64, 14, 14), (64, 1, 3, 3), 1, 1, 1, 64, "zeros")
+    assert [conv.choose(s) for s in (resnet, wide, deep, mobilenet, small, strided, reflected, stem)] == [
+        "shifted", "winograd", "shifted", "shifted", "im2col", "im2col", "im2col", "im2col"]
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
@@ -291,7 +294,7 @@ def test_pooling_a_large_plane_stays_under_the_cap():
 
 def test_auto_falls_back_to_im2col_when_winograd_exceeds_the_cap():
     rng = np.random.default_rng(21)
-    x, w = random_array(rng, (1, 256, 6, 6), np.float32), random_array(rng, (256, 256, 3, 3), np.float32)
+    x, w = random_array(rng, (1, 256, 14, 14), np.float32), random_array(rng, (256, 256, 3, 3), np.float32)
     spec = conv_spec(x.shape, w.shape, 1, 1, 1, 1, "zeros")
     assert conv.choose(spec) == "winograd"
     with workspace_limit(1 << 20):  # transformed weights alone need 4 MiB

@@ -4,21 +4,25 @@ Algorithms (each a module with applicable(spec) -> None or the rule it needs, an
 conv2d(x, wmat, bias, spec, out)):
 - "im2col": tiled column matrix + BLAS matmul; runs every shape.
 - "winograd": F(2x2, 3x3), 2.25x fewer multiplications; 3x3, stride 1, dilation 1, groups 1.
-- "depthwise": im2col over whole output rows per block of groups; stride 1, zero padding,
+- "shifted": im2col whose windows are flat shifts of whole rows; stride 1, zero padding,
   output as wide as the input.
-- "direct": per-tap multiply-accumulate; for the other depthwise convolutions.
+- "direct": per-tap multiply-accumulate; runs every shape, never the fastest measured
+  (auto does not take it), kept as an independent method to force.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..._geometry import ConvSpec
-from . import depthwise, direct, im2col, winograd
+from . import direct, im2col, shifted, winograd
 
-_MODULES = {module.NAME: module for module in (im2col, winograd, depthwise, direct)}
+_MODULES = {module.NAME: module for module in (im2col, winograd, shifted, direct)}
 ALGORITHMS = ("auto", *_MODULES)
-WINOGRAD_MIN_CHANNELS = 16
-DIRECT_MAX_MACS = 16  # (C/groups) * (F/groups) * KH * KW
+# Measured on the 2-core reference machine (README, Performance), 3x3 stride-1 layers:
+WINOGRAD_MIN_CHANNELS = 96  # 64 channels: shifted 10-20% faster (56x56, 28x28), im2col (<= 20x20)
+WINOGRAD_MIN_PIXELS = 14 * 14  # 512 channels of 7x7: shifted 30% faster
+SHIFTED_MIN_PIXELS = 28 * 28  # smaller planes: im2col 10-30% faster, its calls are per tile, not per channel
+SHIFTED_MIN_DEPTH = 1024  # (C/groups)*KH*KW from which shifted wins at any plane size (256x3x3 at 14x14: 2x)
 
 
 def applicable_algorithms(spec: ConvSpec) -> tuple[str, ...]:
@@ -26,16 +30,15 @@ def applicable_algorithms(spec: ConvSpec) -> tuple[str, ...]:
 
 
 def choose(spec: ConvSpec) -> str:
-    """The fastest applicable algorithm for this shape (measured on a 2-core AVX-512 machine):
-    Winograd where its matmuls dominate (enough channels); for many groups with a tiny
-    matrix-vector product each (depthwise) the depthwise algorithm where it applies, else
-    direct; im2col otherwise (also for a single group of few channels: its one
-    matrix-vector product per tile beats direct's passes)."""
-    per_group = (spec.c // spec.groups) * (spec.f // spec.groups) * spec.kh * spec.kw
-    if winograd.applicable(spec) is None and min(spec.c, spec.f) >= WINOGRAD_MIN_CHANNELS:
+    """The fastest applicable algorithm for this shape, by the measured thresholds above:
+    Winograd where its matmuls dominate (many channels, planes not tiny); shifted for
+    large planes or deep columns; im2col otherwise. Direct is never the fastest."""
+    if (winograd.applicable(spec) is None and min(spec.c, spec.f) >= WINOGRAD_MIN_CHANNELS
+            and spec.oh * spec.ow >= WINOGRAD_MIN_PIXELS):
         return winograd.NAME
-    if spec.groups > 1 and per_group <= DIRECT_MAX_MACS:
-        return depthwise.NAME if depthwise.applicable(spec) is None else direct.NAME
+    depth = spec.c // spec.groups * spec.kh * spec.kw
+    if shifted.applicable(spec) is None and (spec.oh * spec.ow >= SHIFTED_MIN_PIXELS or depth >= SHIFTED_MIN_DEPTH):
+        return shifted.NAME
     return im2col.NAME
 
 

@@ -1,9 +1,9 @@
 """conv2d by direct multiply-accumulate: for each input channel of a group and each kernel
 tap, out += weight * shifted input, as whole-tile vector operations.
 
-Costs 2 * (C/groups) * KH * KW passes over the tile's output, so it pays off only where
-that is small: depthwise convolutions and single-channel images, where a matmul would be
-a matrix-vector product. Tiles and tap windows are im2col's (_windows.py). Runs every shape.
+Costs 2 * (C/groups) * KH * KW passes over the tile's output. Made for depthwise layers, it
+lost to im2col or shifted on every shape measured (conv.choose never takes it); it stays as
+an independent method to force. Tiles and tap windows are im2col's (_windows.py). Runs every shape.
 """
 from __future__ import annotations
 

@@ -1,18 +1,19 @@
-"""conv2d by im2col over whole output rows for a block of groups at a time, made for
-depthwise layers: one batched matrix-vector product per tile instead of direct's 2 * taps
-passes.
+"""conv2d by im2col over whole output rows, for a block of groups at a time, with every
+window taken as a flat shift: no gathered slab, no spare grid columns, no store pass.
 
 It runs stride-1 convolutions with zero padding whose output is as wide as the input (the
-"same" width depthwise layers use). There the window of kernel tap (a, b) over a band of
-output rows is ONE flat slice of the input band, shifted by a*dh*W + b*dw: the band is
-copied once into a buffer with zeroed margins (the rows above and below the image, `left`
+"same" width of ResNet and depthwise layers). There the window of kernel tap (a, b) over a
+band of output rows is ONE flat slice of the input band, shifted by a*dh*W + b*dw: the band
+is copied once into a buffer with zeroed margins (the rows above and below the image, `left`
 elements before, `right` after), every tap is copied out of it with one strided copy, and
 the taps whose column wrapped around a row end are zeroed. The output grid is the output
-itself, so the matmul writes straight into it. About eight NumPy calls per tile.
+itself, so the matmul (a batched matrix-vector product for depthwise layers) writes straight
+into it. About eight NumPy calls per tile and group block; on small planes of few channels
+those cost more than im2col's gathered slab (conv.choose).
 
 Tiles are (groups, output rows) over the images' groups (_tiles.plan with one "image" per
-group of an image), sized to TARGET_BYTES: on this file's 2-core reference machine smaller
-tiles lose more to the threads' hand-offs of the GIL than they gain in cache.
+group of an image), sized to TARGET_BYTES: on the 2-core reference machine smaller tiles
+lose more to the threads' hand-offs of the GIL than they gain in cache.
 """
 from __future__ import annotations
 
@@ -26,14 +27,14 @@ from . import _tiles, _workspace
 from ._threads import parallel_items
 from .im2col import store, view_as
 
-NAME = "depthwise"
+NAME = "shifted"
 TARGET_BYTES = 4 << 20  # measured on layer H: 2 MiB tiles 45% slower, 8 MiB the same, 16-32 MiB 5-10% slower
 
 
 def applicable(spec: ConvSpec) -> str | None:
     zero_padded = spec.padding_mode == "zeros" or spec.pads == (0, 0, 0, 0)
     if spec.stride != (1, 1) or spec.ow != spec.w or not zero_padded:
-        return "depthwise needs stride 1, zero padding and an output as wide as the input"
+        return "shifted needs stride 1, zero padding and an output as wide as the input"
     return None
 
 
