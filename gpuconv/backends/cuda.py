@@ -84,7 +84,9 @@ class _Device:
         function = _kernels.get_function(file, name, self.kind)
         if shared > DEFAULT_SHARED_BYTES:
             # The device's whole opt-in limit, not `shared`: a constant value, so threads launching
-            # the same kernel concurrently can never lower it under one another.
+            # the same kernel concurrently can never lower it under one another. CUDA caps it at
+            # the opt-in limit minus the kernel's static shared memory: only conv_direct asks for
+            # more than 48 KB, and its shared memory is all dynamic.
             function.max_dynamic_shared_size_bytes = self.max_shared_bytes()
         function(grid, block, args, shared_mem=shared)
 
