@@ -49,6 +49,7 @@ CASES = [
     ((3, 6, 9, 7), (6, 1, 3, 3), dict(groups=6, padding=(1, 2), dilation=2)),
     ((2, 4, 8, 9), (8, 2, 2, 4), dict(groups=2, padding="same")),
     ((1, 3, 5, 6), (3, 1, 3, 3), dict(groups=3, padding=((4, 0), (1, 1)))),  # output rows wholly in the padding
+    ((3, 6, 5, 7), (4, 3, 1, 1), dict(groups=2, dilation=3)),  # pointwise: im2col multiplies the input itself
 ]
 
 
@@ -128,10 +129,12 @@ def test_every_algorithm_on_non_contiguous_input(tiling):
     _check_all_algorithms(x, w, None, dict(padding=1), np.float32)
     # unpadded: im2col's windows are strided views of the input itself
     _check_all_algorithms(x[:, :, ::-1], w, None, dict(stride=(2, 1), dilation=(1, 2)), np.float32)
+    # pointwise: a non-contiguous input is copied into columns, not multiplied in place
+    _check_all_algorithms(x, w[:, :, :1, :1], random_array(rng, (4,), np.float32), {}, np.float32)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float64])
-@pytest.mark.parametrize("case", [0, 2, 4, 8, 11])  # 11: unpadded
+@pytest.mark.parametrize("case", [0, 2, 4, 8, 11, 24])  # 11: unpadded, 24: pointwise
 def test_every_algorithm_in_other_dtypes(case, dtype, tiling):
     x_shape, w_shape, kwargs = CASES[case]
     rng = np.random.default_rng(2000 + case)
@@ -196,8 +199,9 @@ def test_algorithm_contract_and_automatic_choice():
     wide = conv_spec((8, 128, 28, 28), (128, 128, 3, 3), 1, 1, 1, 1, "zeros")
     deep = conv_spec((8, 512, 7, 7), (512, 512, 3, 3), 1, 1, 1, 1, "zeros")
     small = conv_spec((8, 64, 14, 14), (64, 1, 3, 3), 1, 1, 1, 64, "zeros")
-    assert [conv.choose(s) for s in (resnet, wide, deep, mobilenet, small, strided, reflected, stem)] == [
-        "shifted", "winograd", "shifted", "shifted", "im2col", "im2col", "im2col", "im2col"]
+    pointwise = conv_spec((8, 64, 56, 56), (256, 64, 1, 1), 1, 0, 1, 1, "zeros")
+    assert [conv.choose(s) for s in (resnet, wide, deep, mobilenet, small, strided, reflected, stem, pointwise)] == [
+        "shifted", "winograd", "shifted", "shifted", "im2col", "im2col", "im2col", "im2col", "im2col"]
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)

@@ -32,7 +32,10 @@ def applicable_algorithms(spec: ConvSpec) -> tuple[str, ...]:
 def choose(spec: ConvSpec) -> str:
     """The fastest applicable algorithm for this shape, by the measured thresholds above:
     Winograd where its matmuls dominate (many channels, planes not tiny); shifted for
-    large planes or deep columns; im2col otherwise. Direct is never the fastest."""
+    large planes or deep columns; im2col otherwise, and for pointwise layers (their column
+    matrix is the input itself). Direct is never the fastest."""
+    if im2col.is_pointwise(spec):
+        return im2col.NAME
     if (winograd.applicable(spec) is None and min(spec.c, spec.f) >= WINOGRAD_MIN_CHANNELS
             and spec.oh * spec.ow >= WINOGRAD_MIN_PIXELS):
         return winograd.NAME

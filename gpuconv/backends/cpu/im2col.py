@@ -6,7 +6,8 @@ too). Each tap's window over the tile is one contiguous slice per (image, channe
 (_windows.py), so the column matrix is built with one strided copy per stride phase (one in
 all for unpadded windows); when the output grid is the output itself (unpadded windows) the
 matmul writes straight into the output.
-Runs every shape (all strides, dilations, groups, padding modes).
+Runs every shape (all strides, dilations, groups, padding modes). A pointwise convolution
+(1x1, stride 1, no padding) of a C-contiguous input needs no column matrix at all.
 """
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import math
 
 import numpy as np
 
+from ..._config import config
 from ..._geometry import ConvSpec
-from . import _tiles, _workspace
+from . import _blas, _tiles, _workspace
 from ._threads import parallel_items
 from ._windows import windows as windows_of
 
@@ -66,6 +68,14 @@ def for_each_tile(x: np.ndarray, bias, spec: ConvSpec, out: np.ndarray, compute:
 def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarray) -> None:
     """out (n, f, oh, ow) = conv of x; wmat is (groups, f/groups, c/groups*kh*kw) in the compute dtype."""
     taps = spec.kh * spec.kw
+    if is_pointwise(spec) and x.dtype == wmat.dtype and x.flags.c_contiguous:
+        # The column matrix is the input itself: one batched matmul, on BLAS's threads.
+        g = spec.groups
+        with _blas.limit(config.num_threads):
+            np.matmul(wmat, view_as(x, (spec.n, g, spec.c // g, spec.h * spec.w)),
+                      out=view_as(out, (spec.n, g, spec.f // g, spec.oh * spec.ow)))
+        store(out, bias, None)
+        return
 
     def body(tile, result, cols):
         tile.clear_spare(cols)
@@ -74,6 +84,11 @@ def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarra
         np.matmul(wmat, cols.reshape(nt, g, wmat.shape[2], length), out=result)
 
     for_each_tile(x, bias, spec, out, wmat.dtype, NAME, (spec.c, taps), body, unpadded_ok=True)
+
+
+def is_pointwise(spec: ConvSpec) -> bool:
+    """A 1x1 kernel at stride 1 without padding: each output pixel reads only its own input pixel."""
+    return spec.kh == spec.kw == 1 and spec.stride == (1, 1) and spec.pads == (0, 0, 0, 0)
 
 
 def store(result: np.ndarray, bias, out: np.ndarray | None) -> None:
