@@ -50,6 +50,7 @@ CASES = [
     ((2, 4, 8, 9), (8, 2, 2, 4), dict(groups=2, padding="same")),
     ((1, 3, 5, 6), (3, 1, 3, 3), dict(groups=3, padding=((4, 0), (1, 1)))),  # output rows wholly in the padding
     ((3, 6, 5, 7), (4, 3, 1, 1), dict(groups=2, dilation=3)),  # pointwise: im2col multiplies the input itself
+    ((2, 3, 15, 13), (4, 3, 5, 3), dict(dilation=(2, 3), stride=(1, 2))),  # im2col's stage: 5 rows, narrow output
 ]
 
 
@@ -134,7 +135,7 @@ def test_every_algorithm_on_non_contiguous_input(tiling):
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float64])
-@pytest.mark.parametrize("case", [0, 2, 4, 8, 11, 24])  # 11: unpadded, 24: pointwise
+@pytest.mark.parametrize("case", [0, 2, 4, 8, 11, 24, 25])  # 11: unpadded, 24: pointwise, 25: staged
 def test_every_algorithm_in_other_dtypes(case, dtype, tiling):
     x_shape, w_shape, kwargs = CASES[case]
     rng = np.random.default_rng(2000 + case)

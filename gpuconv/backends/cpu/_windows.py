@@ -9,7 +9,10 @@ columns per row, of which the first `ow` are real. Two sources:
   flat offset. The spare columns are dropped when the result is stored.
 - unpadded (no padding; im2col only, which asks for it): the input itself, grid_w = ow.
   copy_all copies every tap with one strided copy, and the result goes straight into the
-  output (no gathered slab, no spare columns).
+  output (no gathered slab, no spare columns). For tall kernels over narrow outputs at
+  stride 1 down the rows, it first copies the kw column shifts of the tile's input rows into
+  a "stage" (in the slab's place): a tap's window is then ONE contiguous run of the stage,
+  where from the input it is `rows` short rows (layer E: 0.15 -> 0.07 ms for the copy).
 Reading padded convolutions straight from the input planes (flat shifts, zeroing the
 positions that wrap around a row end) was measured slower than gathering the slab
 (layers G and H: 25-30%), and was dropped.
@@ -25,6 +28,12 @@ from ..._geometry import ConvSpec
 from . import _slab
 
 
+# Measured on im2col: kernels of 5 rows and outputs 10-28 wide gained 15-110%; 3-row kernels
+# and outputs 52-510 wide neither gained nor lost, or lost up to 45% (the stage is one more pass).
+STAGE_MIN_KERNEL_ROWS = 5
+STAGE_MAX_WIDTH = 32
+
+
 @functools.lru_cache(maxsize=64)
 def windows(spec: ConvSpec, unpadded_ok: bool = False) -> "Windows":
     """The (memoised) windows of spec; unpadded_ok: the caller only uses copy_all."""
@@ -38,7 +47,9 @@ class Windows:
         self.unpadded = unpadded_ok and spec.pads == (0, 0, 0, 0)  # the grid is then the output's own
         self.taps = [(a, b) for a in range(spec.kh) for b in range(spec.kw)]
         if self.unpadded:
-            self.grid_w, self.extra_rows = spec.ow, 0
+            self.grid_w = spec.ow
+            self.staged = self.sh == 1 and spec.kh >= STAGE_MIN_KERNEL_ROWS and spec.ow <= STAGE_MAX_WIDTH
+            self.extra_rows = (spec.kh - 1) * self.dh if self.staged else 0
             return
         self.row_phases = _slab.tap_phases(spec.kh, self.dh, self.sh)
         self.col_phases = _slab.tap_phases(spec.kw, self.dw, self.sw)
@@ -49,14 +60,14 @@ class Windows:
                              for p in range(self.sh) for q in range(self.sw)]
 
     def slab_shape(self, images: int, rows: int) -> tuple[int, ...]:
-        """Shape of the gathered phase planes of a tile; () for the input itself (no copy)."""
+        """Shape of the gathered phase planes of a tile (of the stage, unpadded); () for none."""
         if self.unpadded:
-            return ()
+            return (images, self.spec.c, self.spec.kw, rows + self.extra_rows, self.grid_w) if self.staged else ()
         return (images, self.spec.c, self.sh, self.sw, (rows + self.extra_rows) * self.grid_w)
 
     def load(self, x: np.ndarray, n0: int, n1: int, r0: int, rows: int, slab: np.ndarray | None) -> "TileWindows":
         if self.unpadded:
-            return TileWindows(self, x[n0:n1], r0, rows)
+            return TileWindows(self, x[n0:n1], r0, rows, slab)
         prows = rows + self.extra_rows
         self.phases.fill(x[n0:n1], r0 * self.sh, prows,
                          lambda p, q: slab[:, :, p, q].reshape(n1 - n0, self.spec.c, prows, self.grid_w))
@@ -80,8 +91,8 @@ class TileWindows:
     columns that end the last row of a phased grid, is left alone: clear_spare(dst) zeroes
     those, once per buffer."""
 
-    def __init__(self, windows: Windows, source: np.ndarray, r0: int, rows: int):
-        self.w, self.source, self.r0, self.rows = windows, source, r0, rows
+    def __init__(self, windows: Windows, source: np.ndarray, r0: int, rows: int, stage: np.ndarray | None = None):
+        self.w, self.source, self.r0, self.rows, self.stage = windows, source, r0, rows, stage
         self.length = rows * windows.grid_w
 
     def apply(self, t: int, fn, dst: np.ndarray) -> None:
@@ -102,9 +113,16 @@ class TileWindows:
         if self.w.unpadded:
             x = self.source[:, :, self.r0 * self.w.sh:]
             sn, sc, sy, sx = x.strides
-            windows = as_strided(x, (*x.shape[:2], spec.kh, spec.kw, self.rows, spec.ow),
-                                 (sn, sc, self.w.dh * sy, self.w.dw * sx, self.w.sh * sy, self.w.sw * sx),
-                                 writeable=False)
+            if self.w.staged:  # stage[:, :, b, y] = input row r0 + y from column b*dw on, every sw-th
+                np.copyto(self.stage, as_strided(x, self.stage.shape, (sn, sc, self.w.dw * sx, sy, self.w.sw * sx),
+                                                 writeable=False))
+                tn, tc, tb, ty, _ = self.stage.strides
+                windows = as_strided(self.stage, (*x.shape[:2], spec.kh, spec.kw, self.length),
+                                     (tn, tc, self.w.dh * ty, tb, self.stage.itemsize), writeable=False)
+            else:
+                windows = as_strided(x, (*x.shape[:2], spec.kh, spec.kw, self.rows, spec.ow),
+                                     (sn, sc, self.w.dh * sy, self.w.dw * sx, self.w.sh * sy, self.w.sw * sx),
+                                     writeable=False)
             np.copyto(cols.reshape(windows.shape), windows)
             return
         grid = cols.reshape(cols.shape[0], cols.shape[1], spec.kh, spec.kw, -1)
