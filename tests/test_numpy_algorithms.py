@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
 import time
 import tracemalloc
 
@@ -324,3 +325,44 @@ def test_an_error_in_one_work_item_stops_the_others_and_reaches_the_caller(threa
         _threads.parallel_items(item, 200, threads)
     time.sleep(0.05)  # a worker still running would start more items meanwhile
     assert len(started) <= 2 * threads, f"{len(started)} of 200 items started after item 0 failed"
+
+
+def test_calls_from_several_user_threads_at_once(monkeypatch):
+    """Four user threads calling conv2d (every algorithm) and pooling at once, on shapes that
+    split into several tiles: each gets its own reference result (workspaces, tile plans, the
+    BLAS thread setting and the pool are shared), and the BLAS setting is restored afterwards."""
+    monkeypatch.setattr(config, "num_threads", 2)
+    monkeypatch.setattr(_tiles, "MIN_PARALLEL_BYTES", 0)
+    rng = np.random.default_rng(123)
+    jobs = []
+    for algorithm, (x_shape, w_shape, kwargs) in [
+            ("shifted", ((3, 8, 20, 18), (8, 1, 3, 3), dict(groups=8, padding=1))),
+            ("winograd", ((2, 16, 18, 20), (16, 16, 3, 3), dict(padding=1))),
+            ("im2col", ((2, 6, 19, 17), (5, 6, 5, 5), {})),
+            ("im2col", ((2, 12, 9, 11), (7, 12, 1, 1), {})),
+            ("direct", ((2, 4, 15, 13), (4, 2, 3, 3), dict(groups=2, stride=2, padding=1)))]:
+        x, w = random_array(rng, x_shape, np.float32), random_array(rng, w_shape, np.float32)
+        jobs.append((lambda x=x, w=w, a=algorithm, k=kwargs: gpuconv.conv2d(x, w, **k, algorithm=a, backend="numpy"),
+                     ref.conv2d(x, w, **kwargs), algorithm))
+    x = random_array(rng, (2, 5, 33, 31), np.float32)
+    jobs.append((lambda x=x: gpuconv.max_pool2d(x, 3, 2, 1, backend="numpy"), ref.max_pool2d(x, 3, 2, 1)[0], "max"))
+    jobs.append((lambda x=x: gpuconv.avg_pool2d(x, 3, 2, 1, backend="numpy"), ref.avg_pool2d(x, 3, 2, 1), "avg"))
+    control = _blas._find_control()
+    before = control[0]() if control else None
+    failures = []
+
+    def worker(seed):
+        order = np.random.default_rng(seed).permutation(len(jobs) * 6) % len(jobs)
+        for j in order:
+            call, expected, name = jobs[j]
+            out = call()
+            if out.shape != expected.shape or not np.allclose(out, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max()):
+                failures.append(name)
+
+    threads = [threading.Thread(target=worker, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, f"wrong results under concurrent calls: {sorted(set(failures))}"
+    assert (control[0]() if control else None) == before
