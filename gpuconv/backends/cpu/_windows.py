@@ -13,9 +13,9 @@ columns per row, of which the first `ow` are real. Two sources:
   stride 1 down the rows, it first copies the kw column shifts of the tile's input rows into
   a "stage" (in the slab's place): a tap's window is then ONE contiguous run of the stage,
   where from the input it is `rows` short rows (layer E: 0.15 -> 0.07 ms for the copy).
-Reading padded convolutions straight from the input planes (flat shifts, zeroing the
-positions that wrap around a row end) was measured slower than gathering the slab
-(layers G and H: 25-30%), and was dropped.
+Reading padded windows as flat shifts of the input rows, zeroing the positions that wrap
+around a row end, is shifted.py's method (stride 1, outputs as wide as the input); under
+direct's per-tap passes it was measured slower than gathering the slab (layers G and H: 25-30%).
 """
 from __future__ import annotations
 
