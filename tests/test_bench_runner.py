@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from gpuconv.__main__ import main
-from gpuconv.backends import BackendUnavailable
+from gpuconv.backends import BackendUnavailable, get_backend
 from gpuconv.benchmark import contenders, report, runner, timing
 from gpuconv.benchmark.figures import (geometric_mean, rate, relative_difference, share, speed_ratio,
                                        summarise)
@@ -174,6 +174,7 @@ def test_unavailable_backends_and_peers_are_listed_as_skipped(monkeypatch):
     def no_cuda(name):
         if name == "cuda":
             raise BackendUnavailable("backend 'cuda' is not available: no GPU in this test")
+        return get_backend(name)
 
     monkeypatch.setattr(contenders, "get_backend", no_cuda)
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
@@ -232,9 +233,14 @@ def test_smoke_run_writes_every_case_and_figure(backend, tmp_path, capsys):
     ours = f"gpuconv/{backend}"
     assert ours in document["contenders"]["measured"]
 
+    implementation = get_backend(backend)
     for case, spec_case in zip(document["cases"], expected):
         assert case["errors"] == {} and case["disagreements"] == {}
         assert set(case["results"]) | set(case["not_applicable"]) == set(document["contenders"]["measured"])
+        chosen = implementation.choose_algorithm(spec_case.spec) if spec_case.layer.op == CONV else None
+        assert case["results"][f"gpuconv/{backend}"].get("algorithm") == chosen
+        assert all("algorithm" not in figures for label, figures in case["results"].items()
+                   if not label.startswith("gpuconv/"))
         for label, figures in case["results"].items():
             time_s = min(statistics.median(calls) for calls in figures["rounds_s"])
             assert figures["time_s"] == pytest.approx(time_s) and time_s > 0
@@ -259,6 +265,7 @@ def test_smoke_run_writes_every_case_and_figure(backend, tmp_path, capsys):
     for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         assert env["environment_variables"].get(name) == os.environ.get(name)
     assert "NumPy BLAS" in captured.out and "Speed ratio" in captured.out
+    assert f"gpuconv/{backend} [" in captured.out, "the table should name the conv algorithm gpuconv ran"
 
 
 def test_implicit_gemm_shape_has_the_conv_flops():

@@ -35,6 +35,8 @@ class Contender:
     prepare: Callable[[Case, dict], Callable[[], object] | str]
     # waits for the work a call queued (a GPU's); for timers that read the host clock
     synchronise: Callable[[], None] = lambda: None
+    # case -> the conv algorithm gpuconv's "auto" runs for it; None for peers and pooling
+    algorithm: Callable[[Case], str | None] = lambda case: None
 
 
 def to_numpy(result) -> np.ndarray:
@@ -57,7 +59,7 @@ def by_label(label: str) -> Contender:
 def gpuconv_contender(backend: str) -> Contender:
     """gpuconv's public ops pinned to `backend`; raises Unavailable with the registry's reason."""
     try:
-        get_backend(backend)
+        implementation = get_backend(backend)
     except BackendUnavailable as exc:
         raise Unavailable(str(exc)) from None
     on_gpu = backend == "cuda"
@@ -78,9 +80,12 @@ def gpuconv_contender(backend: str) -> Contender:
             return lambda: _api.max_pool2d(x, layer.kernel, layer.stride, layer.padding, backend=backend)
         return lambda: _api.avg_pool2d(x, layer.kernel, layer.stride, layer.padding, backend=backend)
 
+    def algorithm(case):
+        return implementation.choose_algorithm(case.spec) if case.layer.op == CONV else None
+
     device = GPU if on_gpu else (EMULATOR if backend == "cuda-emu" else CPU)
     return Contender(f"gpuconv/{backend}", device, cupy_event_clock() if on_gpu else host_clock, prepare,
-                     synchronise)
+                     synchronise, algorithm)
 
 
 def peer(label: str) -> Contender:

@@ -50,8 +50,9 @@ def _peers(cases: list[dict]) -> list[str]:
 
 
 def table(cases: list[dict]) -> list[str]:
-    """One row per case and contender: time, spread of the best round, rate, share of the
-    ceiling, and for gpuconv's rows the speed ratio to each peer."""
+    """One row per case and contender (gpuconv's with the conv algorithm "auto" ran): time,
+    spread of the best round, rate, share of the ceiling, and for gpuconv's rows the speed
+    ratio to each peer."""
     peers = _peers(cases)
     header = ["layer", "dtype", "shape", "contender", "time ms", "spread", "rate", "of ceiling"] + \
         [f"x {p}" for p in peers]
@@ -61,7 +62,8 @@ def table(cases: list[dict]) -> list[str]:
         for label, figures in case["results"].items():
             share = figures["ceiling_share"]
             ratio_cells = [_ratio_cell(case, label, p) for p in peers]
-            rows.append(first + [label, f"{figures['time_s'] * 1e3:.4g}", f"{figures['spread']:.0%}",
+            name = f"{label} [{figures['algorithm']}]" if "algorithm" in figures else label
+            rows.append(first + [name, f"{figures['time_s'] * 1e3:.4g}", f"{figures['spread']:.0%}",
                                  f"{figures['rate']:.4g} {case['unit']}",
                                  "-" if share is None else f"{share:.0%}"] + ratio_cells)
             first = ["", "", ""]

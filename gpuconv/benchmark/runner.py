@@ -132,13 +132,15 @@ def _run_case(case: Case, seed: int, contenders, settings: Settings) -> dict:
         difference = relative_difference(output, reference)
         if difference > AGREEMENT_TOLERANCE[case.dtype]:
             result["disagreements"][contender.label] = difference
-        timed[contender.label] = (contender.clock, call, contender.device, difference)
+        timed[contender.label] = (contender.clock, call, contender.device, difference, contender.algorithm(case))
     samples = measure({label: entry[:2] for label, entry in timed.items()}, **settings.method)
     if case.layer.op == CONV and any(entry[2] == GPU for entry in timed.values()):
         result["gpu_gemm_ceiling"] = ceilings.gpu_gemm(case.spec, case.dtype, settings.method)
-    for label, (_, _, device, difference) in timed.items():
+    for label, (_, _, device, difference, algorithm) in timed.items():
         result["results"][label] = measured_figures(case, samples[label], device)
         result["results"][label]["max_rel_difference"] = difference
+        if algorithm is not None:
+            result["results"][label]["algorithm"] = algorithm
     result["ratios"] = ratios(result["results"])
     return result
 
