@@ -67,7 +67,6 @@ def for_each_tile(x: np.ndarray, bias, spec: ConvSpec, out: np.ndarray, compute:
 
 def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarray) -> None:
     """out (n, f, oh, ow) = conv of x; wmat is (groups, f/groups, c/groups*kh*kw) in the compute dtype."""
-    taps = spec.kh * spec.kw
     if is_pointwise(spec) and x.dtype == wmat.dtype and x.flags.c_contiguous:
         # The column matrix is the input itself: one batched matmul, on BLAS's threads.
         g = spec.groups
@@ -76,6 +75,7 @@ def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarra
                       out=view_as(out, (spec.n, g, spec.f // g, spec.oh * spec.ow)))
         store(out, bias, None)
         return
+    taps = spec.kh * spec.kw
 
     def body(tile, result, cols):
         tile.clear_spare(cols)
