@@ -62,8 +62,11 @@ def test_correct_warp_sum_is_not_reported(mod, order):
     x = np.random.default_rng().standard_normal(100).astype(np.float32)
     y = np.full(4, np.nan, np.float32)
     mod.get_function("warp_sum")(2, 64, (x, y, np.int32(100)))
-    np.testing.assert_allclose(y, np.add.reduceat(np.concatenate([x, np.zeros(28, np.float32)]), [0, 32, 64, 96]),
-                               rtol=1e-5)
+    padded = np.concatenate([x, np.zeros(28, np.float32)]).astype(np.float64).reshape(4, 32)
+    # A float32 sum of 32 terms in any order is within 32 * eps * sum|terms| of the exact sum; a
+    # relative bound on the sum itself fails whenever the terms cancel to near zero.
+    bound = 32 * np.finfo(np.float32).eps * np.abs(padded).sum(axis=1)
+    assert np.all(np.abs(y - padded.sum(axis=1)) <= bound), (y, padded.sum(axis=1), bound)
 
 
 def test_full_mask_shuffle_in_a_partial_warp_is_reported(emulator, mod):
