@@ -24,14 +24,6 @@ from test_conv import EDGE_CASES, conv_cases, run_in_a_fresh_thread
 from test_pool import pool_cases, pool_data
 
 
-@pytest.fixture(scope="session")
-def grad_backend(backend):
-    """`backend`, for the gradient tests: the one place that skips a backend without them."""
-    if not hasattr(get_backend(backend), "conv2d_input"):
-        pytest.skip("CUDA backward kernels not merged yet")
-    return backend
-
-
 def _algorithms(impl, which: str, spec):
     """(every algorithm the backend offers for the `which` ("input"/"weight") gradient, the applicable ones)."""
     offered = getattr(impl, f"{which}_grad_algorithms", ("auto",))
