@@ -2,7 +2,7 @@
 
 A backend is an object with `name` and the methods conv2d(x, w, bias, spec, algorithm),
 max_pool2d(x, spec, return_indices), avg_pool2d(x, spec) and pad2d(x, spec), and the gradients
-(GRAD_INTERFACE.md; spec is the forward op's): conv2d_input(grad_out, w, spec, algorithm),
+(spec is the forward op's): conv2d_input(grad_out, w, spec, algorithm),
 conv2d_weight(x, grad_out, spec, algorithm) (zero padding only: gpuconv._backward folds the other
 modes), max_pool2d_input(grad_out, x, indices, spec), avg_pool2d_input(grad_out, spec) and
 pad2d_input(grad_out, spec). Inputs are 4-D arrays of one float dtype (float16/32/64); the result
