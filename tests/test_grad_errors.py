@@ -1,7 +1,6 @@
 """Bad input to gpuconv.grad and conv_transpose2d raises ValueError/TypeError naming the argument."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
