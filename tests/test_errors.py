@@ -2,7 +2,6 @@
 answer, a crash or a hang)."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
