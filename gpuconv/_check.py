@@ -135,7 +135,7 @@ def _cases(backend, dtype, rng):
         spec = geometry.conv_spec(xs, ws, kwargs.get("stride", 1), kwargs.get("padding", 0), kwargs.get("dilation", 1),
                                   kwargs.get("groups", 1), kwargs.get("padding_mode", "zeros"))
         expected = reference_conv2d(x, w, bias, spec)
-        for algorithm in backend.applicable_algorithms(spec):
+        for algorithm in backend.applicable_algorithms(spec, dtype):
             yield (f"conv2d[{algorithm}]", lambda a=algorithm, x=x, w=w, b=bias, k=kwargs:
                    gpuconv.conv2d(x, w, b, **k, algorithm=a, backend=backend.name), expected)
     for xs, kwargs in POOL_CASES:
