@@ -4,8 +4,9 @@
 // float32 accumulators; float32 in TF32 (16x16x8 fragments, inputs rounded with __float_to_tf32), on
 // sm_80 and newer only, and only when the caller asked for precision="tf32" (the launcher's rule).
 //
-// Tiling: a block of TC_THREADS = 8 warps computes a TC_BM x TC_BN = 128 x 128 tile of Y_g; the warps
-// form a TC_WARPS_M x TC_WARPS_N = 2 x 4 grid, each owning 64 x 32 outputs = 4 x 2 accumulator
+// Tiling: a block of TC_THREADS = 8 warps computes a BM x TC_BN tile of Y_g, BM = 128 (TC_BM_WIDE) or,
+// for groups of at most 64 filters, 64 (TC_BM_NARROW), TC_BN = 128; the warps form a
+// TC_WARPS_M x TC_WARPS_N = 2 x 4 grid, each owning (BM/2) x 32 outputs = (BM/32) x 2 accumulator
 // fragments. K is walked in steps of TC_BK = 32.
 // - Weights: wp (groups, M, Kp), Kp = K rounded up to TC_BK and zero-padded by the launcher, so each
 //   tile row is TC_BK contiguous 16-byte-aligned values: copied global -> shared with 16-byte
@@ -23,7 +24,8 @@
 #include <mma.h>
 #include <cuda_pipeline.h>
 
-#define TC_BM 128            // filters per block tile
+#define TC_BM_WIDE 128       // filters per block tile
+#define TC_BM_NARROW 64      // filters per block tile when a group has at most 64
 #define TC_BN 128            // output pixels per block tile
 #define TC_BK 32             // taps per K step
 #define TC_WARPS_M 2         // warps along M
@@ -86,7 +88,7 @@ template <typename I> struct TapCursor {
   }
 };
 
-template <typename T, typename I>
+template <typename T, typename I, int BM>
 __device__ __forceinline__ void conv_tile_tc(const T* __restrict__ x, const T* __restrict__ wp,
                                              const T* __restrict__ bias, T* __restrict__ y, int has_bias, I n,
                                              I c, I h, I wd, I f, I oh, I ow, int kh, int kw, int groups, int sh,
@@ -95,29 +97,29 @@ __device__ __forceinline__ void conv_tile_tc(const T* __restrict__ x, const T* _
   constexpr int LDA = TC_BK + TC_ROW_PAD_BYTES / (int)sizeof(T);  // shared row lengths, in elements
   constexpr int LDB = TC_BN + TC_ROW_PAD_BYTES / (int)sizeof(T);
   constexpr int LDC = TC_BN + TC_ROW_PAD_BYTES / (int)sizeof(float);
-  constexpr int A_STAGE = TC_BM * LDA, B_BUFFER = TC_BK * LDB;
-  constexpr int WARP_M = TC_BM / TC_WARPS_M, WARP_N = TC_BN / TC_WARPS_N;
+  constexpr int A_STAGE = BM * LDA, B_BUFFER = TC_BK * LDB;
+  constexpr int WARP_M = BM / TC_WARPS_M, WARP_N = TC_BN / TC_WARPS_N;
   constexpr int FRAGS_M = WARP_M / 16, FRAGS_N = WARP_N / 16;
   constexpr int CHUNK = 16 / (int)sizeof(T);                      // values per 16-byte copy
-  constexpr int A_COPIES = TC_BM * (TC_BK / CHUNK) / TC_THREADS;  // copies per thread per stage
+  constexpr int A_COPIES = BM * (TC_BK / CHUNK) / TC_THREADS;  // copies per thread per stage
   constexpr int WARPS = TC_THREADS / 32;
   constexpr int B_ROWS = TC_BK / WARPS, B_COLS = TC_BN / 32;      // im2col values per thread: rows x cols
-  static_assert(TC_THREADS == 32 * TC_WARPS_M * TC_WARPS_N && A_COPIES * TC_THREADS == TC_BM * (TC_BK / CHUNK) &&
+  static_assert(TC_THREADS == 32 * TC_WARPS_M * TC_WARPS_N && A_COPIES * TC_THREADS == BM * (TC_BK / CHUNK) &&
                 B_ROWS * WARPS == TC_BK && TC_BK % Frag::K == 0 && TC_THREADS % TC_BN == 0, "tile shape");
 
   extern __shared__ __align__(128) unsigned char smem[];
-  T* s_a = reinterpret_cast<T*>(smem);          // [TC_STAGES][TC_BM][LDA] weights
+  T* s_a = reinterpret_cast<T*>(smem);          // [TC_STAGES][BM][LDA] weights
   T* s_b = s_a + TC_STAGES * A_STAGE;            // [2][TC_BK][LDB] im2col
-  float* s_c = reinterpret_cast<float*>(smem);  // [TC_BM][LDC] accumulators, after the main loop
+  float* s_c = reinterpret_cast<float*>(smem);  // [BM][LDC] accumulators, after the main loop
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int warp_m = warp / TC_WARPS_N, warp_n = warp % TC_WARPS_N;
   const I cg = c / groups, fg = f / groups;
   const I taps = (I)kh * kw, k_total = cg * taps, hw = h * wd, pixels = oh * ow, n_total = n * pixels;
   const I k_padded = ceil_div<I>(k_total, TC_BK) * TC_BK, steps = k_padded / TC_BK;
-  const I m_tiles = ceil_div<I>(fg, TC_BM);
+  const I m_tiles = ceil_div<I>(fg, BM);
   const int g = (int)(blockIdx.y / m_tiles);
-  const I m0 = (blockIdx.y % m_tiles) * TC_BM, n0 = (I)blockIdx.x * TC_BN;
+  const I m0 = (blockIdx.y % m_tiles) * BM, n0 = (I)blockIdx.x * TC_BN;
 
   // The weight chunks this thread copies: tile row and column, and the row's start in wp (-1 past M).
   int a_dst[A_COPIES];
@@ -234,23 +236,23 @@ __device__ __forceinline__ void conv_tile_tc(const T* __restrict__ x, const T* _
   const I img = nn / pixels, p = nn - img * pixels;
   T* out = y + (img * f + (I)g * fg) * pixels + p;
   const T* group_bias = bias + (I)g * fg;
-  for (int row = tid / TC_BN; row < TC_BM && m0 + row < fg; row += TC_THREADS / TC_BN) {
+  for (int row = tid / TC_BN; row < BM && m0 + row < fg; row += TC_THREADS / TC_BN) {
     const I m = m0 + row;
     const float b = has_bias ? to_acc(group_bias[m]) : 0.0f;
     out[m * pixels] = from_acc<T>(s_c[row * LDC + col] + b);
   }
 }
 
-// One block per 128 x 128 output tile: grid x = ceil(N / TC_BN), y = groups * ceil(M / TC_BM);
+// One block per BM x TC_BN output tile: grid x = ceil(N / TC_BN), y = groups * ceil(M / BM);
 // TC_THREADS threads; dynamic shared memory max(TC_STAGES weight stages + 2 im2col buffers, the
 // float accumulator tile), as the launcher computes it. 1 block/SM: <= 255 registers.
-template <typename T, typename I>
+template <typename T, typename I, int BM>
 __global__ void __launch_bounds__(TC_THREADS, 1)
 conv2d_implicit_gemm_tc(const T* __restrict__ x, const T* __restrict__ wp, const T* __restrict__ bias,
                         T* __restrict__ y, int has_bias, I n, I c, I h, I wd, I f, I oh, I ow, int kh, int kw,
                         int groups, int sh, int sw, int dh, int dw, int top, int left, int mode) {
   if constexpr (TensorCoreFragments<T>::available)
-    conv_tile_tc<T, I>(x, wp, bias, y, has_bias, n, c, h, wd, f, oh, ow, kh, kw, groups, sh, sw, dh, dw, top, left,
+    conv_tile_tc<T, I, BM>(x, wp, bias, y, has_bias, n, c, h, wd, f, oh, ow, kh, kw, groups, sh, sw, dh, dw, top, left,
                        mode);
   else
     __trap();

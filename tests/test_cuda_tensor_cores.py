@@ -10,9 +10,10 @@ Tolerances, relative to the scale of the float64 result (max |result|, at least 
   cores then drop the low 13 bits) is off by about 1e-3.
 - TF32 against the exact float64 result: 2e-3 (inputs rounded to 10-bit mantissas).
 
-Shapes are small but cross every tile edge of the 128 x 128 x 32 tiling: F/groups of 129 (a second
-M tile with one filter), N*OH*OW of 130 (a second N tile), K of 27, 33, 64 (no padding of the weight
-rows) and 100 (more K steps than pipeline stages), several images in one N tile.
+Shapes are small but cross every tile edge of the BM x 128 x 32 tilings (BM = 128, or 64 for groups of
+at most 64 filters): F/groups of 129 (a second 128-row M tile with one filter), 64 (a full 64-row
+tile), 65 and 17 (part-empty tiles); N*OH*OW of 130 (a second N tile), K of 27, 33, 64 (no padding of
+the weight rows) and 100 (more K steps than pipeline stages), several images in one N tile.
 """
 from __future__ import annotations
 
@@ -147,7 +148,7 @@ def test_the_float16_parity_suite_reaches_the_tensor_core_kernel(emu, launches):
         assert TC not in emu.applicable_algorithms(spec, np.float64, "tf32")
     x, w = random_array(rng, (2, 6, 7, 7), np.float16), random_array(rng, (4, 3, 3, 3), np.float16)
     check_conv("cuda-emu", x, w, groups=2, stride=2, padding=1, padding_mode="circular")
-    assert _kernels.implicit_gemm_tc_kernel("__half", "int") in launches
+    assert _kernels.implicit_gemm_tc_kernel("__half", "int", 64) in launches
 
 
 def test_results_are_the_same_bits_in_every_order(emu):
@@ -170,6 +171,9 @@ def test_results_are_the_same_bits_in_every_order(emu):
 # ---- tile edges, every shape option, both precisions -----------------------------------------------
 TILE_CASES = {
     "M and N past a tile": ((2, 3, 5, 13), (129, 3, 3, 3), dict(padding=1)),          # F 129, N 130, K 27
+    "two groups of two M tiles": ((1, 4, 5, 6), (258, 2, 1, 1), dict(groups=2)),
+    "a full narrow tile": ((2, 8, 4, 5), (64, 8, 2, 2), dict(padding="same")),
+    "65 filters": ((1, 3, 6, 6), (65, 3, 3, 3), dict(stride=2, padding=1)),
     "K of 33": ((1, 11, 6, 7), (17, 11, 1, 3), dict(padding=(0, 1))),                  # K 33: two K steps
     "K of 64, unpadded weight rows": ((2, 16, 5, 6), (20, 16, 2, 2), dict(stride=(1, 2), padding="same")),
     "K of 100, more steps than stages": ((1, 4, 9, 8), (9, 4, 5, 5), dict(padding=2, padding_mode="reflect")),
@@ -202,7 +206,7 @@ def test_64bit_indices(emu, monkeypatch, launches, dtype):
         check_half(x_shape, w_shape, 4, **kwargs)
     else:
         check_tf32(x_shape, w_shape, 4, **kwargs)
-    assert launches == [_kernels.implicit_gemm_tc_kernel(_kernels.ELEMENT_TYPES[np.dtype(dtype).name], "long long")]
+    assert launches == [_kernels.implicit_gemm_tc_kernel(_kernels.ELEMENT_TYPES[np.dtype(dtype).name], "long long", 128)]
 
 
 def test_tf32_differs_from_exact_float32(emu):
@@ -228,9 +232,9 @@ def test_auto_takes_tensor_cores_for_gemm_shaped_layers(emu, dtype, precision, e
 
 
 @pytest.mark.parametrize("dtype, precision, kernel", [
-    (np.float16, None, "conv2d_implicit_gemm_tc<__half, int>"),
+    (np.float16, None, "conv2d_implicit_gemm_tc<__half, int, 64>"),
     (np.float32, None, "conv2d_implicit_gemm<float, int, 64, 64, 4, 4>"),
-    (np.float32, "tf32", "conv2d_implicit_gemm_tc<float, int>"),
+    (np.float32, "tf32", "conv2d_implicit_gemm_tc<float, int, 64>"),
 ])
 def test_auto_launches_the_kernel_it_chose(emu, launches, dtype, precision, kernel):
     rng = np.random.default_rng(2)
@@ -249,7 +253,7 @@ def test_precision_context_manager_nests_and_the_call_argument_wins(emu, launche
         run(x, w, precision="highest")
         run(x, w)
     run(x, w)
-    tc, simt = "conv2d_implicit_gemm_tc<float, int>", "conv2d_implicit_gemm<float, int, 64, 64, 4, 4>"
+    tc, simt = "conv2d_implicit_gemm_tc<float, int, 64>", "conv2d_implicit_gemm<float, int, 64, 64, 4, 4>"
     assert launches == [tc, simt, simt, tc, simt]
 
 
@@ -257,7 +261,7 @@ def test_conv1d_passes_precision_through(emu, launches):
     rng = np.random.default_rng(6)
     x, w = random_array(rng, (2, 8, 40), np.float32), random_array(rng, (16, 8, 9), np.float32)
     out = gpuconv.conv1d(x, w, padding="same", precision="tf32", backend="cuda-emu")
-    assert launches == ["conv2d_implicit_gemm_tc<float, int>"]
+    assert launches == ["conv2d_implicit_gemm_tc<float, int, 64>"]
     expected = ref.conv2d(tf32(x)[:, :, None].astype(np.float64), tf32(w)[:, :, None].astype(np.float64),
                           padding=((0, 0), (4, 4)))[:, :, 0]
     assert_within(out, expected, TF32_TOL, "conv1d tf32")
@@ -308,28 +312,29 @@ def test_devices_without_tf32_keep_float32_exact(emu, monkeypatch, launches):
     assert emu.choose_algorithm(spec, np.float16) == "implicit_gemm"
 
 
-def test_shared_memory_and_weight_layout(emu):
-    from gpuconv.backends import _tensor_cores
-
-    spec = conv_spec((2, 11, 6, 7), (17, 11, 1, 3), 1, 0, 1, 1, "zeros")
-    half = emu._plan(spec, TC, np.float16)
-    tf32_plan = emu._plan(spec, TC, np.float32, "tf32")
+def test_tiles_shared_memory_and_weight_layout(emu):
+    wide = conv_spec((2, 6, 5, 13), (258, 3, 3, 3), 1, 1, 1, 2, "zeros")  # 129 filters per group
+    half, tf32_plan = emu._plan(wide, TC, np.float16), emu._plan(wide, TC, np.float32, "tf32")
     # 3 stages of 128 x (32 + 8) halves + 2 x 32 x (128 + 8) halves; the float tile 128 x 132 is larger
     assert half.shared == max(3 * 128 * 40 * 2 + 2 * 32 * 136 * 2, 128 * 132 * 4) == 67584
     assert tf32_plan.shared == 3 * 128 * 36 * 4 + 2 * 32 * 132 * 4 == 89088 <= 96 * 1024
-    assert (half.block, half.grid, half.k_total, half.k_padded) == ((256, 1, 1), (1, 1, 1), 33, 64)
+    assert (half.block_m, half.block, half.grid) == (128, (256, 1, 1), (2, 4, 1))
+    narrow = conv_spec((2, 11, 6, 7), (17, 11, 1, 3), 1, 0, 1, 1, "zeros")
+    half, tf32_plan = emu._plan(narrow, TC, np.float16), emu._plan(narrow, TC, np.float32, "tf32")
+    assert half.shared == max(3 * 64 * 40 * 2 + 2 * 32 * 136 * 2, 64 * 132 * 4) == 33792
+    assert tf32_plan.shared == 3 * 64 * 36 * 4 + 2 * 32 * 132 * 4 == 61440
+    assert (half.block_m, half.grid, half.k_total, half.k_padded) == (64, (1, 1, 1), 33, 64)
     w = np.arange(17 * 33, dtype=np.float32).reshape(17, 11, 1, 3)
     wp = tf32_plan.weights(np, w)
     assert wp.shape == (17, 64) and wp.flags.c_contiguous
     np.testing.assert_array_equal(wp[:, :33], w.reshape(17, 33))
     assert not wp[:, 33:].any()
-    assert _tensor_cores.shared_bytes(2) == half.shared
 
 
 def test_every_tensor_core_instantiation_is_compiled():
     names = _kernels.KERNEL_SOURCES["conv_implicit_gemm_tc.cu"]
-    assert names == tuple(_kernels.implicit_gemm_tc_kernel(t, i) for t in ("__half", "float")
-                          for i in _kernels.INDEX_TYPES)
+    assert names == tuple(_kernels.implicit_gemm_tc_kernel(t, i, bm) for t in ("__half", "float")
+                          for i in _kernels.INDEX_TYPES for bm in (128, 64))
 
 
 # ---- the real GPU ---------------------------------------------------------------------------------

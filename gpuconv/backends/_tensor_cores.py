@@ -35,20 +35,26 @@ def refusal(dtype, precision: str, capability: int) -> str | None:
     return None
 
 
-def shared_bytes(itemsize: int) -> int:
-    """Dynamic shared memory of one block: TC_STAGES weight tiles (TC_BM rows of TC_BK values) and two
+def block_m(filters_per_group: int) -> int:
+    """Filters per block tile: 64 when a group has at most 64 (a 128-row tile would be half empty)."""
+    k = _kernels.constants(FILE)
+    return k["TC_BM_NARROW"] if filters_per_group <= k["TC_BM_NARROW"] else k["TC_BM_WIDE"]
+
+
+def shared_bytes(itemsize: int, bm: int) -> int:
+    """Dynamic shared memory of one block: TC_STAGES weight tiles (bm rows of TC_BK values) and two
     im2col tiles (TC_BK rows of TC_BN values) during the main loop, then the float accumulator tile
-    (TC_BM rows of TC_BN floats) in the same memory; every row padded by TC_ROW_PAD_BYTES."""
+    (bm rows of TC_BN floats) in the same memory; every row padded by TC_ROW_PAD_BYTES."""
     k = _kernels.constants(FILE)
     pad = k["TC_ROW_PAD_BYTES"]
-    weights = k["TC_BM"] * (k["TC_BK"] * itemsize + pad)
+    weights = bm * (k["TC_BK"] * itemsize + pad)
     columns = k["TC_BK"] * (k["TC_BN"] * itemsize + pad)
-    accumulators = k["TC_BM"] * (k["TC_BN"] * 4 + pad)
+    accumulators = bm * (k["TC_BN"] * 4 + pad)
     return max(k["TC_STAGES"] * weights + 2 * columns, accumulators)
 
 
 class TensorCorePlan:
-    """Grid, block, shared memory and padded reduction length of conv2d_implicit_gemm_tc for one call."""
+    """Tile, grid, block, shared memory and padded reduction length of conv2d_implicit_gemm_tc for one call."""
 
     def __init__(self, spec, dtype, precision: str, capability: int, max_shared: int):
         reason = refusal(dtype, precision, capability)
@@ -56,14 +62,14 @@ class TensorCorePlan:
             raise ValueError(f"algorithm={ALGORITHM!r} cannot run this call: {reason}")
         k = _kernels.constants(FILE)
         fg, pixels = spec.f // spec.groups, spec.n * spec.oh * spec.ow
-        self.ctype = _kernels.ELEMENT_TYPES[np.dtype(dtype).name]
+        self.block_m = block_m(fg)
         self.block = (k["TC_THREADS"], 1, 1)
-        self.grid = (_ceil_div(pixels, k["TC_BN"]), spec.groups * _ceil_div(fg, k["TC_BM"]), 1)
+        self.grid = (_ceil_div(pixels, k["TC_BN"]), spec.groups * _ceil_div(fg, self.block_m), 1)
         if self.grid[0] > MAX_GRID_X or self.grid[1] > MAX_GRID_YZ:
-            raise ValueError(f"algorithm={ALGORITHM!r} needs groups * ceil(F/groups / {k['TC_BM']}) <= {MAX_GRID_YZ} "
+            raise ValueError(f"algorithm={ALGORITHM!r} needs groups * ceil(F/groups / {self.block_m}) <= {MAX_GRID_YZ} "
                              f"and ceil(N*OH*OW / {k['TC_BN']}) <= {MAX_GRID_X}; got groups={spec.groups}, "
                              f"F={spec.f}, N*OH*OW={pixels}")
-        self.shared = shared_bytes(np.dtype(dtype).itemsize)
+        self.shared = shared_bytes(np.dtype(dtype).itemsize, self.block_m)
         if self.shared > max_shared:
             raise ValueError(f"algorithm={ALGORITHM!r} needs {self.shared} bytes of shared memory per block; this "
                              f"device allows {max_shared}")

@@ -250,8 +250,8 @@ class CudaBackend:
             dev.launch("conv_direct.cu", name, plan.grid, plan.block, args, plan.shared)
         elif algorithm == _tensor_cores.ALGORITHM:
             args = (xd, wd, bd, out, np.int32(has_bias), I(spec.n), *geometry)
-            dev.launch(_tensor_cores.FILE, _kernels.implicit_gemm_tc_kernel(ctype, itype), plan.grid, plan.block, args,
-                       plan.shared)
+            dev.launch(_tensor_cores.FILE, _kernels.implicit_gemm_tc_kernel(ctype, itype, plan.block_m), plan.grid,
+                       plan.block, args, plan.shared)
         else:
             groups, fg = spec.groups, spec.f // spec.groups
             wt = dev.xp.ascontiguousarray(wd.reshape(groups, fg, -1).transpose(0, 2, 1))  # (groups, K, F/groups)
