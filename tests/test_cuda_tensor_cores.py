@@ -329,6 +329,14 @@ def test_tiles_shared_memory_and_weight_layout(emu):
     assert wp.shape == (17, 64) and wp.flags.c_contiguous
     np.testing.assert_array_equal(wp[:, :33], w.reshape(17, 33))
     assert not wp[:, 33:].any()
+    # K = 64 needs no padding: w itself goes, unless it is not 16-byte aligned (a view at an odd offset)
+    plan = emu._plan(conv_spec((1, 16, 5, 5), (20, 16, 2, 2), 1, 0, 1, 1, "zeros"), TC, np.float16)
+    whole = np.zeros(21 * 64 + 8, np.float16)
+    aligned = whole[-20 * 64:].reshape(20, 16, 2, 2) if whole[-20 * 64:].ctypes.data % 16 == 0 else \
+        whole[-20 * 64 - 8:-8].reshape(20, 16, 2, 2)
+    assert np.shares_memory(plan.weights(np, aligned), aligned)
+    odd = whole[1:1 + 20 * 64].reshape(20, 16, 2, 2)  # 2 bytes past an aligned element
+    assert odd.ctypes.data % 16 and plan.weights(np, odd).ctypes.data % 16 == 0
 
 
 def test_every_tensor_core_instantiation_is_compiled():

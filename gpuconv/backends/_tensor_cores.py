@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _kernels
+from . import is_cupy_array
 
 ALGORITHM = "implicit_gemm_tc"
 FILE = "conv_implicit_gemm_tc.cu"
@@ -78,11 +79,17 @@ class TensorCorePlan:
 
     def weights(self, xp, w):
         """w (F, C/groups, KH, KW) as the kernel reads it: (groups, F/groups, K) rows zero-padded to a
-        multiple of TC_BK, C-contiguous (16-byte copies of whole rows)."""
+        multiple of TC_BK, C-contiguous and 16-byte aligned (the kernel copies whole rows 16 bytes at
+        a time). w itself when it already is all that (K a multiple of TC_BK)."""
         f = w.shape[0]
         rows = w.reshape(f, self.k_total)
-        if self.k_padded == self.k_total:
-            return xp.ascontiguousarray(rows)
+        if self.k_padded == self.k_total and rows.flags.c_contiguous and _address(rows) % 16 == 0:
+            return rows
         padded = xp.zeros((f, self.k_padded), dtype=w.dtype)
         padded[:, :self.k_total] = rows
         return padded
+
+
+def _address(a) -> int:
+    """The address of a's first element (NumPy or CuPy)."""
+    return a.data.ptr if is_cupy_array(a) else a.ctypes.data
