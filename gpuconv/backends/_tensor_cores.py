@@ -15,11 +15,6 @@ from . import is_cupy_array
 ALGORITHM = "implicit_gemm_tc"
 FILE = "conv_implicit_gemm_tc.cu"
 MIN_CAPABILITY = {np.dtype(np.float16): 70, np.dtype(np.float32): 80}  # sm_70 HMMA, sm_80 TF32
-MAX_GRID_X, MAX_GRID_YZ = 2**31 - 1, 65535
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def refusal(dtype, precision: str, capability: int) -> str | None:
@@ -58,6 +53,8 @@ class TensorCorePlan:
     """Tile, grid, block, shared memory and padded reduction length of conv2d_implicit_gemm_tc for one call."""
 
     def __init__(self, spec, dtype, precision: str, capability: int, max_shared: int):
+        from .cuda import MAX_GRID_X, MAX_GRID_YZ, _ceil_div  # here: cuda.py imports this module
+
         reason = refusal(dtype, precision, capability)
         if reason:
             raise ValueError(f"algorithm={ALGORITHM!r} cannot run this call: {reason}")
