@@ -366,3 +366,54 @@ def test_calls_from_several_user_threads_at_once(monkeypatch):
         thread.join()
     assert not failures, f"wrong results under concurrent calls: {sorted(set(failures))}"
     assert (control[0]() if control else None) == before
+
+
+def _extreme_inputs(case: str):
+    """(x, w) of a 96-channel 3x3 layer ("auto" takes Winograd) whose input holds `case`."""
+    rng = np.random.default_rng(13)
+    if case == "huge finite":  # issue 13: within 4x of float32's max, the input transform overflowed
+        x = np.zeros((1, 96, 16, 16), np.float32)
+        x[0, :, 2, 2], x[0, :, 2, 4] = 2e38, -2e38
+        return x, np.full((96, 96, 3, 3), 1e-4, np.float32)
+    x = random_array(rng, (1, 96, 16, 16), np.float32)
+    w = random_array(rng, (96, 96, 3, 3), np.float32)
+    if case == "+inf":
+        x[0, 5, 7, 9] = np.inf
+    elif case == "+inf and -inf":
+        x[0, 5, 7, 9], x[0, 80, 0, 15] = np.inf, -np.inf
+    else:
+        x[0, 3, 6, 7] = np.nan
+    return x, w
+
+
+@pytest.mark.parametrize("algorithm", ["auto", "winograd"])
+@pytest.mark.parametrize("case", ["huge finite", "+inf", "+inf and -inf", "nan"])
+def test_winograd_gives_the_definition_on_huge_and_non_finite_inputs(case, algorithm):
+    """Issue 13: Winograd's transforms overflowed on finite inputs near the dtype's max (288
+    inf/NaN where the definition is finite) and turned one +inf into NaN around it; the
+    result must be the definition's, NaN and infinities where it has them and nowhere else."""
+    x, w = _extreme_inputs(case)
+    assert conv.choose(conv_spec(x.shape, w.shape, 1, 1, 1, 1, "zeros")) == "winograd"
+    with np.errstate(all="ignore"):
+        expected = ref.conv2d(x, w, padding=1)
+    with poisoned_numpy_backend():
+        out = gpuconv.conv2d(x, w, padding=1, algorithm=algorithm, backend="numpy")
+    assert_close(out, expected, np.float32, f"{case}, algorithm={algorithm}")
+
+
+@pytest.mark.parametrize("huge", [False, True], ids=["NaN-poisoned", "max-poisoned"])
+@pytest.mark.parametrize("shape", [(2, 96, 16, 16), (1, 8, 40, 38)], ids=["batched matmul", "per-image matmuls"])
+def test_winograd_keeps_finite_inputs_on_winograd(shape, huge, tiling, monkeypatch):
+    """The overflow check must not fire on ordinary inputs, whatever stale values the
+    workspace holds (else every call would quietly run im2col twice)."""
+    def refuse(*args):
+        raise AssertionError("winograd fell back to im2col on finite inputs")
+
+    monkeypatch.setattr(winograd.im2col, "conv2d", refuse)
+    rng = np.random.default_rng(14)
+    x, w = random_array(rng, shape, np.float32), random_array(rng, (shape[1], shape[1], 3, 3), np.float32)
+    with workspace_limit(1 << 20):
+        _workspace.release()  # so that the call's workspace is freshly allocated, hence poisoned
+    with poisoned_numpy_backend(huge=huge):
+        out = gpuconv.conv2d(x, w, padding=1, algorithm="winograd", backend="numpy")
+    assert_close(out, ref.conv2d(x, w, padding=1), np.float32, f"winograd x{shape}")
