@@ -417,3 +417,42 @@ def test_winograd_keeps_finite_inputs_on_winograd(shape, huge, tiling, monkeypat
     with poisoned_numpy_backend(huge=huge):
         out = gpuconv.conv2d(x, w, padding=1, algorithm="winograd", backend="numpy")
     assert_close(out, ref.conv2d(x, w, padding=1), np.float32, f"winograd x{shape}")
+
+
+@pytest.mark.parametrize("algorithm", ["im2col", "direct"])
+@pytest.mark.parametrize("width, stride", [(8000, 4000), (100000, 50000)])
+def test_a_huge_stride_costs_what_the_output_needs(width, stride, algorithm):
+    """Issue 13: a (1, 1, 4, 40000) input at column stride 20000 with padding took 10 s and kept
+    10 GiB (a gather map per column phase, memoised). Only the phases a tap reads are gathered:
+    the call's traced allocations beyond its (1, 1, 4, 2) output, and what it leaves held, stay
+    small, and the memos of the NumPy backend stay within their byte bounds."""
+    rng = np.random.default_rng(15)
+    x, w = random_array(rng, (1, 1, 4, width), np.float32), random_array(rng, (1, 1, 3, 3), np.float32)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        out = gpuconv.conv2d(x, w, stride=(1, stride), padding=1, algorithm=algorithm, backend="numpy")
+        held, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert_close(out, ref.conv2d(x, w, stride=(1, stride), padding=1), np.float32, f"stride {stride}")
+    assert peak - before < 1 << 20, f"peak {(peak - before) >> 10} KiB for a {out.shape} output"
+    assert held - before - out.nbytes < 256 << 10, f"{(held - before) >> 10} KiB held after the call"
+    from gpuconv.backends.cpu import _memo
+
+    assert all(memo.nbytes <= memo.max_bytes for memo in _memo.MEMOS)
+
+
+def test_memos_are_bounded_in_bytes():
+    from gpuconv.backends.cpu import _memo
+
+    memo = _memo.Memo(1000, len)
+    made = []
+    for key in range(10):
+        assert memo.get(key, lambda k=key: made.append(k) or "x" * 200) == "x" * 200
+    assert memo.nbytes <= 1000 and len(made) == 10
+    assert memo.get(9, lambda: made.append("again") or "y") == "x" * 200 and made[-1] == 9  # kept: no remake
+    assert memo.get(0, lambda: "z" * 200) == "z" * 200  # evicted, least recently used first
+    assert memo.get("big", lambda: "b" * 300) == "b" * 300 and memo.nbytes <= 1000  # > max/4: not kept
+    assert memo.get("big", lambda: "c" * 300) == "c" * 300
+    _memo.MEMOS.remove(memo)

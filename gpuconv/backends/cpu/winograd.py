@@ -23,12 +23,10 @@ multiplies the inputs themselves: non-finite and huge inputs give what the defin
 """
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from ..._geometry import ConvSpec
-from . import _blas, _slab, _tiles, _workspace, im2col
+from . import _blas, _memo, _slab, _tiles, _workspace, im2col
 from ._threads import parallel_items
 from .im2col import view_as
 
@@ -121,11 +119,12 @@ def _output_transform(m: np.ndarray, s: np.ndarray, y: np.ndarray) -> None:
         np.subtract(y[2 * i + 1], s3, out=y[2 * i + 1])
 
 
-@functools.lru_cache(maxsize=64)
+_memo_phases = _memo.Memo(4 << 20, lambda phases: phases.nbytes)
+
+
 def _phases(spec: ConvSpec) -> _slab.Phases:
-    """spec's padded input as 2x2 phases of phase_w columns."""
-    _, phase_w = _grid(spec, 2)
-    return _slab.Phases(spec, 2, 2, spec.oh + 4, phase_w)
+    """spec's padded input as 2x2 phases of phase_w columns (memoised)."""
+    return _memo_phases.get(spec, lambda: _slab.Phases(spec, 2, 2, _grid(spec, 2)[1]))
 
 
 def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarray) -> None:
