@@ -294,3 +294,19 @@ def test_reference_same_padding_follows_tensorflow():
     assert ref.conv_pads("same", (7, 8), (4, 3), (2, 3), (1, 1)) == (1, 2, 0, 1)
     # dilated: k=3, d=2 spans 5; in=5, s=1: total=4 -> (2, 2); in=6, s=4, k=2, d=1: out=2, total=max(4+2-6,0)=0
     assert ref.conv_pads("same", (5, 6), (3, 2), (1, 4), (2, 1)) == (2, 2, 0, 0)
+
+
+@pytest.mark.parametrize("big", [2**31, 2**62, 2**63, 2**100])
+def test_huge_strides_and_dilations_give_the_definitions_result(backend, big):
+    """Issue 13, item 4: a stride beyond the padded input gives one output whatever its value, a
+    dilation of a one-tap kernel changes nothing (OverflowError before, from 2**62 on numpy and
+    2**31 on the CUDA backends)."""
+    rng = np.random.default_rng(19)
+    x, w = random_array(rng, (1, 2, 5, 7), np.float32), random_array(rng, (3, 2, 3, 1), np.float32)
+    xb, wb = to_backend(x, backend), to_backend(w, backend)
+    for kwargs, same_as in [(dict(stride=(1, big), padding=1), dict(stride=(1, 9), padding=1)),
+                            (dict(stride=big), dict(stride=(5, 7))),
+                            (dict(dilation=(1, big), padding=(1, 0)), dict(padding=(1, 0))),
+                            (dict(stride=(big, 2), dilation=(1, big)), dict(stride=(5, 2)))]:
+        out = gpuconv.conv2d(xb, wb, **kwargs, backend=backend)
+        assert_close(out, ref.conv2d(x, w, **same_as), np.float32, f"{backend} {kwargs}")

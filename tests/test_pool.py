@@ -245,3 +245,21 @@ def test_reference_pooling_matches_torch():
                                             divisor).numpy()
                 np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12,
                                            err_msg=f"avg include={include} divisor={divisor}, trial {trial}")
+
+
+@pytest.mark.parametrize("big", [2**31, 2**62, 2**63, 2**100])
+def test_huge_strides_and_dilations_give_the_definitions_result(backend, big):
+    """Issue 13, item 4 (OverflowError before): a stride beyond the padded input gives one window,
+    the dilation of a one-tap kernel axis changes nothing."""
+    rng = np.random.default_rng(20)
+    x = random_array(rng, (1, 2, 5, 7), np.float32)
+    xb = to_backend(x, backend)
+    for args, same_as in [((3, big, 1), (3, (7, 9), 1)), (((2, 3), (1, big), 0, 1, True), ((2, 3), (1, 7), 0, 1, True)),
+                          (((1, 2), 1, 0, (big, 1)), ((1, 2), 1, 0, 1))]:
+        values, indices = ref.max_pool2d(x, *same_as)
+        out, idx = gpuconv.max_pool2d(xb, *args, return_indices=True, backend=backend)
+        assert_same(out, values, np.float32, f"{backend} max_pool2d{args}")
+        assert_same(idx, indices, np.int64, f"{backend} max_pool2d{args} indices")
+    for args, same_as in [((3, big, 1), (3, (7, 9), 1)), ((2, (big, 1), 1, True, False), (2, (6, 1), 1, True, False))]:
+        out = gpuconv.avg_pool2d(xb, *args, backend=backend)
+        assert_close(out, ref.avg_pool2d(x, *same_as), np.float32, f"{backend} avg_pool2d{args}")

@@ -130,3 +130,14 @@ def test_missing_cuda_headers_say_what_to_install(emulator, monkeypatch, tmp_pat
         _toolchain.cuda_include_dirs.cache_clear()
     assert "CUDA headers" in reason and "pip install nvidia-cuda-runtime nvidia-cuda-crt nvidia-cuda-cccl" in reason
     assert _toolchain.unavailable_reason() is None
+
+
+@pytest.mark.parametrize("value", ["-1", "relative/cache", "."])
+def test_a_cache_path_that_is_not_absolute_is_refused(emulator, value, monkeypatch, tmp_path):
+    """Issue 13: GPUCONV_EMU_CACHE=-1 reached g++ as an option, and a relative path was created
+    in the working directory."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GPUCONV_EMU_CACHE", value)
+    with pytest.raises(ValueError, match=r"GPUCONV_EMU_CACHE=.*absolute path"):
+        emulator.Module(code=SET_VALUE, options=("-DVALUE=2.0f",))
+    assert list(tmp_path.iterdir()) == []

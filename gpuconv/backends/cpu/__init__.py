@@ -7,6 +7,7 @@ from . import conv, pad, pool
 class NumpyBackend:
     name = "numpy"
     algorithms = conv.ALGORITHMS
+    casts_x = True  # conv2d takes x in any real dtype and casts it tile by tile to w's (the call's) dtype
 
     def applicable_algorithms(self, spec):
         return conv.applicable_algorithms(spec)
