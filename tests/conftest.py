@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import random
 
+import numpy as np
 import pytest
 
 from gpuconv.backends import BackendUnavailable, get_backend
@@ -35,3 +37,12 @@ def backend(request) -> str:
             pytest.fail(f"{exc} (required here: CI=true for cuda-emu, GPUCONV_REQUIRE_GPU=1 for cuda)")
         pytest.skip(str(exc))
     return name
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """Random test data: a fresh seed each run, printed (pytest shows it with a failure's output);
+    GPUCONV_TEST_SEED=<seed> replays it exactly."""
+    seed = int(os.environ.get("GPUCONV_TEST_SEED") or random.SystemRandom().randrange(2**32))
+    print(f"test data seed {seed} (GPUCONV_TEST_SEED={seed} replays it)")
+    return np.random.default_rng(seed)

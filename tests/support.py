@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import zlib
 
 import numpy as np
 
@@ -10,6 +11,11 @@ DTYPES = (np.float16, np.float32, np.float64)
 
 # Allowed error relative to the scale of the float64 result (max |ref|, at least 1).
 RELATIVE_TOL = {np.dtype(np.float16): 1e-2, np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
+
+
+def stable_seed(*parts) -> int:
+    """A seed from a test's parameters, the same in every process (hash() of a str is not)."""
+    return zlib.crc32(repr(parts).encode())
 
 
 def random_array(rng: np.random.Generator, shape, dtype=np.float64) -> np.ndarray:

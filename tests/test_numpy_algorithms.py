@@ -18,7 +18,7 @@ import reference as ref
 from gpuconv._config import config
 from gpuconv._geometry import conv_spec
 from gpuconv.backends import get_backend
-from gpuconv.backends.cpu import _blas, _threads, _tiles, _workspace, conv, pool, shifted, winograd
+from gpuconv.backends.cpu import _blas, _threads, _tiles, _workspace, conv, im2col, pool, shifted, winograd
 from support import as_reference_input, assert_close, poisoned_numpy_backend, random_array
 
 ALGORITHMS = tuple(a for a in conv.ALGORITHMS if a != "auto")
@@ -247,14 +247,35 @@ def test_a_tile_that_cannot_fit_the_cap_is_a_clear_memory_error():
         gpuconv.conv2d(x, w, algorithm="im2col", backend="numpy")
 
 
-def test_blas_thread_setting_is_restored_after_a_call():
+@pytest.mark.parametrize("min_parallel, blas_threads", [(0, 1), (1 << 40, 2)], ids=["tiles on 2 threads", "caller alone"])
+def test_blas_threads_are_limited_during_a_call_and_restored_after_it(min_parallel, blas_threads, monkeypatch):
+    """Worker threads run their matmuls with BLAS at one thread; a call on the caller alone lets BLAS
+    use config.num_threads; afterwards the user's own setting is back. The user's setting here
+    differs from both (so that a missing limit or restore shows)."""
+    control = _blas._find_control()
+    if not control:
+        pytest.skip("no way to control NumPy's BLAS threads here (neither OpenBLAS nor threadpoolctl)")
+    get, set_, _ = control
+    saved = get()
+    set_(4)
+    if get() != 4:
+        set_(saved)
+        pytest.skip(f"this BLAS cannot run 4 threads (it keeps {get()})")
+    monkeypatch.setattr(config, "num_threads", 2)
+    monkeypatch.setattr(_tiles, "MIN_PARALLEL_BYTES", min_parallel)
+    seen = []
+    real_matmul = np.matmul
+    monkeypatch.setattr(im2col.np, "matmul", lambda *a, **k: (seen.append(get()), real_matmul(*a, **k))[1])
     rng = np.random.default_rng(9)
     x, w = random_array(rng, (4, 8, 16, 16), np.float32), random_array(rng, (8, 8, 3, 3), np.float32)
-    control = _blas._find_control()
-    before = control[0]() if control else None
-    gpuconv.conv2d(x, w, padding=1, algorithm="im2col", backend="numpy")
-    assert (control[0]() if control else None) == before
-    assert _blas.backend_name() in ("openblas-ctypes", "threadpoolctl", "none")
+    try:
+        out = gpuconv.conv2d(x, w, padding=1, algorithm="im2col", backend="numpy")
+        after = get()
+    finally:
+        set_(saved)
+    assert_close(out, ref.conv2d(x, w, padding=1), np.float32, "im2col")
+    assert seen and set(seen) == {blas_threads}, f"BLAS threads during the matmuls: {seen}"
+    assert after == 4, f"BLAS threads after the call: {after}, not the user's 4"
 
 
 POOL_CASES = [(3, 2, 1, 1, False), (2, 2, 0, 1, True), (3, 1, 1, 2, False), (5, 3, 2, 1, True), (4, 3, 2, 2, True)]
@@ -355,7 +376,11 @@ def test_calls_from_several_user_threads_at_once(monkeypatch):
         order = np.random.default_rng(seed).permutation(len(jobs) * 6) % len(jobs)
         for j in order:
             call, expected, name = jobs[j]
-            out = call()
+            try:
+                out = call()
+            except BaseException as exc:  # a thread's exception would otherwise only be printed
+                failures.append(f"{name} raised {type(exc).__name__}: {exc}")
+                continue
             if out.shape != expected.shape or not np.allclose(out, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max()):
                 failures.append(name)
 

@@ -83,10 +83,9 @@ def test_concurrent_builds_never_load_a_partial_library(emulator, cache):
     assert not list(cache.glob("build-*")) and not list(cache.glob("*.tmp"))
 
 
-def test_ucontext_fallback_runs_the_same(emulator, order):
+def test_ucontext_fallback_runs_the_same(emulator, order, rng):
     """Other architectures switch fibers with ucontext; force it here to test that path."""
     n, c, h, w, f, k = 1, 2, 20, 20, 2, 3
-    rng = np.random.default_rng()
     x = rng.standard_normal((n, c, h, w), dtype=np.float32)
     wt = rng.standard_normal((f, c, k, k), dtype=np.float32)
     results = []
