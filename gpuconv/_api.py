@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 
 from . import _geometry as geometry
 from . import _signal
+from ._types import Array, ArrayLike, Conv1dPadding, ConvPadding, IntOrPair, PadMode, PaddingMode, PadWidths
 from ._validate import array_module, as_array, check_bool, check_ndim, check_value_fits, result_dtype
 from .backends import is_cupy_array, select
 
@@ -29,8 +31,9 @@ def _check_algorithm(algorithm):
         raise TypeError(f"algorithm={algorithm!r}: must be a string such as 'auto'")
 
 
-def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", *,
-           algorithm="auto", backend=None):
+def conv2d(x: ArrayLike, w: ArrayLike, bias: ArrayLike | None = None, stride: IntOrPair = 1,
+           padding: ConvPadding = 0, dilation: IntOrPair = 1, groups: int = 1, padding_mode: PaddingMode = "zeros", *,
+           algorithm: str = "auto", backend: str | None = None) -> Array:
     """2-D cross-correlation of x (N, C, H, W) or (C, H, W) with w (F, C/groups, KH, KW), PyTorch style.
 
     padding: int, (ph, pw), ((top, bottom), (left, right)), "valid" or "same" (TensorFlow's rule,
@@ -43,8 +46,9 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_m
     return _conv(x, w, bias, stride, padding, dilation, groups, padding_mode, algorithm, backend, ndim=2)
 
 
-def conv1d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", *,
-           algorithm="auto", backend=None):
+def conv1d(x: ArrayLike, w: ArrayLike, bias: ArrayLike | None = None, stride: int = 1, padding: Conv1dPadding = 0,
+           dilation: int = 1, groups: int = 1, padding_mode: PaddingMode = "zeros", *, algorithm: str = "auto",
+           backend: str | None = None) -> Array:
     """1-D cross-correlation of x (N, C, L) or (C, L) with w (F, C/groups, K), as a conv2d of height 1.
 
     padding: int, (left, right), "valid" or "same"."""
@@ -102,15 +106,17 @@ def _pool_input(x, ndim):
     return x.astype(result_dtype(x), copy=False)
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-               return_indices=False, *, backend=None):
+def max_pool2d(x: ArrayLike, kernel_size: IntOrPair, stride: IntOrPair | None = None, padding: IntOrPair = 0,
+               dilation: IntOrPair = 1, ceil_mode: bool = False, return_indices: bool = False, *,
+               backend: str | None = None) -> Array | tuple[Array, Array]:
     """Max pooling with PyTorch's rules; NaN propagates. With return_indices, also the int64
     flat index of each maximum within its H*W plane."""
     return _max_pool(_pool_input(x, 2), kernel_size, stride, padding, dilation, ceil_mode, return_indices, backend, 2)
 
 
-def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-               return_indices=False, *, backend=None):
+def max_pool1d(x: ArrayLike, kernel_size: int, stride: int | None = None, padding: int = 0, dilation: int = 1,
+               ceil_mode: bool = False, return_indices: bool = False, *,
+               backend: str | None = None) -> Array | tuple[Array, Array]:
     """1-D max pooling of x (N, C, L) or (C, L); indices are positions along L."""
     result = _max_pool(_pool_input(x, 1), kernel_size, stride, padding, dilation, ceil_mode, return_indices, backend,
                        1)
@@ -137,15 +143,16 @@ def _max_pool(x, kernel_size, stride, padding, dilation, ceil_mode, return_indic
     return result
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-               divisor_override=None, *, backend=None):
+def avg_pool2d(x: ArrayLike, kernel_size: IntOrPair, stride: IntOrPair | None = None, padding: IntOrPair = 0,
+               ceil_mode: bool = False, count_include_pad: bool = True, divisor_override: int | None = None, *,
+               backend: str | None = None) -> Array:
     """Average pooling with PyTorch's rules (ceil_mode, count_include_pad, divisor_override)."""
     return _avg_pool(_pool_input(x, 2), kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override,
                      backend, 2)
 
 
-def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, *,
-               backend=None):
+def avg_pool1d(x: ArrayLike, kernel_size: int, stride: int | None = None, padding: int = 0, ceil_mode: bool = False,
+               count_include_pad: bool = True, *, backend: str | None = None) -> Array:
     """1-D average pooling of x (N, C, L) or (C, L)."""
     out = _avg_pool(_pool_input(x, 1), kernel_size, stride, padding, ceil_mode, count_include_pad, None, backend, 1)
     return out[..., 0, :]
@@ -162,7 +169,8 @@ def _avg_pool(x, kernel_size, stride, padding, ceil_mode, count_include_pad, div
     return out[0] if unbatched else out
 
 
-def pad2d(x, padding, mode="constant", value=0.0, *, backend=None):
+def pad2d(x: ArrayLike, padding: PadWidths, mode: PadMode = "constant", value: float = 0.0, *,
+          backend: str | None = None) -> Array:
     """Pad the last two axes of a 2-D, 3-D or 4-D array.
 
     padding: int, (ph, pw) or ((top, bottom), (left, right)).
@@ -182,14 +190,18 @@ def pad2d(x, padding, mode="constant", value=0.0, *, backend=None):
     return out.reshape(lead + out.shape[-2:])
 
 
-def correlate2d(image, kernel, mode="full", boundary="fill", fillvalue=0, *, backend=None):
+def correlate2d(image: ArrayLike, kernel: ArrayLike, mode: Literal["full", "valid", "same"] = "full",
+                boundary: Literal["fill", "wrap", "symm"] = "fill", fillvalue: float = 0, *,
+                backend: str | None = None) -> Array:
     """scipy.signal.correlate2d for real 2-D arrays: mode full|valid|same, boundary fill|wrap|symm."""
     image = as_array(image, "image")
     return _signal.correlate(image, _on_device_of(image, as_array(kernel, "kernel"), "kernel"), mode, boundary,
                              fillvalue, backend, flip=False)
 
 
-def convolve2d(image, kernel, mode="full", boundary="fill", fillvalue=0, *, backend=None):
+def convolve2d(image: ArrayLike, kernel: ArrayLike, mode: Literal["full", "valid", "same"] = "full",
+               boundary: Literal["fill", "wrap", "symm"] = "fill", fillvalue: float = 0, *,
+               backend: str | None = None) -> Array:
     """scipy.signal.convolve2d for real 2-D arrays: the kernel flipped, then correlate2d's rules."""
     image = as_array(image, "image")
     return _signal.correlate(image, _on_device_of(image, as_array(kernel, "kernel"), "kernel"), mode, boundary,

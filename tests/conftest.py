@@ -1,4 +1,5 @@
-"""Shared fixtures: the `backend` parametrisation of every parity test (contracts.md §4)."""
+"""Shared fixtures: the `backend` parametrisation of every parity test, `rng` (random data from a
+printed seed) and `torch` (the oracle is checked against it; required in CI)."""
 from __future__ import annotations
 
 import os
@@ -46,3 +47,16 @@ def rng() -> np.random.Generator:
     seed = int(os.environ.get("GPUCONV_TEST_SEED") or random.SystemRandom().randrange(2**32))
     print(f"test data seed {seed} (GPUCONV_TEST_SEED={seed} replays it)")
     return np.random.default_rng(seed)
+
+
+@pytest.fixture(scope="session")
+def torch():
+    """PyTorch, which the float64 oracle is checked against: in the test extra, so required in CI
+    (CI=true); skipped elsewhere when it is not installed."""
+    try:
+        import torch
+    except ImportError as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"PyTorch must be installed in CI to check the oracle against it: {exc}")
+        pytest.skip(f"PyTorch is not installed ({exc})")
+    return torch

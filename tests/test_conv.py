@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import gpuconv
-import reference as ref
+from gpuconv import _reference as ref
 from gpuconv._geometry import conv_spec
 from gpuconv.backends import get_backend
 from support import (DTYPES, as_reference_input, assert_close, poisoned_numpy_backend, random_array, stable_seed,
@@ -262,9 +262,8 @@ def test_workspace_cap_bounds_memory_and_keeps_results_right():
         config.workspace_bytes = saved
 
 
-def test_reference_conv_matches_torch():
-    """Validates the oracle itself (not gpuconv) against torch.nn.functional, when torch is installed."""
-    torch = pytest.importorskip("torch")
+def test_reference_conv_matches_torch(torch):
+    """Validates the oracle itself (not gpuconv) against torch.nn.functional."""
     functional = torch.nn.functional
     rng = np.random.default_rng(5)
     for trial in range(12):

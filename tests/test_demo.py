@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-import reference as ref
+from gpuconv import _reference as ref
 from gpuconv import __main__ as cli
 from gpuconv import _demo, filters
 

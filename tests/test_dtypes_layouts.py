@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import gpuconv
-import reference as ref
+from gpuconv import _reference as ref
 from gpuconv._geometry import conv_spec
 from gpuconv.backends import get_backend
 from support import DTYPES, as_reference_input, assert_close, assert_same, random_array, to_backend, to_numpy

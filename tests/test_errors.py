@@ -193,6 +193,8 @@ BAD_INPUTS = {
                                    "backend"),
     "empty avg pool unknown backend": (lambda: gpuconv.avg_pool2d(np.ones((0, 3, 8, 8)), 2, backend="nope"),
                                        ValueError, "backend"),
+    "filters.bank complex kernel": (lambda: gpuconv.filters.bank([np.ones((3, 3)), np.eye(3) * 1j]), TypeError,
+                                    "kernels[1]"),
     "empty pad unknown backend": (lambda: gpuconv.pad2d(np.ones((0, 8)), 1, backend="nope"), ValueError, "backend"),
 }
 

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 
 import gpuconv
-import reference as ref
 from gpuconv._config import config
 from gpuconv.backends.cpu import _workspace
-from support import assert_close, assert_same, random_array
+
 
 CAP = 1 << 20
 SLACK = 64 << 10  # Python objects, index lists of a few rows
@@ -66,3 +65,21 @@ def test_every_op_keeps_its_scratch_under_the_cap(op, dtype, small_cap):
     x = IMAGES.astype(dtype)
     result, scratch = scratch_of(lambda: OPS[op](x))
     assert scratch <= CAP + SLACK, f"{op}: {scratch >> 10} KiB of scratch under a {CAP >> 10} KiB cap"
+
+
+HOW_TO_RAISE = r"cap of \d+ bytes.*set_workspace_limit.*GPUCONV_WORKSPACE_MB"
+
+
+@pytest.mark.parametrize("op", ["conv2d", "max_pool2d", "max_pool2d indices", "avg_pool2d", "correlate2d"])
+def test_work_that_cannot_fit_the_cap_is_a_memory_error_saying_how_to_raise_it(op, small_cap):
+    """One tile, one pooled output row or one band of padded rows larger than the cap."""
+    wide = np.ones((1, 1, 3, 400_000), np.float32)
+    call = {"conv2d": lambda: gpuconv.conv2d(np.ones((1, 64, 3, 4096), np.float32), np.ones((1, 64, 3, 3), np.float32),
+                                             algorithm="im2col"),
+            "max_pool2d": lambda: gpuconv.max_pool2d(wide, 3),
+            "max_pool2d indices": lambda: gpuconv.max_pool2d(np.ones((1, 1, 2, 1_200_000), np.float32), 2,
+                                                             return_indices=True),
+            "avg_pool2d": lambda: gpuconv.avg_pool2d(wide, 3),
+            "correlate2d": lambda: gpuconv.correlate2d(wide[0, 0], np.ones((3, 3)))}[op]
+    with pytest.raises(MemoryError, match=HOW_TO_RAISE):
+        call()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import gpuconv
-import reference as ref
+from gpuconv import _reference as ref
 from gpuconv._config import config
 from gpuconv._geometry import conv_spec
 from gpuconv.backends import get_backend

@@ -16,6 +16,7 @@ import contextlib
 import contextvars
 import importlib
 import os
+from collections.abc import Iterator
 
 # name -> module path; each module exposes load() returning the backend, or raising
 # BackendUnavailable with the reason.
@@ -81,7 +82,7 @@ def available_backends() -> list[str]:
 
 
 @contextlib.contextmanager
-def use_backend(name: str):
+def use_backend(name: str) -> Iterator[object]:
     """Run every gpuconv call inside the block on backend `name`."""
     _check_name(name)
     token = _current.set(name)

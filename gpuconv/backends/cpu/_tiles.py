@@ -55,7 +55,8 @@ def _plan(spec: ConvSpec, tile_bytes: Callable[[int, int], int], algorithm: str,
     if smallest > budget:
         raise MemoryError(f"algorithm {algorithm!r}: the smallest tile of this convolution needs "
                           f"{smallest} bytes of workspace (and {reserved} more for the whole "
-                          f"call), more than the cap of {config.workspace_bytes} bytes (gpuconv.set_workspace_limit)")
+                          f"call), more than the cap of {config.workspace_bytes} bytes (gpuconv.set_workspace_limit or "
+                          f"GPUCONV_WORKSPACE_MB raise it)")
     target = min(budget, max(target_bytes, smallest))
     if one_image <= target:
         images = max(1, min(target // one_image, _ceil_div(spec.n, threads)))
