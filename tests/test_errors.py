@@ -277,3 +277,13 @@ def test_huge_limits_are_value_errors_naming_the_argument(value):
         gpuconv.conv2d(X, W, padding=(0, value))
     with pytest.raises(ValueError, match=r"padding=.*2\*\*31 - 1"):
         gpuconv.pad2d(X, value)
+
+
+def test_a_bfloat16_torch_tensor_is_named(torch):
+    """Issue 13: 'Got unsupported ScalarType BFloat16' did not name the argument."""
+    with pytest.raises(TypeError, match=r"^x has dtype bfloat16"):
+        gpuconv.conv2d(torch.ones((1, 3, 8, 8), dtype=torch.bfloat16), W)
+    with pytest.raises(TypeError, match=r"^w has dtype bfloat16"):
+        gpuconv.conv2d(X, torch.ones((4, 3, 3, 3), dtype=torch.bfloat16))
+    np.testing.assert_array_equal(gpuconv.conv2d(torch.ones((1, 3, 8, 8), dtype=torch.float32), W.astype(np.float32)),
+                                  np.full((1, 4, 6, 6), 27, np.float32))
