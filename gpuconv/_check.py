@@ -138,13 +138,14 @@ def compile_check(skipped: list[str]) -> bool:
     to `skipped` (with how to enable it) rather than failed."""
     from . import _compile, _kernels
 
+    reason = None
     if _kernels.CUDA_INCLUDE_DIR is None:
-        skipped.append(f"compile report: CUDA's headers (cuda_fp16.h) not found ({EMULATOR_EXTRA}, or set CUDA_PATH)")
-        print(f"compile report: skipped: {skipped[-1]}")
-        return True
-    if not _compile._nvrtc_libraries():
-        skipped.append(f"compile report: no NVRTC library found ({EMULATOR_EXTRA} installs NVRTC 13 and 12)")
-        print(f"compile report: skipped: {skipped[-1]}")
+        reason = f"CUDA's headers (cuda_fp16.h) not found ({EMULATOR_EXTRA}, or set CUDA_PATH)"
+    elif not _compile._nvrtc_libraries():
+        reason = f"no NVRTC library found ({EMULATOR_EXTRA} installs NVRTC 13 and 12)"
+    if reason:
+        skipped.append(f"compile report: {reason}")
+        print(f"compile report: skipped: {reason}")
         return True
     records = []
     for arch in _compile.DEFAULT_ARCHS:
