@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import numpy as np
 
 from . import _geometry as geometry
 from . import _signal
-from ._types import Array, ArrayLike, Conv1dPadding, ConvPadding, IntOrPair, PadMode, PaddingMode, PadWidths
+from ._types import (Array, ArrayLike, Boundary, Conv1dPadding, ConvPadding, IntOrPair, PadMode, PaddingMode,
+                     PadWidths, SignalMode)
 from ._validate import array_module, as_array, check_bool, check_ndim, check_value_fits, result_dtype
 from .backends import is_cupy_array, select
 
@@ -190,19 +190,19 @@ def pad2d(x: ArrayLike, padding: PadWidths, mode: PadMode = "constant", value: f
     return out.reshape(lead + out.shape[-2:])
 
 
-def correlate2d(image: ArrayLike, kernel: ArrayLike, mode: Literal["full", "valid", "same"] = "full",
-                boundary: Literal["fill", "wrap", "symm"] = "fill", fillvalue: float = 0, *,
-                backend: str | None = None) -> Array:
+def correlate2d(image: ArrayLike, kernel: ArrayLike, mode: SignalMode = "full", boundary: Boundary = "fill",
+                fillvalue: float = 0, *, backend: str | None = None) -> Array:
     """scipy.signal.correlate2d for real 2-D arrays: mode full|valid|same, boundary fill|wrap|symm."""
-    image = as_array(image, "image")
-    return _signal.correlate(image, _on_device_of(image, as_array(kernel, "kernel"), "kernel"), mode, boundary,
-                             fillvalue, backend, flip=False)
+    return _scipy_style(image, kernel, mode, boundary, fillvalue, backend, flip=False)
 
 
-def convolve2d(image: ArrayLike, kernel: ArrayLike, mode: Literal["full", "valid", "same"] = "full",
-               boundary: Literal["fill", "wrap", "symm"] = "fill", fillvalue: float = 0, *,
-               backend: str | None = None) -> Array:
+def convolve2d(image: ArrayLike, kernel: ArrayLike, mode: SignalMode = "full", boundary: Boundary = "fill",
+               fillvalue: float = 0, *, backend: str | None = None) -> Array:
     """scipy.signal.convolve2d for real 2-D arrays: the kernel flipped, then correlate2d's rules."""
+    return _scipy_style(image, kernel, mode, boundary, fillvalue, backend, flip=True)
+
+
+def _scipy_style(image, kernel, mode, boundary, fillvalue, backend, flip):
     image = as_array(image, "image")
-    return _signal.correlate(image, _on_device_of(image, as_array(kernel, "kernel"), "kernel"), mode, boundary,
-                             fillvalue, backend, flip=True)
+    kernel = _on_device_of(image, as_array(kernel, "kernel"), "kernel")
+    return _signal.correlate(image, kernel, mode, boundary, fillvalue, backend, flip)
