@@ -4,7 +4,7 @@ Tile boundaries of both conv kernels in every dimension, every implicit-GEMM til
 kernel's global-memory fallback and its > 48 KB shared-memory path, every padding mode with
 both algorithms, the 64-bit index instantiations (forced on small tensors), pooling options,
 non-contiguous inputs, and thread orders. Every result is compared with the float64 reference
-in tests/reference.py, outputs NaN-poisoned before the call.
+in gpuconv/_reference.py, outputs NaN-poisoned before the call.
 """
 from __future__ import annotations
 
