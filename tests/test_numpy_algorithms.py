@@ -450,7 +450,7 @@ def test_a_huge_stride_costs_what_the_output_needs(width, stride, algorithm):
     """Issue 13: a (1, 1, 4, 40000) input at column stride 20000 with padding took 10 s and kept
     10 GiB (a gather map per column phase, memoised). Only the phases a tap reads are gathered:
     the call's traced allocations beyond its (1, 1, 4, 2) output, and what it leaves held, stay
-    small, and the memos of the NumPy backend stay within their byte bounds."""
+    small, and the plan caches of the NumPy backend stay within their byte bounds."""
     rng = np.random.default_rng(15)
     x, w = random_array(rng, (1, 1, 4, width), np.float32), random_array(rng, (1, 1, 3, 3), np.float32)
     tracemalloc.start()
@@ -463,15 +463,15 @@ def test_a_huge_stride_costs_what_the_output_needs(width, stride, algorithm):
     assert_close(out, ref.conv2d(x, w, stride=(1, stride), padding=1), np.float32, f"stride {stride}")
     assert peak - before < 1 << 20, f"peak {(peak - before) >> 10} KiB for a {out.shape} output"
     assert held - before - out.nbytes < 256 << 10, f"{(held - before) >> 10} KiB held after the call"
-    from gpuconv.backends.cpu import _memo
+    from gpuconv.backends.cpu import _plan_cache
 
-    assert all(memo.nbytes <= memo.max_bytes for memo in _memo.MEMOS)
+    assert all(cache.nbytes <= cache.max_bytes for cache in _plan_cache.CACHES)
 
 
-def test_memos_are_bounded_in_bytes():
-    from gpuconv.backends.cpu import _memo
+def test_plan_caches_are_bounded_in_bytes():
+    from gpuconv.backends.cpu import _plan_cache
 
-    memo = _memo.Memo(1000, len)
+    memo = _plan_cache.PlanCache(1000, len)
     made = []
     for key in range(10):
         assert memo.get(key, lambda k=key: made.append(k) or "x" * 200) == "x" * 200
@@ -480,4 +480,4 @@ def test_memos_are_bounded_in_bytes():
     assert memo.get(0, lambda: "z" * 200) == "z" * 200  # evicted, least recently used first
     assert memo.get("big", lambda: "b" * 300) == "b" * 300 and memo.nbytes <= 1000  # > max/4: not kept
     assert memo.get("big", lambda: "c" * 300) == "c" * 300
-    _memo.MEMOS.remove(memo)
+    _plan_cache.CACHES.remove(memo)

@@ -12,7 +12,7 @@ from typing import Callable
 
 from ..._config import config
 from ..._geometry import ConvSpec
-from . import _memo
+from . import _plan_cache
 
 # Less work than this (in tile bytes) runs faster on the calling thread alone: handing tiles
 # to the pool and sharing the GIL cost more than they save (measured on layers E and F).
@@ -30,7 +30,7 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-_memo_plans = _memo.Memo(8 << 20, lambda plan: 200 + 100 * len(plan.tiles))  # ~100 bytes per tile tuple
+_plans_cache = _plan_cache.PlanCache(8 << 20, lambda plan: 200 + 100 * len(plan.tiles))  # ~100 bytes a tile
 
 
 def plan(spec: ConvSpec, tile_bytes: Callable[[int, int], int], algorithm: str, key, row_step: int = 1,
@@ -41,7 +41,7 @@ def plan(spec: ConvSpec, tile_bytes: Callable[[int, int], int], algorithm: str, 
     target_bytes = TARGET_BYTES if target_bytes is None else target_bytes
     full_key = (key, spec, algorithm, row_step, reserved, target_bytes, MIN_PARALLEL_BYTES, config.workspace_bytes,
                 config.num_threads)
-    return _memo_plans.get(full_key, lambda: _plan(spec, tile_bytes, algorithm, row_step, reserved, target_bytes))
+    return _plans_cache.get(full_key, lambda: _plan(spec, tile_bytes, algorithm, row_step, reserved, target_bytes))
 
 
 def _plan(spec: ConvSpec, tile_bytes: Callable[[int, int], int], algorithm: str, row_step: int,

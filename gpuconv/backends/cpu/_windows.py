@@ -24,7 +24,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ..._geometry import ConvSpec
-from . import _memo, _slab
+from . import _plan_cache, _slab
 
 
 # Measured on im2col: kernels of 5 rows and outputs 10-28 wide gained 15-110%; 3-row kernels
@@ -33,12 +33,12 @@ STAGE_MIN_KERNEL_ROWS = 5
 STAGE_MAX_WIDTH = 32
 
 
-_memo_windows = _memo.Memo(16 << 20, lambda w: w.nbytes)
+_windows_cache = _plan_cache.PlanCache(16 << 20, lambda w: w.nbytes)
 
 
 def windows(spec: ConvSpec, unpadded_ok: bool = False) -> "Windows":
     """The (memoised) windows of spec; unpadded_ok: the caller only uses copy_all."""
-    return _memo_windows.get((spec, unpadded_ok), lambda: Windows(spec, unpadded_ok))
+    return _windows_cache.get((spec, unpadded_ok), lambda: Windows(spec, unpadded_ok))
 
 
 class Windows:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..._geometry import ConvSpec
-from . import _blas, _memo, _slab, _tiles, _workspace, im2col
+from . import _blas, _plan_cache, _slab, _tiles, _workspace, im2col
 from ._threads import parallel_items
 from .im2col import view_as
 
@@ -119,12 +119,12 @@ def _output_transform(m: np.ndarray, s: np.ndarray, y: np.ndarray) -> None:
         np.subtract(y[2 * i + 1], s3, out=y[2 * i + 1])
 
 
-_memo_phases = _memo.Memo(4 << 20, lambda phases: phases.nbytes)
+_phases_cache = _plan_cache.PlanCache(4 << 20, lambda phases: phases.nbytes)
 
 
 def _phases(spec: ConvSpec) -> _slab.Phases:
     """spec's padded input as 2x2 phases of phase_w columns (memoised)."""
-    return _memo_phases.get(spec, lambda: _slab.Phases(spec, 2, 2, _grid(spec, 2)[1]))
+    return _phases_cache.get(spec, lambda: _slab.Phases(spec, 2, 2, _grid(spec, 2)[1]))
 
 
 def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarray) -> None:

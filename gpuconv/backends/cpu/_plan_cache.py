@@ -1,7 +1,7 @@
-"""Memos of per-shape plans (tile plans, tap windows, gather maps), bounded in bytes.
+"""Caches of per-shape plans (tile plans, tap windows, gather maps), bounded in bytes.
 
 A plan costs tens of microseconds to build and is reused by every call of the same shape;
-but its size grows with the shape (tiles, border maps), so a memo holds at most `max_bytes`
+but its size grows with the shape (tiles, border maps), so a cache holds at most `max_bytes`
 of them, least recently used first out, and never one larger than a quarter of that.
 """
 from __future__ import annotations
@@ -10,16 +10,16 @@ import threading
 from collections import OrderedDict
 from typing import Callable, Hashable
 
-MEMOS: list["Memo"] = []  # every memo, so tests can check the bounds
+CACHES: list["PlanCache"] = []  # every cache, so tests can check the bounds
 
 
-class Memo:
+class PlanCache:
     def __init__(self, max_bytes: int, sizeof: Callable[[object], int]):
         self.max_bytes, self.nbytes = max_bytes, 0
         self._sizeof = sizeof
         self._items: OrderedDict[Hashable, tuple[object, int]] = OrderedDict()
         self._lock = threading.Lock()
-        MEMOS.append(self)
+        CACHES.append(self)
 
     def get(self, key: Hashable, make: Callable[[], object]):
         """The value memoised for key, else make()'s (memoised when it fits)."""
