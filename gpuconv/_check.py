@@ -46,7 +46,8 @@ def add_arguments(parser) -> None:
                         help="check only this backend (repeatable); default: every available one")
     parser.add_argument("--no-compile", action="store_true", help="skip the compile report")
     parser.add_argument("--seed", type=int, default=None,
-                        help="seed of the random test data (default: a fresh one, printed; the same seed replays a run)")
+                        help="seed of the random test data (default: a fresh one, printed; the same seed replays "
+                             "a run)")
 
 
 # ---- parity -------------------------------------------------------------------------------------

@@ -22,7 +22,8 @@ MIN_SIZE = 16
 
 
 def add_arguments(parser):
-    parser.add_argument("--image", type=_existing_file, help="an image file to filter (default: a generated test image)")
+    parser.add_argument("--image", type=_existing_file,
+                        help="an image file to filter (default: a generated test image)")
     parser.add_argument("--out", type=Path, default=Path("out/demo.png"), help="where to write the PNG grid")
     parser.add_argument("--size", type=_at_least(MIN_SIZE), default=256, help="side of the generated test image")
     parser.add_argument("--pool", type=_at_least(1), default=2, help="pooling window (and stride)")

@@ -65,7 +65,8 @@ def _cuda_headers() -> str:
     version = None
     for header in ("cuda_runtime_api.h", "cuda.h"):
         path = Path(directory) / header
-        found = re.search(r"#define\s+CUDART?_VERSION\s+(\d+)", path.read_text(errors="replace")) if path.is_file() else None
+        text = path.read_text(errors="replace") if path.is_file() else ""
+        found = re.search(r"#define\s+CUDART?_VERSION\s+(\d+)", text)
         if found:
             number = int(found.group(1))
             version = f"CUDA {number // 1000}.{number % 1000 // 10}"

@@ -143,8 +143,8 @@ def _max_pool_with_indices(planes: np.ndarray, spec: PoolSpec):
     def run(item):
         p0, p1, i0, i1 = items[item]
         o, ix, src = out[p0:p1, i0:i1], idx[p0:p1, i0:i1], planes[p0:p1]
-        better, nan = _workspace.arrays(((p1 - p0, i1 - i0, spec.ow), np.bool_), ((p1 - p0, i1 - i0, spec.ow), np.bool_),
-                                        slot="pool")
+        shape = (p1 - p0, i1 - i0, spec.ow)
+        better, nan = _workspace.arrays((shape, np.bool_), (shape, np.bool_), slot="pool")
         o.fill(-np.inf)
         ix[...] = first_row[i0:i1, None] * spec.w
         ix += first_col
