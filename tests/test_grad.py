@@ -12,8 +12,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import gpuconv
-import reference as ref
-from gpuconv import _backward, grad
+from gpuconv import _backward, _reference as ref, grad
 from gpuconv._config import config
 from gpuconv._geometry import conv_spec
 from gpuconv.backends import get_backend
@@ -151,7 +150,7 @@ def test_col2im_tiles_of_one_wave_never_share_input_rows(n, hw, k, stride, dilat
     saved = _tiles.MIN_PARALLEL_BYTES, config.workspace_bytes
     _tiles.MIN_PARALLEL_BYTES, config.workspace_bytes = 0, cap_mib << 20
     try:
-        tiles = col2im.plan(spec, np.dtype(np.float32), False).tiles
+        tiles = col2im.plan(spec, 4).tiles
     finally:
         _tiles.MIN_PARALLEL_BYTES, config.workspace_bytes = saved
     for wave in col2im.waves(tiles):
