@@ -305,8 +305,9 @@ def conv_transpose_spec(x_shape, w_shape, stride, padding, output_padding, group
     dilations = pair(dilation, "dilation", 1, ndim)
     extra = pair(output_padding, "output_padding", 0, ndim)
     if any(e >= max(s, d) for e, s, d in zip(extra, strides, dilations)):
+        per_dimension = " per dimension" if ndim == 2 else ""
         raise ValueError(f"output_padding={output_padding!r}: must be smaller than stride={stride!r} or "
-                         f"dilation={dilation!r} (output_padding < max(stride, dilation){' per dimension' * (ndim == 2)})")
+                         f"dilation={dilation!r} (output_padding < max(stride, dilation){per_dimension})")
     if padding == "same":
         if any(extra):
             raise ValueError(f"output_padding={output_padding!r}: must be 0 with padding='same' "
