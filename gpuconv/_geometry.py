@@ -2,6 +2,8 @@
 
 Every op turns its arguments into one frozen spec here; backends consume the spec and
 never re-derive a size or a pad. Pads are explicit per side: (top, bottom, left, right).
+The spec builders are pure functions of their arguments, memoised per call signature
+(_memo.memoise: only successful results are kept, keyed by argument types and values).
 """
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from ._memo import memoise
 
 CONV_PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 PAD_MODES = ("constant", "reflect", "replicate", "circular")
@@ -146,6 +150,7 @@ def _check_mode_pads(pads, h, w, mode, name):
                          f"(top/bottom <= H={h}, left/right <= W={w})")
 
 
+@memoise(maxsize=1024)
 def conv_spec(x_shape, w_shape, stride, padding, dilation, groups, padding_mode) -> ConvSpec:
     n, c, h, w = x_shape
     f, cg, kh, kw = w_shape
@@ -179,6 +184,7 @@ def _out_size(padded, k, s, d, in_hw, pads, kernel_hw, dilation, padding):
     return (padded - span) // s + 1
 
 
+@memoise(maxsize=1024)
 def pool_spec(x_shape, kernel_size, stride, padding, dilation, ceil_mode,
               count_include_pad=True, divisor_override=None) -> PoolSpec:
     n, c, h, w = x_shape
@@ -208,6 +214,7 @@ def pool_spec(x_shape, kernel_size, stride, padding, dilation, ceil_mode,
                     None if divisor_override is None else int(divisor_override))
 
 
+@memoise(maxsize=1024)
 def pad_spec(x_shape, padding, mode, value) -> PadSpec:
     n, c, h, w = x_shape
     if mode not in PAD_MODES:

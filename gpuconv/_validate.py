@@ -6,6 +6,8 @@ import numpy as np
 from .backends import is_cupy_array
 
 SUPPORTED_DTYPES = (np.float16, np.float32, np.float64)
+_SUPPORTED = frozenset(np.dtype(t) for t in SUPPORTED_DTYPES)
+_REAL_KINDS = "biuf"
 DLPACK_CUDA_DEVICES = (2, 3, 13)  # kDLCUDA, kDLCUDAHost, kDLCUDAManaged
 
 
@@ -22,6 +24,8 @@ def as_array(x, name: str):
     """x as an array: CuPy arrays, and device arrays of other libraries (through
     __cuda_array_interface__ or DLPack, zero-copy as CuPy arrays), stay on the device; anything
     else becomes a NumPy array. Rejects non-numeric and complex data."""
+    if type(x) is np.ndarray and x.dtype.kind in _REAL_KINDS:  # the common case, checked first (host cost)
+        return x
     if not is_cupy_array(x) and _on_cuda_device(x):
         try:
             import cupy
@@ -35,14 +39,17 @@ def as_array(x, name: str):
     kind = x.dtype.kind
     if kind == "c":
         raise TypeError(f"{name} has complex dtype {x.dtype}: gpuconv supports real inputs only")
-    if kind not in "biuf":
+    if kind not in _REAL_KINDS:
         raise TypeError(f"{name} has dtype {x.dtype}: expected a real numeric array")
     return x
 
 
 def result_dtype(*arrays) -> np.dtype:
     """NumPy's promotion of the inputs; integers and bool become float64, as `x / 1` would."""
-    dtype = np.result_type(*(a.dtype for a in arrays if a is not None))
+    dtypes = [a.dtype for a in arrays if a is not None]
+    if dtypes[0] in _SUPPORTED and all(d == dtypes[0] for d in dtypes):  # nothing to promote (host cost)
+        return dtypes[0]
+    dtype = np.result_type(*dtypes)
     if dtype.kind in "biu":
         return np.dtype(np.float64)
     if dtype not in SUPPORTED_DTYPES:

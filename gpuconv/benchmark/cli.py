@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import overhead
 from .contenders import PEERS
 from .layers import LAYERS
 from .report import plot, text, write_json
@@ -45,6 +46,9 @@ def add_arguments(parser) -> None:
                         help="per case, add rounds (at most 50) until the timed calls add up to this (default 2)")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny sizes, each contender timed once: checks the runner, not the speed")
+    parser.add_argument("--overhead", action="store_true",
+                        help="instead of the layers: host time per call of each op on tiny inputs, for each backend, "
+                             "the CUDA launch path with its kernels stubbed, and PyTorch (CPU and CUDA)")
     parser.add_argument("--json", type=Path, help="write every figure to this JSON file")
     parser.add_argument("--plot", type=Path, help="write a PNG bar chart of GFLOP/s (GB/s for pooling) here")
 
@@ -74,7 +78,26 @@ def settings_from(args) -> Settings:
     return settings
 
 
+def run_overhead(args) -> int:
+    options = {}
+    if args.backends:
+        options["backends"] = tuple(dict.fromkeys(args.backends))
+    if args.peers:
+        options["peers"] = tuple(p for p in dict.fromkeys(args.peers) if p.startswith("torch"))
+    settings = overhead.Settings.for_smoke(**options) if args.smoke else overhead.Settings(**options)
+    if args.rounds:
+        settings.rounds = args.rounds
+    document = overhead.run(settings, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    sys.stdout.write(overhead.text(document))
+    if args.json:
+        write_json(document, args.json)
+        print(f"wrote {args.json}")
+    return 1 if document["problems"] else 0
+
+
 def run(args) -> int:
+    if args.overhead:
+        return run_overhead(args)
     settings = settings_from(args)
     if "cuda-emu" in settings.backends and not settings.smoke:
         print("gpuconv bench: note: cuda-emu runs the CUDA kernels thread by thread on the CPU; full-size "

@@ -7,6 +7,7 @@ a call that runs on the caller alone lets BLAS use up to config.num_threads thre
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -30,19 +31,25 @@ def _pool(workers: int) -> ThreadPoolExecutor:
         return _executor
 
 
+def _no_limit(threads: int):
+    return contextlib.nullcontext()
+
+
 def thread_count(n_items: int, threads: int | None = None) -> int:
     """Threads that a call over n_items items uses: at most config.num_threads (or `threads`)."""
     return max(1, min(config.num_threads if threads is None else threads, n_items))
 
 
-def parallel_items(fn, n_items: int, threads: int | None = None) -> None:
+def parallel_items(fn, n_items: int, threads: int | None = None, uses_blas: bool = True) -> None:
     """Call fn(i) for every i in range(n_items); each thread takes the next item when it is free.
+    uses_blas=False: fn calls no BLAS, so its thread count is left alone.
 
     Returns once every item is done, without waiting for pool workers that woke up too late
     to find one (on a busy machine that wake-up can cost more than the items)."""
     parts = thread_count(n_items, threads)
+    blas_threads = _blas.limit if uses_blas else _no_limit
     if parts == 1:
-        with _blas.limit(config.num_threads):
+        with blas_threads(config.num_threads):
             for i in range(n_items):
                 fn(i)
         return
@@ -66,7 +73,7 @@ def parallel_items(fn, n_items: int, threads: int | None = None) -> None:
                 if state["done"] == n_items:
                     finished.set()
 
-    with _blas.limit(1):
+    with blas_threads(1):
         pool = _pool(parts - 1)
         for _ in range(parts - 1):
             pool.submit(work)

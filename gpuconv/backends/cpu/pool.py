@@ -10,9 +10,12 @@ PyTorch's order instead (its tie and NaN rules need the row-major tap order).
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from ..._config import config
+from ..._memo import BoundedCache
 from ..._geometry import PoolSpec
 from . import _workspace
 from ._threads import parallel_items
@@ -75,43 +78,81 @@ def _work_items(spec: PoolSpec, itemsize: int) -> list[tuple[int, int, int, int]
     return [(p, p + 1, i0, min(spec.oh, i0 + band)) for p in range(n_planes) for i0 in range(0, spec.oh, band)]
 
 
+class _Reduction(NamedTuple):
+    """The taps of one pass along an axis as index tuples: `first` (the input index of a tap that
+    every output has, which initialises them; None: fill first) and (output index, input index)
+    of the taps to reduce into them."""
+
+    first: tuple | None
+    rest: list
+
+
+def _reduction(taps, n_out: int, along_rows: bool) -> _Reduction:
+    def at(s):
+        return (Ellipsis, s, slice(None)) if along_rows else (Ellipsis, s)
+
+    if taps and taps[0][0] == slice(0, n_out):
+        return _Reduction(at(taps[0][1]), [(at(o), at(i)) for o, i in taps[1:]])
+    return _Reduction(None, [(at(o), at(i)) for o, i in taps])
+
+
+class _SeparablePlan(NamedTuple):
+    """What _separable derives from the spec alone: the pass along the columns, and per work item
+    (planes p0:p1, output rows i0:i1, input rows r_lo:r_hi, the pass along its rows)."""
+
+    cols: _Reduction
+    items: list
+
+
+_plans = BoundedCache(256)
+MAX_CACHED_ITEMS = 256  # plans with more work items are rebuilt per call (their work dwarfs the planning)
+
+
+def _separable_plan(spec: PoolSpec, itemsize: int) -> _SeparablePlan:
+    key = (spec, itemsize, config.workspace_bytes, config.num_threads)
+    found = _plans.get(key)
+    if found is None:
+        cols = _axis_taps(spec.ow, spec.stride[1], spec.dilation[1], spec.kw, spec.pads[2], spec.w)
+        (sh, dh), top = (spec.stride[0], spec.dilation[0]), spec.pads[0]
+        items = []
+        for p0, p1, i0, i1 in _work_items(spec, itemsize):
+            r_lo = min(spec.h, max(0, i0 * sh - top))
+            r_hi = max(r_lo, min(spec.h, (i1 - 1) * sh - top + (spec.kh - 1) * dh + 1))
+            rows = _axis_taps(i1 - i0, sh, dh, spec.kh, top - i0 * sh + r_lo, r_hi - r_lo)
+            items.append((p0, p1, i0, i1, r_lo, r_hi, _reduction(rows, i1 - i0, along_rows=True)))
+        found = _SeparablePlan(_reduction(cols, spec.ow, along_rows=False), items)
+        if len(items) <= MAX_CACHED_ITEMS:
+            _plans.put(key, found)
+    return found
+
+
 def _separable(planes: np.ndarray, spec: PoolSpec, op, fill_value, acc_dtype, out: np.ndarray, finish) -> None:
     """acc[p, i, j] = op-reduction over window (i, j)'s in-bounds taps of planes[p] (fill_value
     where it has none), work item by work item in the worker threads; finish(acc, p0, p1, i0, i1)
     turns it into out[p0:p1, i0:i1]. acc is that part of out itself when out has acc_dtype."""
-    cols = _axis_taps(spec.ow, spec.stride[1], spec.dilation[1], spec.kw, spec.pads[2], spec.w)
-    (sh, dh), top = (spec.stride[0], spec.dilation[0]), spec.pads[0]
-    items = _work_items(spec, np.dtype(acc_dtype).itemsize)
+    plan = _separable_plan(spec, np.dtype(acc_dtype).itemsize)
+    in_place = out.dtype == acc_dtype
 
-    def reduce_taps(src, taps, n_out, dst, along_rows):
-        """dst = op over taps of src, along axis -2 (along_rows) or -1."""
-        def at(s):
-            return (Ellipsis, s, slice(None)) if along_rows else (Ellipsis, s)
-        rest = taps[1:]
-        if taps and taps[0][0] == slice(0, n_out):  # a tap that every output has initialises them
-            np.copyto(dst, src[at(taps[0][1])])
-        else:
+    def reduce_taps(src, reduction, dst):
+        if reduction.first is None:
             dst.fill(fill_value)
-            rest = taps
-        for o, i in rest:
-            view = dst[at(o)]
-            op(view, src[at(i)], out=view)
+        else:
+            np.copyto(dst, src[reduction.first])
+        for o, i in reduction.rest:
+            view = dst[o]
+            op(view, src[i], out=view)
 
     def run(item):
-        p0, p1, i0, i1 = items[item]
-        r_lo = min(spec.h, max(0, i0 * sh - top))
-        r_hi = max(r_lo, min(spec.h, (i1 - 1) * sh - top + (spec.kh - 1) * dh + 1))
-        in_place = out.dtype == acc_dtype
+        p0, p1, i0, i1, r_lo, r_hi, rows = plan.items[item]
         row_result, acc = _workspace.arrays(((p1 - p0, r_hi - r_lo, spec.ow), acc_dtype),
                                             ((p1 - p0, 0 if in_place else i1 - i0, spec.ow), acc_dtype), slot="pool")
         if in_place:
             acc = out[p0:p1, i0:i1]
-        reduce_taps(planes[p0:p1, r_lo:r_hi], cols, spec.ow, row_result, along_rows=False)
-        rows = _axis_taps(i1 - i0, sh, dh, spec.kh, top - i0 * sh + r_lo, r_hi - r_lo)
-        reduce_taps(row_result, rows, i1 - i0, acc, along_rows=True)
+        reduce_taps(planes[p0:p1, r_lo:r_hi], plan.cols, row_result)
+        reduce_taps(row_result, rows, acc)
         finish(acc, p0, p1, i0, i1)
 
-    parallel_items(run, len(items))
+    parallel_items(run, len(plan.items), uses_blas=False)
     _workspace.release()
 
 
@@ -183,11 +224,26 @@ def divisor_factors(spec: PoolSpec) -> tuple[np.ndarray, np.ndarray]:
     return counts[0].astype(np.float64), counts[1].astype(np.float64)
 
 
+_divisor_cache = BoundedCache(256)
+
+
+def _divisors(spec: PoolSpec, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """divisor_factors in dtype, memoised per spec (read-only: O(oh + ow) values)."""
+    key = (spec, dtype)
+    found = _divisor_cache.get(key)
+    if found is None:
+        found = tuple(f.astype(dtype) for f in divisor_factors(spec))
+        for factor in found:
+            factor.flags.writeable = False
+        _divisor_cache.put(key, found)
+    return found
+
+
 def avg_pool2d(x: np.ndarray, spec: PoolSpec) -> np.ndarray:
     planes = x.reshape(-1, spec.h, spec.w)
     acc_dtype = np.float32 if x.dtype == np.float16 else x.dtype
     out = np.empty((planes.shape[0], spec.oh, spec.ow), dtype=x.dtype)
-    row_factor, col_factor = (f.astype(acc_dtype) for f in divisor_factors(spec))
+    row_factor, col_factor = _divisors(spec, np.dtype(acc_dtype))
 
     def finish(acc, p0, p1, i0, i1):
         # integer counts: the products are exact, as is the divisor they form
