@@ -2,14 +2,39 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 
 import numpy as np
+import pytest
+
+from gpuconv.backends import BackendUnavailable, get_backend
 
 DTYPES = (np.float16, np.float32, np.float64)
 
 # Allowed error relative to the scale of the float64 result (max |ref|, at least 1).
 RELATIVE_TOL = {np.dtype(np.float16): 1e-2, np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
+
+
+def must_run(backend: str) -> bool:
+    """Whether a backend must run here: "cuda-emu" in CI (CI=true), "cuda" with GPUCONV_REQUIRE_GPU=1."""
+    if backend == "cuda-emu":
+        return os.environ.get("CI", "").lower() == "true"
+    if backend == "cuda":
+        return os.environ.get("GPUCONV_REQUIRE_GPU") == "1"
+    return True
+
+
+def require_backend(name: str) -> str:
+    """name, when the backend can run here; else the test is skipped with the reason, or fails
+    where the backend is required (must_run)."""
+    try:
+        get_backend(name)
+    except BackendUnavailable as exc:
+        if must_run(name):
+            pytest.fail(f"{exc} (required here: CI=true for cuda-emu, GPUCONV_REQUIRE_GPU=1 for cuda)")
+        pytest.skip(str(exc))
+    return name
 
 
 def random_array(rng: np.random.Generator, shape, dtype=np.float64) -> np.ndarray:

@@ -139,7 +139,12 @@ def test_ratios_and_summary_from_synthetic_results():
 # --- the layer set --------------------------------------------------------------------------
 
 def test_layer_set_matches_design_section_5():
-    assert [layer.name for layer in LAYERS] == list("ABCDEFGH") + ["max3", "avg3", "max2", "avg2"]
+    assert [layer.name for layer in LAYERS] == list("ABCDEFGH") + ["max3", "avg3", "max2", "avg2"] + \
+        ["B128", "C128", "D128", "max3_128", "avg3_128"]
+    assert [case.layer.name for case in select_cases()] == list("ABCDEFGH") + ["max3", "avg3", "max2", "avg2"]
+    b128, max3_128 = (Case(LAYER[name], "float32") for name in ("B128", "max3_128"))
+    assert b128.spec.out_shape == (128, 64, 56, 56) and b128.flops == 16 * Case(LAYER["B"], "float32").flops
+    assert max3_128.layer.x_shape == (128, 64, 112, 112) and max3_128.spec.out_shape == (128, 64, 56, 56)
     a = Case(LAYER["A"], "float32")
     assert a.spec.out_shape == (8, 64, 112, 112)
     assert a.flops == 2 * 8 * 64 * 3 * 7 * 7 * 112 * 112
@@ -154,7 +159,8 @@ def test_layer_set_matches_design_section_5():
 
 
 def test_smoke_layers_keep_kernel_stride_padding_and_grouping():
-    for full, tiny in zip(select_cases(), select_cases(use_smoke=True)):
+    every = [layer.name for layer in LAYERS]
+    for full, tiny in zip(select_cases(every), select_cases(every, use_smoke=True)):
         assert (tiny.layer.kernel, tiny.layer.stride, tiny.layer.padding) == \
             (full.layer.kernel, full.layer.stride, full.layer.padding)
         assert (tiny.layer.groups > 1) == (full.layer.groups > 1)

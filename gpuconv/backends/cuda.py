@@ -42,7 +42,7 @@ EMULATED_SHARED_BYTES = 96 * 1024  # the emulator plays a device with sm_70's op
 FORCE_INDEX64 = False
 # The settings above that planning reads: part of every memoised plan's key (_memoised_plan).
 PLAN_SETTINGS = ("IGEMM_MIN_FILTERS", "IGEMM_MIN_REDUCTION", "IGEMM_LARGE_MIN_FILTERS", "IGEMM_LARGE_MIN_PIXELS",
-                 "IGEMM_WIDE_MIN_FILTERS", "IGEMM_WIDE_MIN_PIXELS", "EMULATED_SHARED_BYTES")
+                 "IGEMM_WIDE_MIN_FILTERS", "IGEMM_WIDE_MIN_PIXELS")
 _plan_settings = operator.itemgetter(*PLAN_SETTINGS)
 
 
@@ -87,12 +87,12 @@ class _Device:
         return _max_shared_optin(self.xp.cuda.Device().id)
 
     def identity(self) -> tuple:
-        """What a launch plan depends on besides its arguments: the device (its limits) and the
-        module settings that planning reads (tests change them)."""
+        """What a launch plan depends on besides its arguments: the device, its shared-memory limit
+        and the module settings that planning reads (tests change both)."""
         settings = _plan_settings(globals())
         if self.kind == "emu":
-            return (self.kind, settings)
-        return (self.kind, self.xp.cuda.runtime.getDevice(), settings)
+            return (self.kind, self.max_shared_bytes(), settings)
+        return (self.kind, self.xp.cuda.runtime.getDevice(), self.max_shared_bytes(), settings)
 
     def launch(self, file: str, name: str, grid, block, args, shared: int = 0):
         if 0 in grid:

@@ -16,10 +16,13 @@ import numpy as np
 from .. import _api
 from ..backends import BackendUnavailable, get_backend
 from .layers import CONV, MAX_POOL, Case
-from .timing import cupy_event_clock, host_clock, torch_event_clock
+from .timing import cupy_event_clock, cupy_kernel_clock, host_clock, torch_event_clock
 
 CPU, GPU, EMULATOR = "cpu", "gpu", "emulator"
-PEERS = ("torch-cpu", "torch-cuda", "scipy", "cupyx")
+PEERS = ("torch-cpu", "torch-cuda", "torch-cuda-tf32", "torch-cuda-fp16", "scipy", "cupyx")
+# The peers that compute in lower precision than the case (what PyTorch users get by default on a
+# GPU): their first result is checked against the reference with this relative tolerance.
+LOW_PRECISION_TOLERANCE = 2e-2
 
 
 class Unavailable(RuntimeError):
@@ -37,6 +40,10 @@ class Contender:
     synchronise: Callable[[], None] = lambda: None
     # case -> the conv algorithm gpuconv's "auto" runs for it; None for peers and pooling
     algorithm: Callable[[Case], str | None] = lambda case: None
+    # largest relative difference from the reference result allowed; None: the case dtype's
+    tolerance: float | None = None
+    # a clock for the device time of the call's own kernels alone (gpuconv on a GPU); None: none
+    kernel_clock: Callable | None = None
 
 
 def to_numpy(result) -> np.ndarray:
@@ -85,14 +92,16 @@ def gpuconv_contender(backend: str) -> Contender:
 
     device = GPU if on_gpu else (EMULATOR if backend == "cuda-emu" else CPU)
     return Contender(f"gpuconv/{backend}", device, cupy_event_clock() if on_gpu else host_clock, prepare,
-                     synchronise, algorithm)
+                     synchronise, algorithm, kernel_clock=cupy_kernel_clock() if on_gpu else None)
 
 
 def peer(label: str) -> Contender:
     """One of PEERS; raises Unavailable with the reason when it cannot run here."""
     if label not in PEERS:
         raise ValueError(f"peer {label!r}: expected one of {PEERS}")
-    return {"torch-cpu": _torch_cpu, "torch-cuda": _torch_cuda, "scipy": _scipy, "cupyx": _cupyx}[label]()
+    if label.startswith("torch-cuda"):
+        return _torch_cuda(label)
+    return {"torch-cpu": _torch_cpu, "scipy": _scipy, "cupyx": _cupyx}[label]()
 
 
 def _import(module_name: str):
@@ -103,23 +112,33 @@ def _import(module_name: str):
         raise Unavailable(f"{module_name} is not installed ({exc}); pip install gpuconv[{extra}]") from None
 
 
-def _torch_prepare(torch, device: str):
+def _torch_prepare(torch, device: str, dtype=None, channels_last=False, settings=lambda: None):
+    """Calls of torch.nn.functional on `device`, the inputs cast to `dtype` (None: the case's) and
+    in channels_last memory format if asked; settings() runs before each call (cuDNN flags are
+    process-wide, and the torch-cuda peers differ in them)."""
     functional = torch.nn.functional
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def tensor(array):
+        t = torch.from_numpy(array).to(device)
+        return (t if dtype is None else t.to(dtype)).contiguous(memory_format=memory_format)
 
     def prepare(case, inputs):
         layer = case.layer
-        x = torch.from_numpy(inputs["x"]).to(device)
+        x = tensor(inputs["x"])
         if layer.op == CONV:
-            w = torch.from_numpy(inputs["w"]).to(device)
-            return _no_grad(torch, lambda: functional.conv2d(x, w, None, layer.stride, layer.padding, 1, layer.groups))
+            w = tensor(inputs["w"])
+            return _no_grad(torch, settings,
+                            lambda: functional.conv2d(x, w, None, layer.stride, layer.padding, 1, layer.groups))
         pool = functional.max_pool2d if layer.op == MAX_POOL else functional.avg_pool2d
-        return _no_grad(torch, lambda: pool(x, layer.kernel, layer.stride, layer.padding))
+        return _no_grad(torch, settings, lambda: pool(x, layer.kernel, layer.stride, layer.padding))
 
     return prepare
 
 
-def _no_grad(torch, fn):
+def _no_grad(torch, settings, fn):
     def call():
+        settings()
         with torch.no_grad():
             return fn()
 
@@ -131,16 +150,28 @@ def _torch_cpu() -> Contender:
     return Contender("torch-cpu", CPU, host_clock, _torch_prepare(torch, "cpu"))
 
 
-def _torch_cuda() -> Contender:
+# torch-cuda peers: cuDNN in full float32 (TF32 off: the fair peer, gpuconv computes in float32),
+# with TF32 on (PyTorch's default for convolutions), and float16 in channels_last (what a user
+# chasing speed runs); each with cuDNN's autotuner, whose tuning the warm-up calls pay for.
+TORCH_CUDA_PEERS = {"torch-cuda": dict(tf32=False), "torch-cuda-tf32": dict(tf32=True),
+                    "torch-cuda-fp16": dict(tf32=False, float16=True)}
+
+
+def _torch_cuda(label: str) -> Contender:
     torch = _import("torch")
     if not torch.cuda.is_available():
         raise Unavailable(f"torch {torch.__version__} sees no usable CUDA GPU")
-    # Full float32 (no TF32, as gpuconv computes), and cuDNN's autotuner as a PyTorch user
-    # would enable it; the warm-up calls pay for the tuning.
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.benchmark = True
-    return Contender("torch-cuda", GPU, torch_event_clock(), _torch_prepare(torch, "cuda"), torch.cuda.synchronize)
+    options = TORCH_CUDA_PEERS[label]
+    cudnn = torch.backends.cudnn
+
+    def settings():
+        cudnn.allow_tf32 = options["tf32"]
+        cudnn.benchmark = True
+
+    half = options.get("float16", False)
+    prepare = _torch_prepare(torch, "cuda", torch.float16 if half else None, channels_last=half, settings=settings)
+    return Contender(label, GPU, torch_event_clock(), prepare, torch.cuda.synchronize,
+                     tolerance=LOW_PRECISION_TOLERANCE if options["tf32"] or half else None)
 
 
 def ndimage_rule(case: Case) -> str | None:
