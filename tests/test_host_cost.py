@@ -194,3 +194,29 @@ def test_pooling_plans_follow_the_thread_count_and_the_workspace_cap():
     finally:
         config.num_threads, config.workspace_bytes = saved
     assert len(plans[2].items) > len(plans[1].items), "a lower cap must give smaller work items"
+
+
+def test_release_drops_the_buffers_over_the_keep_size_also_after_the_cap_is_lowered():
+    """release() costs nothing while no held buffer can exceed the keep size, and still drops every
+    buffer over it: a large one at once, and one kept under the default cap once the cap is lowered."""
+    from gpuconv._config import config
+    from gpuconv.backends.cpu import _workspace
+
+    def held(slot):
+        buffer = _workspace._local.__dict__.get(slot)
+        return 0 if buffer is None else buffer.nbytes
+
+    (small,) = _workspace.arrays(((1 << 20,), np.float32), slot="test-kept")  # 4 MiB: under KEEP_BYTES
+    (large,) = _workspace.arrays(((6 << 20,), np.float32), slot="test-large")  # 24 MiB
+    assert small.nbytes == 4 << 20 and held("test-kept") >= 4 << 20 and held("test-large") >= 24 << 20
+    _workspace.release()
+    assert held("test-large") == 0 and held("test-kept") >= 4 << 20
+    saved = config.workspace_bytes
+    try:
+        config.workspace_bytes = 4 << 20  # keep size 2 MiB
+        _workspace.release()
+        assert held("test-kept") == 0
+    finally:
+        config.workspace_bytes = saved
+    tiny = _workspace.arrays(((4, 4), np.float64), ((3,), np.int64), slot="test-small")
+    assert [a.shape for a in tiny] == [(4, 4), (3,)] and held("test-small") == 0, "small scratch is not held"
