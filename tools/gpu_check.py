@@ -14,6 +14,8 @@ Commit the first two to bench/results/ after a run on the H200.
 
 Without a usable GPU it says so and runs the dry run (also --dry-run): the same sequencing, time
 boxes, files and summary, with every step that a CPU can run run for real (tools/gpucheck/steps.py).
+--rehearse runs the GPU steps on a CPU with a stand-in CuPy whose kernels run in the emulator: run it
+before a GPU session, to find what would fail for reasons other than the GPU.
 Exit status 0 when every step is ok.
 """
 from __future__ import annotations
@@ -87,25 +89,30 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("GPUCONV_CHECK_OUT") or DEFAULT_OUT),
                         help=f"folder for the result files (default $GPUCONV_CHECK_OUT or {DEFAULT_OUT})")
     parser.add_argument("--dry-run", action="store_true", help="the dry run even where there is a GPU")
+    parser.add_argument("--rehearse", action="store_true",
+                        help="the GPU steps on this CPU with a stand-in CuPy (kernels in the emulator): a pre-flight")
     parser.add_argument("--budget", type=float, default=plan.BUDGET_S, help="seconds for the whole run")
     args = parser.parse_args(argv)
     started = time.monotonic()
-    reason = None if args.dry_run else gpu_unavailable_reason()
+    reason = None if args.dry_run or args.rehearse else gpu_unavailable_reason()
     dry_run = args.dry_run or reason is not None
     if reason:
         print(f"gpu-check: {reason}: this machine cannot run the GPU check; running the dry run instead")
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d")
-    prefix = f"{'dryrun' if dry_run else gpu_slug()}-{date}"
+    kind = "dryrun" if dry_run else "rehearsal" if args.rehearse else gpu_slug()
+    prefix = f"{kind}-{date}"
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    steps = (plan.dry_run_steps if dry_run else plan.gpu_steps)(prefix, out.resolve())
-    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    make = plan.dry_run_steps if dry_run else plan.rehearsal_steps if args.rehearse else plan.gpu_steps
+    steps = make(prefix, out.resolve())
     for step in steps:
-        step.env.setdefault("PYTHONPATH", path)
+        first = [step.env.pop("GPUCHECK_PYTHONPATH_FIRST")] if "GPUCHECK_PYTHONPATH_FIRST" in step.env else []
+        step.env["PYTHONPATH"] = os.pathsep.join([*first, str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as scratch:
         outcomes = run_steps(steps, Path(scratch), started + args.budget, REPO)
     written = write_results(outcomes, out, prefix)
-    lines = summary(outcomes, out, prefix, dry_run, time.monotonic() - started)
+    lines = summary(outcomes, out, prefix, "dry run" if dry_run else "rehearsal" if args.rehearse else None,
+                    time.monotonic() - started)
     check = out / f"{prefix}-check.txt"
     check.write_text("\n".join(lines) + "\n")
     ours = sorted({*written, check, *out.glob(f"{prefix}*.json")})

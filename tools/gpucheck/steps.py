@@ -5,7 +5,9 @@ through PYTHONPATH) the whole run must take at most 7 minutes (BUDGET_S): the ti
 up to less, and the pytest step runs beside the four sanitizers. Every step is a subprocess; its
 output is kept even when it fails or times out.
 
-The dry run (no GPU, or --dry-run) runs every step's logic that a CPU can: the environment report,
+The rehearsal (--rehearse) runs the GPU steps on a CPU with a stand-in CuPy whose kernels run in the
+emulator (fake_cupy/): a pre-flight for a GPU session. The dry run (no GPU, or --dry-run) runs every
+step's logic that a CPU can: the environment report,
 the kernel builds for the emulator, the selection of the GPU tests (collected, not run), the
 sanitizer driver on the emulator (without compute-sanitizer), the benchmark's and the overhead
 report's --smoke paths; the sanitizer tools' outputs are stand-ins in their format.
@@ -47,6 +49,26 @@ def gpu_steps(prefix: str, out: Path) -> list[Step]:
         Step("overhead", _python("-m", "gpuconv", "bench", "--overhead", "--rounds", "5",
                                  "--json", str(out / f"{prefix}-overhead.json")), 25),
     ]
+
+
+FAKE_CUPY = TOOLS / "fake_cupy"
+
+
+def rehearsal_steps(prefix: str, out: Path) -> list[Step]:
+    """The GPU steps on a CPU with the stand-in CuPy of fake_cupy/ (kernels in the emulator): the
+    sanitizer driver without compute-sanitizer, the benchmark and the host cost at --smoke sizes.
+    A pre-flight for a GPU session: the GPU tests and the launch path's own code run."""
+    steps = gpu_steps(prefix, out)
+    for step in steps:
+        if step.name.startswith("sanitizer-"):
+            step.argv = step.argv[step.argv.index(sys.executable):]
+            step.note = "rehearsal: the driver without compute-sanitizer"
+        elif step.name in ("bench", "overhead"):
+            step.argv = [*step.argv, "--smoke"]
+            step.timeout_s = max(step.timeout_s, 120)
+            step.note = "rehearsal: --smoke"
+        step.env["GPUCHECK_PYTHONPATH_FIRST"] = str(FAKE_CUPY)
+    return steps
 
 
 def _stand_in(tool: str) -> list[str]:

@@ -156,9 +156,10 @@ def overhead_lines(path: Path) -> list[str]:
     return lines or ["host cost: no goal measured (no peer or launch path ran)"]
 
 
-def summary(outcomes: list[Outcome], out: Path, prefix: str, dry_run: bool, seconds: float) -> list[str]:
+def summary(outcomes: list[Outcome], out: Path, prefix: str, mode: str | None, seconds: float) -> list[str]:
+    """mode: None for a GPU run, else "dry run" or "rehearsal" (no GPU: stand-ins where marked)."""
     by_name = {o.step.name: o for o in outcomes}
-    lines = [f"gpuconv gpu-check {prefix}" + (" (DRY RUN: no GPU here; stand-ins where marked)" if dry_run else "")
+    lines = [f"gpuconv gpu-check {prefix}" + (f" ({mode.upper()}: no GPU here; stand-ins where marked)" if mode else "")
              + f", {seconds:.0f} s"]
     if "environment" in by_name:
         lines += environment_lines(by_name["environment"].output)
