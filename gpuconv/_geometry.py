@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._memo import memoise
+from ._memo import cached_hash, memoise, state_without_hash
 
 CONV_PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 PAD_MODES = ("constant", "reflect", "replicate", "circular")
@@ -21,6 +21,9 @@ PAD_MODES = ("constant", "reflect", "replicate", "circular")
 @dataclass(frozen=True)
 class ConvSpec:
     """conv2d on x (n, c, h, w) with weights (f, c // groups, kh, kw)."""
+
+    __hash__ = cached_hash  # computed once: specs key the per-call caches
+    __getstate__ = state_without_hash
 
     n: int
     c: int
@@ -57,6 +60,9 @@ class PoolSpec:
     past h + bottom and those taps never count.
     """
 
+    __hash__ = cached_hash  # computed once: specs key the per-call caches
+    __getstate__ = state_without_hash
+
     n: int
     c: int
     h: int
@@ -80,6 +86,9 @@ class PoolSpec:
 @dataclass(frozen=True)
 class PadSpec:
     """pad2d of x (n, c, h, w) to (n, c, h + top + bottom, w + left + right)."""
+
+    __hash__ = cached_hash  # computed once: specs key the per-call caches
+    __getstate__ = state_without_hash
 
     n: int
     c: int

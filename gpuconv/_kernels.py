@@ -55,10 +55,12 @@ DIRECT_FILTER_BATCHES = (1, 4)
 IGEMM_TILINGS = {"large": (128, 128, 8, 8), "wide": (64, 128, 4, 8), "small": (64, 64, 4, 4)}
 
 
+@functools.lru_cache(maxsize=None)
 def direct_kernel(ctype: str, itype: str, filter_batch: int, staged: bool) -> str:
     return f"conv2d_direct<{ctype}, {itype}, {filter_batch}, {'true' if staged else 'false'}>"
 
 
+@functools.lru_cache(maxsize=None)
 def implicit_gemm_kernel(ctype: str, itype: str, tiling: str) -> str:
     return f"conv2d_implicit_gemm<{ctype}, {itype}, {', '.join(map(str, IGEMM_TILINGS[tiling]))}>"
 

@@ -10,6 +10,7 @@ Every cache is bounded: it is emptied when it reaches its size.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import numpy as np
@@ -47,6 +48,8 @@ def typed_key(args: tuple) -> tuple:
         kind = type(value)
         if kind is int or kind is str or kind is _NONE or (kind is tuple and frozenset(map(type, value)) == _INTS_ONLY):
             key.append(value)  # the common cases first: sizes, modes, shapes
+        elif kind is bool:
+            key.append((bool, value))
         else:
             key.append(_item_key(value))
     return tuple(key)
@@ -90,3 +93,18 @@ class BoundedCache(dict):
             self.clear()
         self[key] = value
         return value
+
+
+def cached_hash(self) -> int:
+    """__hash__ of a frozen dataclass hashed several times per call (the specs, keys of the caches):
+    the hash of its fields, computed once and kept in the instance (see state_without_hash)."""
+    found = self.__dict__.get("_hash")
+    if found is None:
+        found = hash(tuple(getattr(self, field.name) for field in dataclasses.fields(self)))
+        object.__setattr__(self, "_hash", found)
+    return found
+
+
+def state_without_hash(self) -> dict:
+    """__getstate__ that leaves the kept hash out: string hashes differ from process to process."""
+    return {name: value for name, value in self.__dict__.items() if name != "_hash"}

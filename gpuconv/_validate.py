@@ -46,10 +46,14 @@ def as_array(x, name: str):
 
 def result_dtype(*arrays) -> np.dtype:
     """NumPy's promotion of the inputs; integers and bool become float64, as `x / 1` would."""
-    dtypes = [a.dtype for a in arrays if a is not None]
-    if dtypes[0] in _SUPPORTED and all(d == dtypes[0] for d in dtypes):  # nothing to promote (host cost)
-        return dtypes[0]
-    dtype = np.result_type(*dtypes)
+    dtype = arrays[0].dtype
+    if dtype in _SUPPORTED:  # nothing to promote: the common case, checked first (host cost)
+        for a in arrays[1:]:
+            if a is not None and a.dtype != dtype:
+                break
+        else:
+            return dtype
+    dtype = np.result_type(*(a.dtype for a in arrays if a is not None))
     if dtype.kind in "biu":
         return np.dtype(np.float64)
     if dtype not in SUPPORTED_DTYPES:

@@ -220,3 +220,30 @@ def test_release_drops_the_buffers_over_the_keep_size_also_after_the_cap_is_lowe
         config.workspace_bytes = saved
     tiny = _workspace.arrays(((4, 4), np.float64), ((3,), np.int64), slot="test-small")
     assert [a.shape for a in tiny] == [(4, 4), (3,)] and held("test-small") == 0, "small scratch is not held"
+
+
+@pytest.mark.parametrize("size", [16, 262])  # output planes of 8x8 and 131x131 (> MAX_CACHED_DIVISOR values)
+def test_avg_pool_divisors_whole_plane_or_factors(size):
+    from gpuconv.backends.cpu import pool
+
+    assert (size // 2) ** 2 > pool.MAX_CACHED_DIVISOR or size == 16
+    x = random_array(np.random.default_rng(size), (1, 2, size, size), np.float32)
+    for count_include_pad in (True, False):
+        out = gpuconv.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=count_include_pad, backend="numpy")
+        expected = ref.avg_pool2d(x.astype(np.float64), 3, 2, 1, True, count_include_pad)
+        assert_close(out, expected, np.float32, f"avg_pool2d {size}x{size}, count_include_pad={count_include_pad}")
+
+
+def test_specs_keep_their_hash_but_never_pickle_it():
+    import copy
+    import dataclasses
+    import pickle
+
+    spec = _geometry.conv_spec((1, 2, 5, 5), (3, 2, 3, 3), 1, "same", 1, 1, "zeros")
+    assert hash(spec) == hash(dataclasses.replace(spec)) and "_hash" in spec.__dict__
+    for clone in (pickle.loads(pickle.dumps(spec)), copy.deepcopy(spec)):
+        assert clone == spec and hash(clone) == hash(spec)
+    assert "_hash" not in pickle.loads(pickle.dumps(spec)).__dict__, "a hash of strings is per process"
+    other = dataclasses.replace(spec, n=2)
+    assert other != spec and hash(other) != hash(spec)
+    assert "_hash" not in dataclasses.asdict(spec) and "_hash" not in repr(spec)

@@ -32,6 +32,8 @@ IGEMM_LARGE_MIN_FILTERS, IGEMM_LARGE_MIN_PIXELS = 96, 16384
 IGEMM_WIDE_MIN_FILTERS, IGEMM_WIDE_MIN_PIXELS = 33, 8192
 
 MODE_CODES = {"zeros": 0, "constant": 0, "reflect": 1, "replicate": 2, "circular": 3}  # common.cuh PadMode
+_MODE_ARGS = {mode: np.int32(code) for mode, code in MODE_CODES.items()}  # as kernel arguments
+_FLAG_ARGS = (np.int32(0), np.int32(1))
 MAX_GRID_X = 2**31 - 1
 MAX_GRID_YZ = 65535
 MAX_ELEMENTWISE_BLOCKS = 65536  # pooling/padding kernels loop (grid-stride) beyond this many blocks
@@ -194,6 +196,7 @@ class _DirectPlan:
         self.staged = shared <= max_shared
         self.shared = shared if self.staged else 0
         self.in_hw = (in_h, in_w) if self.staged else (0, 0)
+        self.tile_args = tuple(map(np.int32, (self.tiles_x, self.tiles_y, *self.in_hw)))  # the kernel's last four
 
 
 class _ImplicitGemmPlan:
@@ -269,17 +272,16 @@ class CudaBackend:
         out = dev.xp.empty(spec.out_shape, dtype=x.dtype)
         itype, I = _index_type(xd, wd, out)
         ctype = _ctype(x.dtype)
-        geometry = (*_conv_geometry(spec, I), np.int32(MODE_CODES[spec.padding_mode]))
+        geometry = (*_conv_geometry(spec, I), _MODE_ARGS[spec.padding_mode])
         if algorithm == "direct":
             name = _kernels.direct_kernel(ctype, itype, plan.filter_batch, plan.staged)
-            args = (xd, wd, bd, out, np.int32(has_bias), *geometry,
-                    *map(np.int32, (plan.tiles_x, plan.tiles_y, *plan.in_hw)))
+            args = (xd, wd, bd, out, _FLAG_ARGS[has_bias], *geometry, *plan.tile_args)
             dev.launch("conv_direct.cu", name, plan.grid, plan.block, args, plan.shared)
         else:
             groups, fg = spec.groups, spec.f // spec.groups
             wt = dev.xp.ascontiguousarray(wd.reshape(groups, fg, -1).transpose(0, 2, 1))  # (groups, K, F/groups)
             name = _kernels.implicit_gemm_kernel(ctype, itype, plan.tiling)
-            args = (xd, wt, bd, out, np.int32(has_bias), I(spec.n), *geometry)
+            args = (xd, wt, bd, out, _FLAG_ARGS[has_bias], I(spec.n), *geometry)
             dev.launch("conv_implicit_gemm.cu", name, plan.grid, plan.block, args)
         return dev.like(out, x)
 

@@ -31,10 +31,6 @@ def _pool(workers: int) -> ThreadPoolExecutor:
         return _executor
 
 
-def _no_limit(threads: int):
-    return contextlib.nullcontext()
-
-
 def thread_count(n_items: int, threads: int | None = None) -> int:
     """Threads that a call over n_items items uses: at most config.num_threads (or `threads`)."""
     return max(1, min(config.num_threads if threads is None else threads, n_items))
@@ -47,9 +43,8 @@ def parallel_items(fn, n_items: int, threads: int | None = None, uses_blas: bool
     Returns once every item is done, without waiting for pool workers that woke up too late
     to find one (on a busy machine that wake-up can cost more than the items)."""
     parts = thread_count(n_items, threads)
-    blas_threads = _blas.limit if uses_blas else _no_limit
     if parts == 1:
-        with blas_threads(config.num_threads):
+        with _blas.limit(config.num_threads) if uses_blas else contextlib.nullcontext():
             for i in range(n_items):
                 fn(i)
         return
@@ -73,7 +68,7 @@ def parallel_items(fn, n_items: int, threads: int | None = None, uses_blas: bool
                 if state["done"] == n_items:
                     finished.set()
 
-    with blas_threads(1):
+    with _blas.limit(1) if uses_blas else contextlib.nullcontext():
         pool = _pool(parts - 1)
         for _ in range(parts - 1):
             pool.submit(work)

@@ -32,10 +32,10 @@ def arrays(*specs: tuple[tuple[int, ...], np.dtype], slot: str = "tile") -> list
     """Uninitialised arrays of the given (shape, dtype), carved from this thread's buffer for
     `slot` (arrays from an earlier call with the same slot in this thread are overwritten)."""
     global _largest
-    specs = [(shape if isinstance(shape, tuple) else (shape,), np.dtype(dtype)) for shape, dtype in specs]
+    specs = [(shape if type(shape) is tuple else (shape,), np.dtype(dtype)) for shape, dtype in specs]
     counts = [math.prod(shape) * dtype.itemsize for shape, dtype in specs]
     if sum(counts) < SMALL_BYTES:
-        return [np.empty(shape, dtype) for shape, dtype in specs]
+        return [np.empty(*spec) for spec in specs]
     sizes = [-(-count // _ALIGN) * _ALIGN for count in counts]
     storage = _local.__dict__
     if not storage.get("registered"):

@@ -225,16 +225,23 @@ def divisor_factors(spec: PoolSpec) -> tuple[np.ndarray, np.ndarray]:
 
 
 _divisor_cache = BoundedCache(256)
+MAX_CACHED_DIVISOR = 16384  # oh * ow values: the whole divisor plane is kept for outputs up to this
 
 
-def _divisors(spec: PoolSpec, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """divisor_factors in dtype, memoised per spec (read-only: O(oh + ow) values)."""
+def _divisor(spec: PoolSpec, dtype: np.dtype):
+    """The divisor of every output position as a function of (i0, i1): its rows i0:i1, an (rows, ow)
+    array in dtype. Memoised per spec: the whole plane where it is small (read-only), else the row
+    and column factors whose outer product it is (O(oh + ow) values)."""
     key = (spec, dtype)
     found = _divisor_cache.get(key)
     if found is None:
-        found = tuple(f.astype(dtype) for f in divisor_factors(spec))
-        for factor in found:
-            factor.flags.writeable = False
+        rows, cols = (f.astype(dtype) for f in divisor_factors(spec))
+        if spec.oh * spec.ow <= MAX_CACHED_DIVISOR:
+            plane = np.multiply.outer(rows, cols)  # integer counts: the products are exact
+            plane.flags.writeable = False
+            found = lambda i0, i1: plane[i0:i1]  # noqa: E731
+        else:
+            found = lambda i0, i1: np.multiply.outer(rows[i0:i1], cols)  # noqa: E731
         _divisor_cache.put(key, found)
     return found
 
@@ -243,11 +250,10 @@ def avg_pool2d(x: np.ndarray, spec: PoolSpec) -> np.ndarray:
     planes = x.reshape(-1, spec.h, spec.w)
     acc_dtype = np.float32 if x.dtype == np.float16 else x.dtype
     out = np.empty((planes.shape[0], spec.oh, spec.ow), dtype=x.dtype)
-    row_factor, col_factor = _divisors(spec, np.dtype(acc_dtype))
+    divisor = _divisor(spec, np.dtype(acc_dtype))
 
     def finish(acc, p0, p1, i0, i1):
-        # integer counts: the products are exact, as is the divisor they form
-        np.divide(acc, np.multiply.outer(row_factor[i0:i1], col_factor), out=out[p0:p1, i0:i1], casting="unsafe")
+        np.divide(acc, divisor(i0, i1), out=out[p0:p1, i0:i1], casting="unsafe")
 
     _separable(planes, spec, np.add, 0, acc_dtype, out, finish)
     return out.reshape(spec.out_shape)
