@@ -192,12 +192,21 @@ def is_clean(record) -> bool:
 
 def compile_check() -> bool:
     try:
-        from ._compile import CompileCheckError, compile_report
+        from ._compile import DEFAULT_ARCHS, CompileCheckError, compile_report, nvrtc_for
     except ImportError as exc:
         print(f"compile report: not available ({exc})")
         return True
+    archs = []
+    for arch in DEFAULT_ARCHS:  # CUDA 13's NVRTC has no sm_70: an architecture no NVRTC here targets is a note
+        try:
+            nvrtc_for(arch)
+            archs.append(arch)
+        except CompileCheckError as exc:
+            print(f"compile report: {arch} skipped: {exc}")
     try:
-        records = compile_report()
+        if not archs:
+            raise CompileCheckError(f"no NVRTC library here targets any of {DEFAULT_ARCHS}")
+        records = compile_report(archs=tuple(archs))
     except CompileCheckError as exc:
         print(f"compile report: FAILED\n{exc}")
         return False
