@@ -122,6 +122,7 @@ def test_summary_checks_the_benchmark_against_the_targets(tmp_path):
     assert lines[3] == "pooling vs device-to-device copy: max3_128 75%, avg3_128 50% [target >= 70%: MISSED]"
 
 
+@pytest.mark.slow  # about 50 s (15 s of CPU): every step of the dry run runs for real
 def test_the_dry_run_end_to_end(tmp_path):
     """No GPU here (or --dry-run): it says so, runs every step a CPU can, writes its 8 files into the
     folder of $GPUCONV_CHECK_OUT and prints the summary last. The sanitizer driver, on the emulator,
