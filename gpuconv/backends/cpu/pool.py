@@ -79,11 +79,13 @@ def _work_items(spec: PoolSpec, itemsize: int) -> list[tuple[int, int, int, int]
 
 
 class _Reduction(NamedTuple):
-    """The taps of one pass along an axis as index tuples: `first` (the input index of a tap that
-    every output has, which initialises them; None: fill first) and (output index, input index)
-    of the taps to reduce into them."""
+    """The taps of one pass along an axis as index tuples: `first` (the input index of a first tap
+    that every output has, which initialises them; None: fill first), `second` (the next tap's
+    input index when every output has it too: the two make one operation), and (output index,
+    input index) of the taps to reduce into them."""
 
     first: tuple | None
+    second: tuple | None
     rest: list
 
 
@@ -91,9 +93,12 @@ def _reduction(taps, n_out: int, along_rows: bool) -> _Reduction:
     def at(s):
         return (Ellipsis, s, slice(None)) if along_rows else (Ellipsis, s)
 
-    if taps and taps[0][0] == slice(0, n_out):
-        return _Reduction(at(taps[0][1]), [(at(o), at(i)) for o, i in taps[1:]])
-    return _Reduction(None, [(at(o), at(i)) for o, i in taps])
+    every = [o == slice(0, n_out) for o, _ in taps[:2]]
+    if not every or not every[0]:
+        return _Reduction(None, None, [(at(o), at(i)) for o, i in taps])
+    if len(every) == 2 and every[1]:
+        return _Reduction(at(taps[0][1]), at(taps[1][1]), [(at(o), at(i)) for o, i in taps[2:]])
+    return _Reduction(at(taps[0][1]), None, [(at(o), at(i)) for o, i in taps[1:]])
 
 
 class _SeparablePlan(NamedTuple):
@@ -136,8 +141,10 @@ def _separable(planes: np.ndarray, spec: PoolSpec, op, fill_value, acc_dtype, ou
     def reduce_taps(src, reduction, dst):
         if reduction.first is None:
             dst.fill(fill_value)
-        else:
+        elif reduction.second is None:
             np.copyto(dst, src[reduction.first])
+        else:  # in tap order, as the accumulation below: the first tap wins ties (signed zeros)
+            op(src[reduction.first], src[reduction.second], out=dst)
         for o, i in reduction.rest:
             view = dst[o]
             op(view, src[i], out=view)
