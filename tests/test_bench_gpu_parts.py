@@ -106,7 +106,8 @@ def _stand_in_torch(calls):
 
     return types.SimpleNamespace(
         __version__="stand-in", float16="float16", channels_last="channels_last", contiguous_format="contiguous",
-        from_numpy=lambda a: _Tensor(a), no_grad=NoGrad, backends=types.SimpleNamespace(cudnn=cudnn),
+        from_numpy=lambda a: _Tensor(a), no_grad=NoGrad,
+        backends=types.SimpleNamespace(cudnn=cudnn, cuda=types.SimpleNamespace(matmul=types.SimpleNamespace())),
         nn=types.SimpleNamespace(functional=types.SimpleNamespace(conv2d=conv2d)),
         cuda=types.SimpleNamespace(is_available=lambda: True, synchronize=lambda: None,
                                    Event=lambda enable_timing=False: None))
@@ -131,6 +132,16 @@ def test_torch_cuda_peers_set_their_cudnn_flags_on_every_call(monkeypatch, label
     assert call() == "result"
     assert calls == ["no_grad", {"tf32": tf32, "benchmark": True, "device": "cuda", "dtype": dtype,
                                  "format": (memory_format, memory_format)}]
+    assert torch.backends.cuda.matmul.allow_tf32 is False
+    tf32_case = Case(LAYER["B"], "tf32")  # float32 data, precision="tf32": every peer computes it in TF32
+    inputs = {"x": np.ones((1, 2, 4, 4), np.float32), "w": np.ones((3, 2, 3, 3), np.float32)}
+    if tolerance is None:
+        calls.clear()
+        peer.prepare(tf32_case, inputs)()
+        assert calls[1]["tf32"] is True
+    else:
+        assert "float32 cases only" in peer.prepare(tf32_case, inputs)
+        assert "float32 cases only" in peer.prepare(Case(LAYER["B"], "float64"), inputs)
 
 
 def _synthetic_contender(label, device, result_offset=0.0, tolerance=None, kernel_seconds=None):

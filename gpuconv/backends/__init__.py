@@ -1,6 +1,7 @@
 """Backend registry and dispatch.
 
-A backend is an object with `name` and the methods conv2d(x, w, bias, spec, algorithm),
+A backend is an object with `name` and the methods conv2d(x, w, bias, spec, algorithm, precision=)
+(precision: "highest" or "tf32", gpuconv._precision),
 max_pool2d(x, spec, return_indices), avg_pool2d(x, spec) and pad2d(x, spec). Inputs are
 4-D arrays of one float dtype (float16/32/64); the result has x's array type and dtype.
 

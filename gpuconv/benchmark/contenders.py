@@ -82,13 +82,16 @@ def gpuconv_contender(backend: str) -> Contender:
         x = to_device(inputs["x"])
         if layer.op == CONV:
             w = to_device(inputs["w"])
-            return lambda: _api.conv2d(x, w, None, layer.stride, layer.padding, 1, layer.groups, backend=backend)
+            return lambda: _api.conv2d(x, w, None, layer.stride, layer.padding, 1, layer.groups,
+                                       precision=case.precision, backend=backend)
         if layer.op == MAX_POOL:
             return lambda: _api.max_pool2d(x, layer.kernel, layer.stride, layer.padding, backend=backend)
         return lambda: _api.avg_pool2d(x, layer.kernel, layer.stride, layer.padding, backend=backend)
 
     def algorithm(case):
-        return implementation.choose_algorithm(case.spec) if case.layer.op == CONV else None
+        if case.layer.op != CONV:
+            return None
+        return implementation.choose_algorithm(case.spec, case.array_dtype, case.precision)
 
     device = GPU if on_gpu else (EMULATOR if backend == "cuda-emu" else CPU)
     return Contender(f"gpuconv/{backend}", device, cupy_event_clock() if on_gpu else host_clock, prepare,
@@ -112,10 +115,12 @@ def _import(module_name: str):
         raise Unavailable(f"{module_name} is not installed ({exc}); pip install gpuconv[{extra}]") from None
 
 
-def _torch_prepare(torch, device: str, dtype=None, channels_last=False, settings=lambda: None):
-    """Calls of torch.nn.functional on `device`, the inputs cast to `dtype` (None: the case's) and
-    in channels_last memory format if asked; settings() runs before each call (cuDNN flags are
-    process-wide, and the torch-cuda peers differ in them)."""
+def _torch_prepare(torch, device: str, dtype=None, channels_last=False, tf32=False, float32_only=False):
+    """Calls of torch.nn.functional on `device`, the inputs cast to `dtype` (None: the case's) and in
+    channels_last memory format if asked. On a GPU each call first sets cuDNN's flags (process-wide,
+    and the torch-cuda peers differ in them): its autotuner on, TF32 when `tf32` or in a tf32 case
+    (float32 data with precision="tf32": every peer computes those in TF32). float32_only: the
+    peer applies to float32 cases only."""
     functional = torch.nn.functional
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
@@ -125,20 +130,28 @@ def _torch_prepare(torch, device: str, dtype=None, channels_last=False, settings
 
     def prepare(case, inputs):
         layer = case.layer
+        if device == "cpu" and case.dtype == "float16":
+            return "PyTorch's CPU float16 convolution is not a peer (compared in float32 and float64)"
+        if float32_only and case.dtype != "float32":
+            return "shows what PyTorch gives a float32 model by default: float32 cases only"
         x = tensor(inputs["x"])
         if layer.op == CONV:
             w = tensor(inputs["w"])
-            return _no_grad(torch, settings,
-                            lambda: functional.conv2d(x, w, None, layer.stride, layer.padding, 1, layer.groups))
+            return _call(torch, device, tf32 or case.precision == "tf32",
+                         lambda: functional.conv2d(x, w, None, layer.stride, layer.padding, 1, layer.groups))
         pool = functional.max_pool2d if layer.op == MAX_POOL else functional.avg_pool2d
-        return _no_grad(torch, settings, lambda: pool(x, layer.kernel, layer.stride, layer.padding))
+        return _call(torch, device, tf32, lambda: pool(x, layer.kernel, layer.stride, layer.padding))
 
     return prepare
 
 
-def _no_grad(torch, settings, fn):
+def _call(torch, device: str, allow_tf32: bool, fn):
+    cudnn = torch.backends.cudnn
+
     def call():
-        settings()
+        if device == "cuda":
+            cudnn.allow_tf32 = allow_tf32
+            cudnn.benchmark = True
         with torch.no_grad():
             return fn()
 
@@ -151,8 +164,9 @@ def _torch_cpu() -> Contender:
 
 
 # torch-cuda peers: cuDNN in full float32 (TF32 off: the fair peer, gpuconv computes in float32),
-# with TF32 on (PyTorch's default for convolutions), and float16 in channels_last (what a user
-# chasing speed runs); each with cuDNN's autotuner, whose tuning the warm-up calls pay for.
+# and, for float32 cases, with TF32 on (PyTorch's default for convolutions) and in float16
+# channels_last (what a user chasing speed runs); each with cuDNN's autotuner, whose tuning the
+# warm-up calls pay for.
 TORCH_CUDA_PEERS = {"torch-cuda": dict(tf32=False), "torch-cuda-tf32": dict(tf32=True),
                     "torch-cuda-fp16": dict(tf32=False, float16=True)}
 
@@ -161,17 +175,14 @@ def _torch_cuda(label: str) -> Contender:
     torch = _import("torch")
     if not torch.cuda.is_available():
         raise Unavailable(f"torch {torch.__version__} sees no usable CUDA GPU")
+    torch.backends.cuda.matmul.allow_tf32 = False
     options = TORCH_CUDA_PEERS[label]
-    cudnn = torch.backends.cudnn
-
-    def settings():
-        cudnn.allow_tf32 = options["tf32"]
-        cudnn.benchmark = True
-
     half = options.get("float16", False)
-    prepare = _torch_prepare(torch, "cuda", torch.float16 if half else None, channels_last=half, settings=settings)
+    low_precision = options["tf32"] or half
+    prepare = _torch_prepare(torch, "cuda", torch.float16 if half else None, channels_last=half,
+                             tf32=options["tf32"], float32_only=low_precision)
     return Contender(label, GPU, torch_event_clock(), prepare, torch.cuda.synchronize,
-                     tolerance=LOW_PRECISION_TOLERANCE if options["tf32"] or half else None)
+                     tolerance=LOW_PRECISION_TOLERANCE if low_precision else None)
 
 
 def ndimage_rule(case: Case) -> str | None:

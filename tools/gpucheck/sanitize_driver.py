@@ -3,7 +3,7 @@ synccheck): every kernel family of the CUDA backend launched on small shapes, in
 CuPy's memory pool off (an overrun then hits unallocated memory instead of pool slack).
 
 What is launched comes from the code, so that new kernels are reached without editing this file:
-every conv algorithm the backend offers for each shape (applicable_algorithms), each under the
+every conv algorithm the backend offers for each shape, dtype and precision (applicable_algorithms), each under the
 forced settings (tests/cuda_variants.py) that reach its instantiations (GEMM tilings, 64-bit
 indices, the unstaged direct path), the variants of tests/cuda_variants.py (the > 48 KB direct
 path among them), pooling and padding in every mode, and the gradient methods of
@@ -26,6 +26,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 import gpuconv  # noqa: E402
 from gpuconv import _geometry, _kernels  # noqa: E402
+from gpuconv._precision import PRECISIONS  # noqa: E402
 from gpuconv.backends import get_backend  # noqa: E402
 
 from cuda_variants import CONV_VARIANTS, forced, recorded_launches  # noqa: E402
@@ -70,11 +71,13 @@ def forward(backend: str, dtype, rng, emulated: bool) -> None:
         spec = _geometry.conv_spec(x_shape, w_shape, kwargs.get("stride", 1), kwargs.get("padding", 0),
                                    kwargs.get("dilation", 1), kwargs.get("groups", 1),
                                    kwargs.get("padding_mode", "zeros"))
-        for algorithm in implementation.applicable_algorithms(spec):
-            gpuconv.conv2d(x, w, None, **kwargs, algorithm=algorithm, backend=backend)
-            for force in forcings(algorithm):
-                with forced(**force):
-                    gpuconv.conv2d(x, w, b, **kwargs, algorithm=algorithm, backend=backend)
+        for precision in PRECISIONS if np.dtype(dtype) == np.float32 else ("highest",):
+            for algorithm in implementation.applicable_algorithms(spec, np.dtype(dtype), precision)[1:]:
+                call = dict(kwargs, algorithm=algorithm, precision=precision, backend=backend)
+                gpuconv.conv2d(x, w, None, **call)
+                for force in forcings(algorithm):
+                    with forced(**force):
+                        gpuconv.conv2d(x, w, b, **call)
     for variant in CONV_VARIANTS:
         if np.dtype(dtype).name in variant.dtypes and (variant.emulated or not emulated):
             x, w = _arrays(backend, rng, variant.x_shape, variant.w_shape, dtype=dtype)

@@ -23,10 +23,13 @@ BUDGET_S = 420
 SANITIZER_TOOLS = ("memcheck", "racecheck", "initcheck", "synccheck")
 TOOLS = Path(__file__).resolve().parent
 
-# Benchmark: layers A-H at batch 8, B-D at batch 128, max/avg pooling; float32; gpuconv on "cuda"
-# against torch-cuda (cuDNN, TF32 off), torch-cuda-tf32, torch-cuda-fp16 (channels_last) and cupyx.
+# Benchmark: layers A-H at batch 8, B-D at batch 128, max/avg pooling; gpuconv on "cuda" against
+# torch-cuda (cuDNN, TF32 off), torch-cuda-tf32, torch-cuda-fp16 (channels_last) and cupyx.
 BENCH_LAYERS = "A,B,C,D,E,F,G,H,B128,C128,D128,max3,avg3,max2,avg2"
 BENCH_PEERS = "torch-cuda,torch-cuda-tf32,torch-cuda-fp16,cupyx"
+# float32 first (the runner orders cases by dtype): the tensor-core cases (float16, and float32 with
+# precision="tf32", on A-D and B-D at batch 128) come after, and a time box cuts those first.
+BENCH_DTYPES = "float32,float16,tf32"
 
 
 def _python(*args: str) -> list[str]:
@@ -44,8 +47,8 @@ def gpu_steps(prefix: str, out: Path) -> list[Step]:
                                      *(["--racecheck-report", "all"] if tool == "racecheck" else []), *sanitized],
                120, group="tests") for tool in SANITIZER_TOOLS],
         Step("bench", _python("-m", "gpuconv", "bench", "--backend", "cuda", "--layers", BENCH_LAYERS,
-                              "--peers", BENCH_PEERS, "--kernel-time", "--repeat", "5", "--rounds", "3",
-                              "--min-time", "0.2", "--json", str(out / f"{prefix}.json")), 110),
+                              "--dtype", BENCH_DTYPES, "--peers", BENCH_PEERS, "--kernel-time", "--repeat", "5",
+                              "--rounds", "3", "--min-time", "0.2", "--json", str(out / f"{prefix}.json")), 110),
         Step("overhead", _python("-m", "gpuconv", "bench", "--overhead", "--rounds", "5",
                                  "--json", str(out / f"{prefix}-overhead.json")), 25),
     ]

@@ -24,6 +24,11 @@ class ndarray(np.ndarray):
         return np.array(self)
 
     @property
+    def data(self):
+        """A MemoryPointer's stand-in: .ptr is the address of the first element."""
+        return type("MemoryPointer", (), {"ptr": self.__array_interface__["data"][0]})()
+
+    @property
     def device(self):
         return cuda.Device()
 
