@@ -56,20 +56,20 @@ def typed_key(args: tuple) -> tuple:
 
 
 def memoise(maxsize: int):
-    """Memoise a pure function of plain arguments (see the module doc); positional arguments only."""
+    """Memoise a pure function of plain arguments (see the module doc)."""
 
     def decorate(function):
         cache: dict = {}
 
         @functools.wraps(function)
-        def cached(*args):
+        def cached(*args, **kwargs):
             try:
-                key = typed_key(args)
+                key = typed_key(args) if not kwargs else (typed_key(args), typed_key(tuple(kwargs.items())))
             except _Uncacheable:
-                return function(*args)
+                return function(*args, **kwargs)
             found = cache.get(key)
             if found is None:
-                found = function(*args)  # raises for invalid arguments: nothing is stored
+                found = function(*args, **kwargs)  # raises for invalid arguments: nothing is stored
                 if len(cache) >= maxsize:
                     cache.clear()
                 cache[key] = found

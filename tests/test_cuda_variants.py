@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import gpuconv
-import reference as ref
+from gpuconv import _reference as ref
 from cuda_variants import CONV_VARIANTS, forced, poisoned_cupy, recorded_launches
 from support import (as_reference_input, assert_close, assert_same, poisoned_numpy_backend, random_array,
                      require_backend, to_backend)

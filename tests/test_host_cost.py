@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import gpuconv
-import reference as ref
 from gpuconv import _geometry, _kernels
+from gpuconv import _reference as ref
 from gpuconv._memo import BoundedCache, memoise, typed_key
 from gpuconv.backends import BackendUnavailable, get_backend
 from support import as_reference_input, assert_close, assert_same, random_array
@@ -43,15 +43,19 @@ def test_memoise_keeps_only_successful_results_of_plain_arguments_and_is_bounded
             raise ValueError("negative")
         return value * value
 
-    assert [square(2), square(2), square(3)] == [4, 4, 9] and calls == [2, 3]
+    assert [square(2), square(2), square(3), square(value=3), square(value=3)] == [4, 4, 9, 9, 9]
+    assert calls == [2, 3, 3], "keyword arguments are keyed too (apart from positional ones)"
+    calls.clear()
+    square(2)
+    square(3)
+    assert calls == []
     for _ in range(2):
         with pytest.raises(ValueError):
             square(-1)
-    assert calls == [2, 3, -1, -1], "a failing call is never stored"
+    assert calls == [-1, -1], "a failing call is never stored"
     odd = type("Odd", (float,), {})(1.5)  # a type the key does not know: never cached
     assert square(odd) == square(odd) == 2.25 and calls[-2:] == [odd, odd]
-    square(4)
-    square(5)  # a fourth entry empties the cache (2, 3 and 4 were stored)
+    square(4)  # a fourth entry empties the cache (2, 3 and value=3 were stored)
     calls.clear()
     assert square(2) == 4 and calls == [2], "the cache empties at its size"
     cache = BoundedCache(2)
@@ -222,11 +226,11 @@ def test_release_drops_the_buffers_over_the_keep_size_also_after_the_cap_is_lowe
     assert [a.shape for a in tiny] == [(4, 4), (3,)] and held("test-small") == 0, "small scratch is not held"
 
 
-@pytest.mark.parametrize("size", [16, 262])  # output planes of 8x8 and 131x131 (> MAX_CACHED_DIVISOR values)
+@pytest.mark.parametrize("size", [16, 262])  # output planes of 8x8 and 131x131 (> MAX_DIVISOR_PLANE values)
 def test_avg_pool_divisors_whole_plane_or_factors(size):
     from gpuconv.backends.cpu import pool
 
-    assert (size // 2) ** 2 > pool.MAX_CACHED_DIVISOR or size == 16
+    assert (size // 2) ** 2 > pool.MAX_DIVISOR_PLANE or size == 16
     x = random_array(np.random.default_rng(size), (1, 2, size, size), np.float32)
     for count_include_pad in (True, False):
         out = gpuconv.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=count_include_pad, backend="numpy")

@@ -47,7 +47,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--repeat", type=_positive, default=None, help="timed calls per round (default 5)")
     parser.add_argument("--rounds", type=_positive, default=None,
                         help="interleaved rounds, at least (default 5; more until --min-time)")
-    parser.add_argument("--min-time", type=float, default=None, metavar="SECONDS",
+    parser.add_argument("--min-time", type=_seconds, default=None, metavar="SECONDS",
                         help="per case, add rounds (at most 50) until the timed calls add up to this (default 2)")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny sizes, each contender timed once: checks the runner, not the speed")
@@ -58,6 +58,13 @@ def add_arguments(parser) -> None:
                              "the CUDA launch path with its kernels stubbed, and PyTorch (CPU and CUDA)")
     parser.add_argument("--json", type=Path, help="write every figure to this JSON file")
     parser.add_argument("--plot", type=Path, help="write a PNG bar chart of GFLOP/s (GB/s for pooling) here")
+
+
+def _seconds(value: str) -> float:
+    number = float(value)
+    if not 0 <= number < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value!r}: must be a number of seconds >= 0")
+    return number
 
 
 def _positive(value: str) -> int:

@@ -12,6 +12,7 @@ from typing import Callable
 
 from ..._config import config
 from ..._geometry import ConvSpec
+from . import _plan_cache
 
 # Less work than this (in tile bytes) runs faster on the calling thread alone: handing tiles
 # to the pool and sharing the GIL cost more than they save (measured on layers E and F).
@@ -29,8 +30,7 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-_cache: dict[tuple, Plan] = {}
-_CACHE_SIZE = 256
+_plans_cache = _plan_cache.PlanCache(8 << 20, lambda plan: 200 + 100 * len(plan.tiles))  # ~100 bytes a tile
 
 
 def plan(spec: ConvSpec, tile_bytes: Callable[[int, int], int], algorithm: str, key, row_step: int = 1,
@@ -41,12 +41,7 @@ def plan(spec: ConvSpec, tile_bytes: Callable[[int, int], int], algorithm: str, 
     target_bytes = TARGET_BYTES if target_bytes is None else target_bytes
     full_key = (key, spec, algorithm, row_step, reserved, target_bytes, MIN_PARALLEL_BYTES, config.workspace_bytes,
                 config.num_threads)
-    found = _cache.get(full_key)
-    if found is None:
-        if len(_cache) >= _CACHE_SIZE:
-            _cache.clear()
-        found = _cache[full_key] = _plan(spec, tile_bytes, algorithm, row_step, reserved, target_bytes)
-    return found
+    return _plans_cache.get(full_key, lambda: _plan(spec, tile_bytes, algorithm, row_step, reserved, target_bytes))
 
 
 def _plan(spec: ConvSpec, tile_bytes: Callable[[int, int], int], algorithm: str, row_step: int,
@@ -60,7 +55,8 @@ def _plan(spec: ConvSpec, tile_bytes: Callable[[int, int], int], algorithm: str,
     if smallest > budget:
         raise MemoryError(f"algorithm {algorithm!r}: the smallest tile of this convolution needs "
                           f"{smallest} bytes of workspace (and {reserved} more for the whole "
-                          f"call), more than the cap of {config.workspace_bytes} bytes (gpuconv.set_workspace_limit)")
+                          f"call), more than the cap of {config.workspace_bytes} bytes (gpuconv.set_workspace_limit or "
+                          f"GPUCONV_WORKSPACE_MB raise it)")
     target = min(budget, max(target_bytes, smallest))
     if one_image <= target:
         images = max(1, min(target // one_image, _ceil_div(spec.n, threads)))
