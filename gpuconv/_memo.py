@@ -64,7 +64,7 @@ def memoise(maxsize: int):
         @functools.wraps(function)
         def cached(*args, **kwargs):
             try:
-                key = typed_key(args) if not kwargs else (typed_key(args), typed_key(tuple(kwargs.items())))
+                key = typed_key(args) if not kwargs else (typed_key(args), *kwargs, typed_key(tuple(kwargs.values())))
             except _Uncacheable:
                 return function(*args, **kwargs)
             found = cache.get(key)
