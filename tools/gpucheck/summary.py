@@ -149,10 +149,12 @@ def overhead_lines(path: Path) -> list[str]:
         document = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         return [f"host cost: no result file ({exc})"]
+    smoke = " (smoke sizes and one call: the figures mean nothing)" if document["settings"].get("smoke") else ""
     lines = []
     for entry in document["ops"]:
         for goal in entry["goals"]:
-            lines.append(f"host cost {entry['op']}: {goal['goal']}: {goal['text']} {'met' if goal['met'] else 'MISSED'}")
+            lines.append(f"host cost {entry['op']}: {goal['goal']}: {goal['text']} "
+                         f"{'met' if goal['met'] else 'MISSED'}{smoke}")
     return lines or ["host cost: no goal measured (no peer or launch path ran)"]
 
 
