@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import zlib
 
 import numpy as np
+import pytest
+
+from gpuconv.backends import BackendUnavailable, get_backend
 
 from gpuconv._tolerance import describe, error_ratio
 
@@ -15,6 +19,27 @@ DTYPES = (np.float16, np.float32, np.float64)
 def stable_seed(*parts) -> int:
     """A seed from a test's parameters, the same in every process (hash() of a str is not)."""
     return zlib.crc32(repr(parts).encode())
+
+
+def must_run(backend: str) -> bool:
+    """Whether a backend must run here: "cuda-emu" in CI (CI=true), "cuda" with GPUCONV_REQUIRE_GPU=1."""
+    if backend == "cuda-emu":
+        return os.environ.get("CI", "").lower() == "true"
+    if backend == "cuda":
+        return os.environ.get("GPUCONV_REQUIRE_GPU") == "1"
+    return True
+
+
+def require_backend(name: str) -> str:
+    """name, when the backend can run here; else the test is skipped with the reason, or fails
+    where the backend is required (must_run)."""
+    try:
+        get_backend(name)
+    except BackendUnavailable as exc:
+        if must_run(name):
+            pytest.fail(f"{exc} (required here: CI=true for cuda-emu, GPUCONV_REQUIRE_GPU=1 for cuda)")
+        pytest.skip(str(exc))
+    return name
 
 
 def random_array(rng: np.random.Generator, shape, dtype=np.float64) -> np.ndarray:
