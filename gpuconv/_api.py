@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from . import _backward
 from . import _geometry as geometry
 from . import _precision, _signal
 from ._precision import Precision
@@ -14,13 +15,13 @@ from ._validate import array_module, as_array, check_bool, check_ndim, check_val
 from .backends import is_cupy_array, select
 
 
-def _on_device_of(x, a, name):
+def _on_device_of(x, a, name, x_name="x"):
     """a moved to x's array type (NumPy -> CuPy only; never silently back to the host)."""
     if a is None or is_cupy_array(a) == is_cupy_array(x):
         return a
     if is_cupy_array(x):
         return array_module(x).asarray(a)
-    raise TypeError(f"{name} is a CuPy array but x is a NumPy array: pass both on the same device")
+    raise TypeError(f"{name} is a CuPy array but {x_name} is a NumPy array: pass both on the same device")
 
 
 def _empty(x, shape, dtype):
@@ -97,6 +98,54 @@ def _check_algorithm_on_empty(backend, spec, algorithm):
     if algorithm not in applicable:
         raise ValueError(f"algorithm={algorithm!r} cannot run this convolution on the {backend.name} backend, "
                          f"which can run {applicable}")
+
+
+def conv_transpose2d(x: ArrayLike, w: ArrayLike, bias: ArrayLike | None = None, stride: IntOrPair = 1,
+                     padding: ConvPadding = 0, output_padding: IntOrPair = 0, groups: int = 1, dilation: IntOrPair = 1,
+                     *, algorithm: str = "auto", backend: str | None = None) -> Array:
+    """Transposed convolution (PyTorch's conv_transpose2d) of x (N, C_in, H, W) or (C_in, H, W) with
+    w (C_in, C_out/groups, KH, KW): the gradient of conv2d with respect to its input.
+
+    padding: int, (ph, pw), ((top, bottom), (left, right)), "valid", or "same" (output H*stride).
+    Output size: (H-1)*stride - top - bottom + dilation*(KH-1) + output_padding + 1."""
+    x, w = as_array(x, "x"), as_array(w, "w")
+    check_ndim(x, "x", (3, 4), "(N, C_in, H, W) or unbatched (C_in, H, W)")
+    check_ndim(w, "w", (4,), "(C_in, C_out/groups, KH, KW)")
+    return _conv_transpose(x, w, bias, stride, padding, output_padding, groups, dilation, algorithm, backend, ndim=2)
+
+
+def conv_transpose1d(x: ArrayLike, w: ArrayLike, bias: ArrayLike | None = None, stride: int = 1,
+                     padding: Conv1dPadding = 0, output_padding: int = 0, groups: int = 1, dilation: int = 1, *,
+                     algorithm: str = "auto", backend: str | None = None) -> Array:
+    """conv_transpose2d on x (N, C_in, L) or (C_in, L) with w (C_in, C_out/groups, K).
+
+    padding: int, (left, right), "valid" or "same"."""
+    x, w = as_array(x, "x"), as_array(w, "w")
+    check_ndim(x, "x", (2, 3), "(N, C_in, L) or unbatched (C_in, L)")
+    check_ndim(w, "w", (3,), "(C_in, C_out/groups, K)")
+    out = _conv_transpose(x[..., None, :], w[:, :, None, :], bias, stride, padding, output_padding, groups, dilation,
+                          algorithm, backend, ndim=1)
+    return out[..., 0, :]
+
+
+def _conv_transpose(x, w, bias, stride, padding, output_padding, groups, dilation, algorithm, backend, ndim):
+    """conv_transpose2d of arrays of checked rank; ndim=1: a 1-D op's (height 1), its arguments its own."""
+    w = _on_device_of(x, w, "w")
+    bias = None if bias is None else _on_device_of(x, as_array(bias, "bias"), "bias")
+    _check_algorithm(algorithm)
+    unbatched = x.ndim == 3
+    if unbatched:
+        x = x[None]
+    spec = geometry.conv_transpose_spec(x.shape, w.shape, stride, padding, output_padding, groups, dilation, ndim)
+    if bias is not None and tuple(bias.shape) != (spec.c,):
+        raise ValueError(f"bias has shape {tuple(bias.shape)}: expected (C_out,) = ({spec.c},)")
+    dtype = result_dtype(x, w, bias)
+    x, w = x.astype(dtype, copy=False), w.astype(dtype, copy=False)
+    bias = None if bias is None else bias.astype(dtype, copy=False)
+    if (spec.oh, spec.ow) != x.shape[2:]:  # output_padding >= stride: conv rows no input element reaches
+        x = array_module(x).pad(x, ((0, 0), (0, 0), (0, spec.oh - x.shape[2]), (0, spec.ow - x.shape[3])))
+    out = _backward.conv_input(x, w, spec, algorithm, backend, bias)
+    return out[0] if unbatched else out
 
 
 def _pool_input(x, ndim):

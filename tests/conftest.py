@@ -1,5 +1,6 @@
-"""Shared fixtures: the `backend` parametrisation of every parity test, `rng` (random data from a
-printed seed) and `torch` (the oracle is checked against it; required in CI)."""
+"""Shared fixtures: the `backend` parametrisation of every parity test (and `grad_backend` for the
+gradient tests), `rng` (random data from a printed seed) and `torch` (the oracle is checked against
+it; required in CI)."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,7 @@ import random
 import numpy as np
 import pytest
 
+from gpuconv.backends import get_backend
 from support import require_backend
 
 # "cuda-emu" must run in CI (a missing g++ or CUDA header fails the run there); "cuda" needs a
@@ -45,3 +47,11 @@ def torch():
             pytest.fail(f"PyTorch must be installed in CI to check the oracle against it: {exc}")
         pytest.skip(f"PyTorch is not installed ({exc})")
     return torch
+
+
+@pytest.fixture(scope="session")
+def grad_backend(backend) -> str:
+    """`backend`, for the gradient tests: the one place that skips a backend without gradient methods."""
+    if not hasattr(get_backend(backend), "conv2d_input"):
+        pytest.skip("CUDA backward kernels not merged yet")
+    return backend

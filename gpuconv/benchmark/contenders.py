@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from .. import _api
+from .. import _api, grad
 from ..backends import BackendUnavailable, get_backend
 from .layers import CONV, MAX_POOL, Case
 from .timing import cupy_event_clock, cupy_kernel_clock, host_clock, torch_event_clock
@@ -38,7 +38,8 @@ class Contender:
     prepare: Callable[[Case, dict], Callable[[], object] | str]
     # waits for the work a call queued (a GPU's); for timers that read the host clock
     synchronise: Callable[[], None] = lambda: None
-    # case -> the conv algorithm gpuconv's "auto" runs for it; None for peers and pooling
+    # case -> the conv algorithm gpuconv's "auto" runs for it ("input+weight" gradient algorithms
+    # backward); None for peers and pooling
     algorithm: Callable[[Case], str | None] = lambda case: None
     # largest relative difference from the reference result allowed; None: the case dtype's
     tolerance: float | None = None
@@ -46,8 +47,11 @@ class Contender:
     kernel_clock: Callable | None = None
 
 
-def to_numpy(result) -> np.ndarray:
-    """A CuPy array, a torch tensor or a NumPy array as a NumPy array on the host."""
+def to_numpy(result):
+    """A CuPy array, a torch tensor or a NumPy array as a NumPy array on the host (a tuple of
+    them, as a backward pass returns, as a tuple)."""
+    if isinstance(result, tuple):
+        return tuple(to_numpy(part) for part in result)
     module = type(result).__module__.split(".")[0]
     if module == "cupy":
         return result.get()
@@ -80,6 +84,12 @@ def gpuconv_contender(backend: str) -> Contender:
     def prepare(case, inputs):
         layer = case.layer
         x = to_device(inputs["x"])
+        if case.backward:
+            w, go = to_device(inputs["w"]), to_device(inputs["grad"])
+            return lambda: (grad.conv2d_input(x.shape, w, go, layer.stride, layer.padding, 1, layer.groups,
+                                              backend=backend),
+                            grad.conv2d_weight(x, w.shape, go, layer.stride, layer.padding, 1, layer.groups,
+                                               backend=backend))
         if layer.op == CONV:
             w = to_device(inputs["w"])
             return lambda: _api.conv2d(x, w, None, layer.stride, layer.padding, 1, layer.groups,
@@ -89,6 +99,9 @@ def gpuconv_contender(backend: str) -> Contender:
         return lambda: _api.avg_pool2d(x, layer.kernel, layer.stride, layer.padding, backend=backend)
 
     def algorithm(case):
+        if case.backward:
+            choose = getattr(implementation, "choose_grad_algorithms", None)
+            return None if choose is None else "+".join(choose(case.spec))
         if case.layer.op != CONV:
             return None
         return implementation.choose_algorithm(case.spec, case.array_dtype, case.precision)
@@ -135,6 +148,13 @@ def _torch_prepare(torch, device: str, dtype=None, channels_last=False, tf32=Fal
         if float32_only and case.dtype != "float32":
             return "shows what PyTorch gives a float32 model by default: float32 cases only"
         x = tensor(inputs["x"])
+        if case.backward:  # autograd's backward of the conv alone: dx and dw
+            x.requires_grad_()
+            w = tensor(inputs["w"]).requires_grad_()
+            y = functional.conv2d(x, w, None, layer.stride, layer.padding, 1, layer.groups)
+            go = tensor(inputs["grad"])
+            return _call(torch, device, tf32 or case.precision == "tf32",
+                         lambda: torch.autograd.grad(y, (x, w), go, retain_graph=True), differentiable=True)
         if layer.op == CONV:
             w = tensor(inputs["w"])
             return _call(torch, device, tf32 or case.precision == "tf32",
@@ -145,14 +165,14 @@ def _torch_prepare(torch, device: str, dtype=None, channels_last=False, tf32=Fal
     return prepare
 
 
-def _call(torch, device: str, allow_tf32: bool, fn):
+def _call(torch, device: str, allow_tf32: bool, fn, differentiable: bool = False):
     cudnn = torch.backends.cudnn
 
     def call():
         if device == "cuda":
             cudnn.allow_tf32 = allow_tf32
             cudnn.benchmark = True
-        with torch.no_grad():
+        with torch.enable_grad() if differentiable else torch.no_grad():
             return fn()
 
     return call
@@ -191,6 +211,8 @@ def ndimage_rule(case: Case) -> str | None:
     stride 1, no dilation, zero padding and its output window inside ndimage's."""
     if case.layer.op != CONV:
         return "ndimage.correlate is a convolution; pooling is not compared with it"
+    if case.backward:
+        return "ndimage.correlate computes no gradients"
     spec = case.spec
     if spec.c != 1:
         return f"needs a single input channel (C={spec.c})"

@@ -2,9 +2,10 @@
 run only when named (the GPU check does), B-D and the k3 s2 pooling at batch 128.
 
 A case is one layer in one dtype: float16, float32, float64, or "tf32" (float32 data computed with
-precision="tf32", TF32 tensor cores where a contender has them). Every layer also has a tiny
-"smoke" version with the same kernel, stride, padding and groups, small enough for the CUDA
-emulator to run in a moment.
+precision="tf32", TF32 tensor cores where a contender has them), forward or backward (a conv
+layer's backward pass: the gradients of its input and weights from an output gradient, dx + dw).
+Every layer also has a tiny "smoke" version with the same kernel, stride, padding and groups,
+small enough for the CUDA emulator to run in a moment.
 """
 from __future__ import annotations
 
@@ -46,10 +47,11 @@ class Layer:
 class Case:
     layer: Layer
     dtype: str
+    backward: bool = False  # conv layers only: dx + dw from an output gradient
 
     @property
     def label(self) -> str:
-        return f"{self.layer.name} {self.dtype}"
+        return f"{self.layer.name} {self.dtype}" + (" backward" if self.backward else "")
 
     @property
     def array_dtype(self) -> str:
@@ -70,8 +72,10 @@ class Case:
 
     @property
     def flops(self) -> int | None:
-        """2*N*F*(C/groups)*KH*KW*OH*OW for a conv; None for pooling."""
-        return self.spec.flops if self.layer.op == CONV else None
+        """2*N*F*(C/groups)*KH*KW*OH*OW for a conv, twice that backward (dx and dw); None for pooling."""
+        if self.layer.op != CONV:
+            return None
+        return self.spec.flops * (2 if self.backward else 1)
 
     @property
     def nbytes(self) -> int:
@@ -81,14 +85,17 @@ class Case:
         return itemsize * sum(int(np.prod(s)) for s in shapes)
 
     def inputs(self, seed: int) -> dict:
-        """{"x": input, "w": weights or None}: seeded normal data, weights scaled by 1/sqrt(fan-in)
-        so that outputs stay near unit scale."""
+        """{"x": input, "w": weights or None, "grad": output gradient (backward only)}: seeded
+        normal data, weights scaled by 1/sqrt(fan-in) so that outputs stay near unit scale."""
         rng = np.random.default_rng(seed)
         x = rng.standard_normal(self.layer.x_shape).astype(self.array_dtype)
         w_shape = self.layer.w_shape
         w = None if w_shape is None else \
             (rng.standard_normal(w_shape) / np.sqrt(np.prod(w_shape[1:]))).astype(self.array_dtype)
-        return {"x": x, "w": w}
+        found = {"x": x, "w": w}
+        if self.backward:
+            found["grad"] = rng.standard_normal(self.spec.out_shape).astype(self.array_dtype)
+        return found
 
     def describe(self) -> str:
         layer = self.layer
@@ -157,18 +164,20 @@ def smoke(layer: Layer) -> Layer:
     return dataclasses.replace(layer, x_shape=x_shape, out_channels=out_channels, groups=groups)
 
 
-def select_cases(names=None, dtypes=("float32",), use_smoke=False, batch=None) -> list[Case]:
+def select_cases(names=None, dtypes=("float32",), use_smoke=False, batch=None, backward=False) -> list[Case]:
     """The cases of the named layers (when None, every default one: not the batch-128 layers) in
     each dtype the layer is measured in; `batch` replaces the conv layers' N (the tensor-core
-    targets are set at batch 128)."""
+    targets are set at batch 128); backward: the backward pass of the conv layers among them."""
     by_name = {layer.name: layer for layer in LAYERS}
     unknown = [n for n in names or () if n not in by_name]
     if unknown:
         raise ValueError(f"--layers: unknown layer(s) {unknown}; expected names from {tuple(by_name)}")
     layers = [by_name[n] for n in names] if names else [layer for layer in LAYERS if layer.default]
+    if backward:
+        layers = [layer for layer in layers if layer.op == CONV]
     if use_smoke:
         layers = [smoke(layer) for layer in layers]
     if batch:
         layers = [dataclasses.replace(layer, x_shape=(batch,) + layer.x_shape[1:]) if layer.op == CONV else layer
                   for layer in layers]
-    return [Case(layer, dtype) for dtype in dtypes for layer in layers if dtype in layer.dtypes]
+    return [Case(layer, dtype, backward) for dtype in dtypes for layer in layers if dtype in layer.dtypes]
