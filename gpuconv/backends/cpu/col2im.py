@@ -22,7 +22,7 @@ import numpy as np
 from ..._geometry import ConvSpec
 from . import _tiles, _workspace
 from ._threads import parallel_items
-from .im2col import view_as
+from ._views import view_as
 from .pool import tap_outputs
 
 NAME = "col2im"

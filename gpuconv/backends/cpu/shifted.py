@@ -1,5 +1,5 @@
 """conv2d by im2col over whole output rows, for a block of groups at a time, with every
-window taken as a flat shift: no gathered slab, no spare grid columns, no store pass.
+window taken as a flat shift: no gathered phase planes, no spare grid columns, no store pass.
 
 It runs stride-1 convolutions with zero padding whose output is as wide as the input (the
 "same" width of ResNet and depthwise layers). There the window of kernel tap (a, b) over a
@@ -9,7 +9,7 @@ elements before, `right` after), every tap is copied out of it with one strided 
 the taps whose column wrapped around a row end are zeroed. The output grid is the output
 itself, so the matmul (a batched matrix-vector product for depthwise layers) writes straight
 into it. About eight NumPy calls per tile and group block; on small planes of few channels
-those cost more than im2col's gathered slab (conv.choose).
+those cost more than im2col's gathered phase planes (conv.choose).
 
 Tiles are (groups, output rows) over the images' groups (_tiles.plan with one "image" per
 group of an image), sized to TARGET_BYTES: on the 2-core reference machine smaller tiles
@@ -25,7 +25,8 @@ from numpy.lib.stride_tricks import as_strided
 from ..._geometry import ConvSpec
 from . import _tiles, _workspace
 from ._threads import parallel_items
-from .im2col import store, view_as
+from ._tile_runner import store
+from ._views import view_as
 
 NAME = "shifted"
 TARGET_BYTES = 4 << 20  # measured on layers B and H: 2 MiB tiles 5-45% slower, 8 MiB about the same, 16-32 MiB 5-15% slower

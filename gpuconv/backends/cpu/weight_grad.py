@@ -2,7 +2,7 @@
 (fg, pixels) times the im2col columns (cg*kh*kw, pixels) transposed, as one GEMM per tile and
 group, with the reduction over pixels inside the GEMM.
 
-- "im2col" (every shape): a tile's columns come from _windows.py, laid out (C, taps, images,
+- "im2col" (every shape): a tile's columns come from _tap_windows.py, laid out (C, taps, images,
   length) so that one GEMM reduces over all of the tile's images; the gradient is copied into
   the same layout (zero in the grid's spare columns, whose columns are zeroed too).
 - "shifted" (stride 1, zero padding, output as wide as the input): the flat-shift columns of
@@ -22,8 +22,8 @@ from ..._config import config
 from ..._geometry import ConvSpec
 from . import _tiles, _workspace, shifted
 from ._threads import parallel_items
-from ._windows import windows as windows_of
-from .im2col import view_as
+from ._tap_windows import tap_windows
+from ._views import view_as
 
 ALGORITHMS = ("im2col", "shifted")
 
@@ -76,7 +76,7 @@ def conv2d_weight(x: np.ndarray, grad: np.ndarray, spec: ConvSpec, name: str) ->
 
 
 def _im2col(x, grad, spec: ConvSpec, compute) -> np.ndarray:
-    windows = windows_of(spec)
+    windows = tap_windows(spec)
     g, cg, fg = spec.groups, spec.c // spec.groups, spec.f // spec.groups
     taps, depth = spec.kh * spec.kw, cg * spec.kh * spec.kw
     grid_w, ow = windows.grid_w, spec.ow
@@ -85,8 +85,8 @@ def _im2col(x, grad, spec: ConvSpec, compute) -> np.ndarray:
 
     def tile_bytes(images: int, rows: int) -> int:
         length = images * rows * grid_w
-        slab = int(np.prod(windows.slab_shape(images, rows)))
-        return compute.itemsize * (slab + (spec.c * taps + spec.f) * length) + result_bytes + 4 * 64
+        gathered = int(np.prod(windows.gather_shape(images, rows)))
+        return compute.itemsize * (gathered + (spec.c * taps + spec.f) * length) + result_bytes + 4 * 64
 
     plan = _tiles.plan(spec, tile_bytes, "im2col weight gradient", key=(compute.itemsize, "dw"),
                        reserved=max_slots * result_bytes, partition_threads=_tiles.FIXED_PARTITION_THREADS)
@@ -95,10 +95,10 @@ def _im2col(x, grad, spec: ConvSpec, compute) -> np.ndarray:
         n0, n1, r0, r1 = plan.tiles[i]
         nt, rows = n1 - n0, r1 - r0
         length = rows * grid_w
-        slab, cols, gmat, temp = _workspace.arrays(
-            (windows.slab_shape(nt, rows), compute), ((spec.c, taps, nt, length), compute),
+        gathered, cols, gmat, temp = _workspace.arrays(
+            (windows.gather_shape(nt, rows), compute), ((spec.c, taps, nt, length), compute),
             ((spec.f, nt, rows, grid_w), compute), ((g, fg, depth), compute))
-        tile = windows.load(x, n0, n1, r0, rows, slab)
+        tile = windows.load(x, n0, n1, r0, rows, gathered)
         tile.copy_all(cols.transpose(2, 0, 1, 3))  # a view: copy_all only splits its axes
         if grid_w > ow:  # the spare columns of every grid row (and the last row's unwritten tail)
             view_as(cols, (spec.c, taps, nt, rows, grid_w))[..., ow:] = 0
