@@ -26,7 +26,7 @@ def for_each_tile(x: np.ndarray, bias, spec: ConvSpec, out: np.ndarray, compute:
     buffer that is stored into the output (+ bias) afterwards. unpadded_ok: body only calls
     the windows' copy_all."""
     windows = tap_windows(spec, unpadded_ok)
-    g, fg = spec.groups, spec.f // spec.groups
+    g, fg = spec.groups, spec.filters_per_group
     in_place = windows.unpadded and out.dtype == compute
 
     def tile_bytes(images: int, rows: int) -> int:

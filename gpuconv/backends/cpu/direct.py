@@ -23,8 +23,7 @@ def applicable(spec: ConvSpec) -> str | None:
 
 
 def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarray) -> None:
-    g, fg = spec.groups, spec.f // spec.groups
-    cg, taps = spec.c // g, spec.kh * spec.kw
+    g, fg, cg, taps = spec.groups, spec.filters_per_group, spec.channels_per_group, spec.taps
     # weights[j, t] broadcasts over (images, groups, filters of the group, columns)
     weights = wmat.reshape(g, fg, cg, taps).transpose(2, 3, 0, 1)[..., None]
 

@@ -31,21 +31,18 @@ def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarra
     """out (n, f, oh, ow) = conv of x; wmat is (groups, f/groups, c/groups*kh*kw) in the compute dtype."""
     if is_pointwise(spec) and x.dtype == wmat.dtype and x.flags.c_contiguous:
         # The column matrix is the input itself: one batched matmul, on BLAS's threads.
-        g = spec.groups
         with _blas.limit(config.num_threads):
-            np.matmul(wmat, view_as(x, (spec.n, g, spec.c // g, spec.h * spec.w)),
-                      out=view_as(out, (spec.n, g, spec.f // g, spec.oh * spec.ow)))
+            np.matmul(wmat, view_as(x, (spec.n, spec.groups, spec.channels_per_group, spec.h * spec.w)),
+                      out=view_as(out, (spec.n, spec.groups, spec.filters_per_group, spec.out_pixels)))
         store(out, bias, None)
         return
-    taps = spec.kh * spec.kw
-
     def body(tile, result, cols):
         tile.clear_spare(cols)
         tile.copy_all(cols)
         nt, g, _, length = result.shape
         np.matmul(wmat, cols.reshape(nt, g, wmat.shape[2], length), out=result)
 
-    for_each_tile(x, bias, spec, out, wmat.dtype, NAME, (spec.c, taps), body, unpadded_ok=True)
+    for_each_tile(x, bias, spec, out, wmat.dtype, NAME, (spec.c, spec.taps), body, unpadded_ok=True)
 
 
 def is_pointwise(spec: ConvSpec) -> bool:

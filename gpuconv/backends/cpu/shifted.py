@@ -76,13 +76,13 @@ def fill_columns(x: np.ndarray, spec: ConvSpec, n: int, c0: int, c1: int, r0: in
 
 def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarray) -> None:
     """out (n, f, oh, ow) = conv of x; wmat is (groups, f/groups, c/groups*kh*kw) in the compute dtype."""
-    g, cg, fg = spec.groups, spec.c // spec.groups, spec.f // spec.groups
+    g, cg, fg = spec.groups, spec.channels_per_group, spec.filters_per_group
     kh, kw, width = spec.kh, spec.kw, spec.w
     compute = wmat.dtype
     in_place = out.dtype == compute
 
     def tile_bytes(groups: int, rows: int) -> int:
-        per_group = cg * (band_length(spec, rows) + kh * kw * rows * width) + (0 if in_place else fg * rows * width)
+        per_group = cg * (band_length(spec, rows) + spec.taps * rows * width) + (0 if in_place else fg * rows * width)
         return compute.itemsize * groups * per_group + 3 * 64
 
     units = dataclasses.replace(spec, n=spec.n * g)  # one unit per (image, group)
@@ -107,7 +107,7 @@ def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarra
         target = out[n, f0:f1, r0:r1]
         if in_place:
             result = view_as(target, (groups, fg, length))
-        np.matmul(wmat[j0:j1], view_as(cols, (groups, cg * kh * kw, length)), out=result)
+        np.matmul(wmat[j0:j1], view_as(cols, (groups, spec.reduction, length)), out=result)
         store(view_as(result, (1, f1 - f0, rows, width)), None if bias is None else bias[f0:f1],
               None if in_place else target[None])
 

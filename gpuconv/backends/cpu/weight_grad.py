@@ -71,14 +71,13 @@ def conv2d_weight(x: np.ndarray, grad: np.ndarray, spec: ConvSpec, name: str) ->
     grad = np.ascontiguousarray(grad)
     run = _im2col if name == "im2col" else _shifted
     result = run(x, grad, spec, compute)
-    g = spec.groups
-    return result.reshape(spec.f, spec.c // g, spec.kh, spec.kw).astype(x.dtype, copy=False)
+    return result.reshape(spec.f, spec.channels_per_group, spec.kh, spec.kw).astype(x.dtype, copy=False)
 
 
 def _im2col(x, grad, spec: ConvSpec, compute) -> np.ndarray:
     windows = tap_windows(spec)
-    g, cg, fg = spec.groups, spec.c // spec.groups, spec.f // spec.groups
-    taps, depth = spec.kh * spec.kw, cg * spec.kh * spec.kw
+    g, fg = spec.groups, spec.filters_per_group
+    taps, depth = spec.taps, spec.reduction
     grid_w, ow = windows.grid_w, spec.ow
     result_bytes = g * fg * depth * compute.itemsize
     max_slots = _max_slots(result_bytes)
@@ -112,16 +111,16 @@ def _im2col(x, grad, spec: ConvSpec, compute) -> np.ndarray:
 
 
 def _shifted(x, grad, spec: ConvSpec, compute) -> np.ndarray:
-    g, cg, fg = spec.groups, spec.c // spec.groups, spec.f // spec.groups
+    g, cg, fg = spec.groups, spec.channels_per_group, spec.filters_per_group
     kh, kw, width = spec.kh, spec.kw, spec.w
-    depth = cg * kh * kw
+    depth = spec.reduction
     converted = grad.dtype != compute
     result_bytes = g * fg * depth * compute.itemsize
     max_slots = _max_slots(result_bytes)
 
     def tile_bytes(groups: int, rows: int) -> int:
         length = rows * width
-        per_group = cg * (shifted.band_length(spec, rows) + kh * kw * length) + fg * depth \
+        per_group = cg * (shifted.band_length(spec, rows) + spec.taps * length) + fg * depth \
             + (fg * length if converted else 0)
         return compute.itemsize * groups * per_group + 4 * 64
 
