@@ -108,52 +108,54 @@ class TileWindows:
     those, once per buffer."""
 
     def __init__(self, windows: TapWindows, source: np.ndarray, r0: int, rows: int, stage: np.ndarray | None = None):
-        self.w, self.source, self.r0, self.rows, self.stage = windows, source, r0, rows, stage
+        self.windows, self.source, self.r0, self.rows, self.stage = windows, source, r0, rows, stage
         self.length = rows * windows.grid_w
 
     def apply(self, t: int, fn, dst: np.ndarray) -> None:
-        a, b = self.w.taps[t]
-        (p, da), (q, db) = self.w.row_phases[a], self.w.col_phases[b]
-        start = da * self.w.grid_w + db
+        tw = self.windows
+        a, b = tw.taps[t]
+        (p, da), (q, db) = tw.row_phases[a], tw.col_phases[b]
+        start = da * tw.grid_w + db
         valid = self._valid()
         fn(self.source[:, :, p, q, start:start + valid], dst[..., :valid])
 
     def _valid(self) -> int:
         # Past the last real column of the last row a phased window would leave the planes.
-        return self.length - (self.w.grid_w - self.w.spec.ow)
+        return self.length - (self.windows.grid_w - self.windows.spec.ow)
 
     def copy_all(self, cols: np.ndarray) -> None:
         """cols[:, :, t] = window of tap t for every tap, cols being (images, C, taps, length):
         one strided copy per stride phase, covering all its taps (for an unpadded source, one in all)."""
-        spec, grid_w, valid = self.w.spec, self.w.grid_w, self._valid()
-        if self.w.unpadded:
-            x, first_row = self.source, self.r0 * self.w.sh
+        tw = self.windows
+        spec, grid_w, valid = tw.spec, tw.grid_w, self._valid()
+        if tw.unpadded:
+            x, first_row = self.source, self.r0 * tw.sh
             sn, sc, sy, sx = x.strides
-            if self.w.staged:  # stage[:, :, b, y] = input row r0 + y from column b*dw on, every sw-th
+            if tw.staged:  # stage[:, :, b, y] = input row r0 + y from column b*dw on, every sw-th
                 np.copyto(self.stage, window_view(x, first_row * sy, self.stage.shape,
-                                                  (sn, sc, self.w.dw * sx, sy, self.w.sw * sx)))
+                                                  (sn, sc, tw.dw * sx, sy, tw.sw * sx)))
                 tn, tc, tb, ty, _ = self.stage.strides
-                windows = window_view(self.stage, 0, (*x.shape[:2], spec.kh, spec.kw, self.length),
-                                      (tn, tc, self.w.dh * ty, tb, self.stage.itemsize))
+                views = window_view(self.stage, 0, (*x.shape[:2], spec.kh, spec.kw, self.length),
+                                    (tn, tc, tw.dh * ty, tb, self.stage.itemsize))
             else:
-                windows = window_view(x, first_row * sy, (*x.shape[:2], spec.kh, spec.kw, self.rows, spec.ow),
-                                      (sn, sc, self.w.dh * sy, self.w.dw * sx, self.w.sh * sy, self.w.sw * sx))
-            np.copyto(cols.reshape(windows.shape), windows)
+                views = window_view(x, first_row * sy, (*x.shape[:2], spec.kh, spec.kw, self.rows, spec.ow),
+                                    (sn, sc, tw.dh * sy, tw.dw * sx, tw.sh * sy, tw.sw * sx))
+            np.copyto(cols.reshape(views.shape), views)
             return
         grid = cols.reshape(cols.shape[0], cols.shape[1], spec.kh, spec.kw, -1)
         planes = self.source
         n_stride, c_stride, p_stride, q_stride, _ = planes.strides
         item = planes.itemsize
-        for p, q, rows, columns in self.w.phase_groups:
+        for p, q, rows, columns in tw.phase_groups:
             if rows is None or columns is None:
                 continue
             a0, a_step, a_count, a_shift, a_shift_step = rows
             b0, b_step, b_count, b_shift, b_shift_step = columns
-            windows = window_view(planes, p * p_stride + q * q_stride + (a_shift * grid_w + b_shift) * item,
-                                  (planes.shape[0], planes.shape[1], a_count, b_count, valid),
-                                  (n_stride, c_stride, a_shift_step * grid_w * item, b_shift_step * item, item))
-            np.copyto(grid[:, :, a0::a_step, b0::b_step, :valid][:, :, :a_count, :b_count], windows)
+            views = window_view(planes, p * p_stride + q * q_stride + (a_shift * grid_w + b_shift) * item,
+                                (planes.shape[0], planes.shape[1], a_count, b_count, valid),
+                                (n_stride, c_stride, a_shift_step * grid_w * item, b_shift_step * item, item))
+            np.copyto(grid[:, :, a0::a_step, b0::b_step, :valid][:, :, :a_count, :b_count], views)
 
     def clear_spare(self, dst: np.ndarray) -> None:
-        if not self.w.unpadded:
+        if not self.windows.unpadded:
             dst[..., self._valid():] = 0
