@@ -6,6 +6,7 @@ import math
 import numpy as np
 
 from . import _geometry as geometry
+from ._torch_interop import accepts_torch
 from ._validate import as_array, check_bool, check_ndim, result_dtype
 from .backends import is_cupy_array, select
 
@@ -36,6 +37,7 @@ def _check_algorithm(algorithm):
         raise TypeError(f"algorithm={algorithm!r}: must be a string such as 'auto'")
 
 
+@accepts_torch
 def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", *,
            algorithm="auto", backend=None):
     """2-D cross-correlation of x (N, C, H, W) or (C, H, W) with w (F, C/groups, KH, KW), PyTorch style.
@@ -64,6 +66,7 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_m
     return out[0] if unbatched else out
 
 
+@accepts_torch
 def conv1d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", *,
            algorithm="auto", backend=None):
     """1-D cross-correlation of x (N, C, L) or (C, L) with w (F, C/groups, K), through conv2d.
@@ -108,6 +111,7 @@ def _pool_input(x):
     return (x[None] if unbatched else x), unbatched
 
 
+@accepts_torch
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False, *, backend=None):
     """Max pooling with PyTorch's rules; NaN propagates. With return_indices, also the int64
@@ -125,6 +129,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     return result
 
 
+@accepts_torch
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None, *, backend=None):
     """Average pooling with PyTorch's rules (ceil_mode, count_include_pad, divisor_override)."""
@@ -141,6 +146,7 @@ def _pool1d_input(x):
     return x[..., None, :]
 
 
+@accepts_torch
 def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False, *, backend=None):
     """1-D max pooling of x (N, C, L) or (C, L); indices are positions along L."""
@@ -153,6 +159,7 @@ def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     return result[..., 0, :]
 
 
+@accepts_torch
 def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, *,
                backend=None):
     """1-D average pooling of x (N, C, L) or (C, L)."""
@@ -162,6 +169,7 @@ def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
     return out[..., 0, :]
 
 
+@accepts_torch
 def pad2d(x, padding, mode="constant", value=0.0, *, backend=None):
     """Pad the last two axes of a 2-D, 3-D or 4-D array.
 
@@ -187,11 +195,13 @@ _SCIPY_BOUNDARIES = {"fill": "constant", "pad": "constant", "wrap": "wrap", "cir
                      "symm": "symmetric", "symmetric": "symmetric"}
 
 
+@accepts_torch
 def correlate2d(image, kernel, mode="full", boundary="fill", fillvalue=0, *, backend=None):
     """scipy.signal.correlate2d for real 2-D arrays: mode full|valid|same, boundary fill|wrap|symm."""
     return _scipy_style(image, kernel, mode, boundary, fillvalue, backend, flip=False)
 
 
+@accepts_torch
 def convolve2d(image, kernel, mode="full", boundary="fill", fillvalue=0, *, backend=None):
     """scipy.signal.convolve2d for real 2-D arrays: the kernel flipped, then correlate2d's rules."""
     return _scipy_style(image, kernel, mode, boundary, fillvalue, backend, flip=True)
