@@ -83,6 +83,7 @@ def conv1d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_m
     return out[..., 0, :]
 
 
+@accepts_torch
 def conv_transpose2d(x, w, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *,
                      algorithm="auto", backend=None):
     """Transposed convolution (PyTorch's conv_transpose2d) of x (N, C_in, H, W) or (C_in, H, W) with
@@ -112,6 +113,7 @@ def conv_transpose2d(x, w, bias=None, stride=1, padding=0, output_padding=0, gro
     return out[0] if unbatched else out
 
 
+@accepts_torch
 def conv_transpose1d(x, w, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *,
                      algorithm="auto", backend=None):
     """conv_transpose2d on x (N, C_in, L) or (C_in, L) with w (C_in, C_out/groups, K).

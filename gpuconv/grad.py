@@ -24,6 +24,7 @@ import numpy as np
 from . import _backward
 from . import _geometry as geometry
 from ._api import _check_algorithm, _on_device_of, _padding_1d, _single
+from ._torch_interop import accepts_torch
 from ._validate import as_array, check_bool, check_ndim, result_dtype
 
 __all__ = ["conv2d_input", "conv2d_weight", "conv2d_bias", "max_pool2d_input", "avg_pool2d_input", "pad2d_input",
@@ -61,6 +62,7 @@ def _grad_output(grad_output, expected: tuple[int, ...], unbatched: bool, op: st
 # ---- convolution -----------------------------------------------------------------------------
 
 
+@accepts_torch
 def conv2d_input(input_shape, w, grad_output, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", *,
                  algorithm="auto", backend=None):
     """Gradient of conv2d(x, w, ...) with respect to x, for x of input_shape ((N, C, H, W) or (C, H, W))."""
@@ -79,6 +81,7 @@ def conv2d_input(input_shape, w, grad_output, stride=1, padding=0, dilation=1, g
     return dx[0] if unbatched else dx
 
 
+@accepts_torch
 def conv2d_weight(x, weight_shape, grad_output, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", *,
                   algorithm="auto", backend=None):
     """Gradient of conv2d(x, w, ...) with respect to w, for w of weight_shape (F, C/groups, KH, KW)."""
@@ -97,6 +100,7 @@ def conv2d_weight(x, weight_shape, grad_output, stride=1, padding=0, dilation=1,
                                  backend)
 
 
+@accepts_torch
 def conv2d_bias(grad_output):
     """Gradient of conv2d(x, w, bias) with respect to bias: grad_output summed over all but the channel axis."""
     grad_output = as_array(grad_output, "grad_output")
@@ -110,6 +114,7 @@ def conv2d_bias(grad_output):
 # ---- pooling and padding ---------------------------------------------------------------------
 
 
+@accepts_torch
 def max_pool2d_input(grad_output, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *,
                      indices=None, backend=None):
     """Gradient of max_pool2d(x, ...) with respect to x. indices: the forward's return_indices
@@ -143,6 +148,7 @@ def _checked_indices(indices, shape, plane: int):
     return indices.astype(np.int64, copy=False)
 
 
+@accepts_torch
 def avg_pool2d_input(grad_output, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
                      count_include_pad=True, divisor_override=None, *, backend=None):
     """Gradient of avg_pool2d(x, ...) with respect to x, for x of input_shape."""
@@ -157,6 +163,7 @@ def avg_pool2d_input(grad_output, input_shape, kernel_size, stride=None, padding
     return dx[0] if unbatched else dx
 
 
+@accepts_torch
 def pad2d_input(grad_output, padding, mode="constant", *, backend=None):
     """Gradient of pad2d(x, padding, mode) with respect to x (any fill value): grad_output cropped,
     and for reflect/replicate/circular the pads' gradients added to the elements they copied."""
@@ -178,6 +185,7 @@ def pad2d_input(grad_output, padding, mode="constant", *, backend=None):
 # ---- 1-D forms: the 2-D ops on (N, C, 1, L) ----------------------------------------------------
 
 
+@accepts_torch
 def conv1d_input(input_shape, w, grad_output, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", *,
                  algorithm="auto", backend=None):
     """Gradient of conv1d(x, w, ...) with respect to x, for x of input_shape ((N, C, L) or (C, L))."""
@@ -191,6 +199,7 @@ def conv1d_input(input_shape, w, grad_output, stride=1, padding=0, dilation=1, g
     return dx[..., 0, :]
 
 
+@accepts_torch
 def conv1d_weight(x, weight_shape, grad_output, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", *,
                   algorithm="auto", backend=None):
     """Gradient of conv1d(x, w, ...) with respect to w, for w of weight_shape (F, C/groups, K)."""
@@ -204,6 +213,7 @@ def conv1d_weight(x, weight_shape, grad_output, stride=1, padding=0, dilation=1,
     return dw[:, :, 0, :]
 
 
+@accepts_torch
 def conv1d_bias(grad_output):
     """Gradient of conv1d(x, w, bias) with respect to bias: grad_output (N, F, OL) or (F, OL) summed
     over all but the channel axis."""
@@ -212,6 +222,7 @@ def conv1d_bias(grad_output):
     return conv2d_bias(grad_output[..., None, :])
 
 
+@accepts_torch
 def max_pool1d_input(grad_output, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *,
                      indices=None, backend=None):
     """Gradient of max_pool1d(x, ...) with respect to x (N, C, L) or (C, L); indices are positions along L."""
@@ -228,6 +239,7 @@ def max_pool1d_input(grad_output, x, kernel_size, stride=None, padding=0, dilati
     return dx[..., 0, :]
 
 
+@accepts_torch
 def avg_pool1d_input(grad_output, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
                      count_include_pad=True, *, backend=None):
     """Gradient of avg_pool1d(x, ...) with respect to x, for x of input_shape ((N, C, L) or (C, L))."""

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import gpuconv
-from gpuconv import _torch_interop
+from gpuconv import _torch_interop, grad
 from gpuconv.backends import BackendUnavailable, get_backend
 
 import reference as ref
@@ -32,8 +32,12 @@ def _data(*shapes, dtype=np.float32, seed=RNG_SEED):
 X, W, B = _data((2, 4, 9, 8), (6, 2, 3, 3), (6,))
 X1, W1 = _data((2, 4, 11), (6, 4, 3))
 IMAGE, KERNEL = _data((9, 7), (3, 4))
+WT, WT1 = _data((4, 3, 3, 2), (4, 3, 3))  # transposed-conv weights (C_in, C_out/groups, ...)
+GO, GO1 = _data((2, 6, 5, 4), (2, 6, 11))  # grad_output of conv2d(X, W, stride=2, padding="same", groups=2), conv1d
+GP, GP1 = _data((2, 4, 5, 4), (2, 4, 5))  # grad_output of 3x3 stride-2 pad-1 2-D pooling of X, k=2 1-D pooling of X1
+CONV = dict(stride=2, padding="same", groups=2, padding_mode="reflect")
 OPS = [
-    ("conv2d", gpuconv.conv2d, (X, W, B), dict(stride=2, padding="same", groups=2, padding_mode="reflect")),
+    ("conv2d", gpuconv.conv2d, (X, W, B), CONV),
     ("conv1d", gpuconv.conv1d, (X1, W1), dict(padding="same", dilation=2)),
     ("max_pool2d", gpuconv.max_pool2d, (X, 3), dict(stride=2, padding=1, ceil_mode=True, return_indices=True)),
     ("avg_pool2d", gpuconv.avg_pool2d, (X, 3), dict(stride=2, padding=1, count_include_pad=False)),
@@ -42,6 +46,19 @@ OPS = [
     ("pad2d", gpuconv.pad2d, (X, ((1, 2), (3, 0))), dict(mode="circular")),
     ("correlate2d", gpuconv.correlate2d, (IMAGE, KERNEL), dict(mode="same", boundary="symm")),
     ("convolve2d", gpuconv.convolve2d, (IMAGE, KERNEL), dict(mode="full", boundary="wrap")),
+    ("conv_transpose2d", gpuconv.conv_transpose2d, (X, WT), dict(stride=2, padding=1, output_padding=1)),
+    ("conv_transpose1d", gpuconv.conv_transpose1d, (X1, WT1), dict(stride=2)),
+    ("grad.conv2d_input", grad.conv2d_input, (X.shape, W, GO), CONV),
+    ("grad.conv2d_weight", grad.conv2d_weight, (X, W.shape, GO), CONV),
+    ("grad.conv2d_bias", grad.conv2d_bias, (GO,), {}),
+    ("grad.max_pool2d_input", grad.max_pool2d_input, (GP, X, 3), dict(stride=2, padding=1)),
+    ("grad.avg_pool2d_input", grad.avg_pool2d_input, (GP, X.shape, 3), dict(stride=2, padding=1)),
+    ("grad.pad2d_input", grad.pad2d_input, (X, 1), dict(mode="reflect")),
+    ("grad.conv1d_input", grad.conv1d_input, (X1.shape, W1, GO1), dict(padding=1)),
+    ("grad.conv1d_weight", grad.conv1d_weight, (X1, W1.shape, GO1), dict(padding=1)),
+    ("grad.conv1d_bias", grad.conv1d_bias, (GO1,), {}),
+    ("grad.max_pool1d_input", grad.max_pool1d_input, (GP1, X1, 2), {}),
+    ("grad.avg_pool1d_input", grad.avg_pool1d_input, (GP1, X1.shape, 2), {}),
 ]
 
 
@@ -69,6 +86,7 @@ def test_every_public_op_taking_arrays_is_covered():
     not_array_ops = {"available_backends", "use_backend", "set_num_threads", "set_workspace_limit"}
     callables = {n for n in gpuconv.__all__ if callable(getattr(gpuconv, n)) and not isinstance(getattr(gpuconv, n), type)}
     assert callables - not_array_ops - {name for name, *_ in OPS} == set()
+    assert {f"grad.{n}" for n in grad.__all__} - {name for name, *_ in OPS} == set()
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
