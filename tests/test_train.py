@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from gpuconv import _train
 from gpuconv.__main__ import main
+from test_grad import grad_backend  # noqa: F401  (the gradient tests' fixture: skips a backend without them)
 
 pytest.importorskip("sklearn", reason="the digits come from scikit-learn (the demo extra)")
 PIL = pytest.importorskip("PIL.Image")
@@ -52,14 +53,35 @@ def test_training_is_deterministic_for_a_seed():
     assert first.step_losses[-1] < first.step_losses[0]
 
 
-@pytest.mark.emulator
-def test_numpy_and_cuda_emu_train_to_the_same_losses(backend):
-    if backend == "numpy":
-        pytest.skip("the comparison is cuda-emu (or cuda) against numpy")
-    expected = _train.train("numpy", epochs=1, seed=2, max_steps=4, evaluate=False)
-    got = _train.train(backend, epochs=1, seed=2, max_steps=4, evaluate=False)
-    assert len(got.step_losses) == 4
-    np.testing.assert_allclose(got.step_losses, expected.step_losses, rtol=1e-4)
+def _torch_float64_losses(seed, steps):
+    """The first training losses of the same network, data, initial weights and batches, trained with
+    torch autograd in float64."""
+    x_train, _, y_train, _ = _train.load_data(seed)
+    rng = np.random.default_rng(seed)
+    params = [torch.tensor(p, dtype=torch.float64, requires_grad=True) for p in _train.init_params(rng, np)]
+    velocity = [torch.zeros_like(p) for p in params]
+    order = rng.permutation(len(y_train))
+    losses = []
+    for step in range(steps):
+        batch = order[step * _train.BATCH_SIZE:(step + 1) * _train.BATCH_SIZE]
+        w1, b1, w2, b2, w3, b3 = params
+        a = F.max_pool2d(F.relu(F.conv2d(torch.tensor(x_train[batch], dtype=torch.float64), w1, b1, padding=1)), 2)
+        a = F.max_pool2d(F.relu(F.conv2d(a, w2, b2, padding=1)), 2)
+        loss = F.cross_entropy(a.flatten(1) @ w3 + b3, torch.tensor(y_train[batch]))
+        grads = torch.autograd.grad(loss, params)
+        with torch.no_grad():
+            for p, v, g in zip(params, velocity, grads):
+                v.mul_(_train.MOMENTUM).add_(g)
+                p.sub_(_train.LEARNING_RATE * v)
+        losses.append(loss.item())
+    return losses
+
+
+def test_every_backend_trains_to_autograds_losses(grad_backend):
+    """A few steps on each backend ("numpy", "cuda-emu", "cuda") give the losses of torch autograd in
+    float64 within float32 rounding, so the backends agree with one another too."""
+    got = _train.train(grad_backend, epochs=1, seed=2, max_steps=5, evaluate=False)
+    np.testing.assert_allclose(got.step_losses, _torch_float64_losses(seed=2, steps=5), rtol=2e-5)
 
 
 def test_command_prints_progress_and_the_test_accuracy_last(tmp_path, capsys):
