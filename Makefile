@@ -1,12 +1,13 @@
 # Two commands do everything on a fresh machine with python3 (>= 3.10), make and g++:
 #   make demo   - virtual environment, install, run the demo
 #   make test   - virtual environment, install, run the whole test suite
+#   make train  - train a small CNN on 8x8 digits with gpuconv's gradients
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench train clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +21,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+train: $(STAMP)
+	$(PY) -m gpuconv train --out out/train.png
 
 # PyTorch is only a peer the benchmark measures against. Without an NVIDIA GPU its CPU build is
 # enough, and pinning the release whose CPU wheel this project's machines keep locally avoids
