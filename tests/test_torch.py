@@ -17,6 +17,7 @@ import gpuconv.torch as gt
 
 import reference as ref
 from support import RELATIVE_TOL, assert_close, random_array
+from test_grad import grad_backend  # noqa: F401  (the gradient tests' fixture: skips a backend without them)
 
 SEED = 4100
 DTYPES = (torch.float16, torch.float32, torch.float64)
@@ -347,3 +348,25 @@ def test_convert_sets_the_backend_of_gpuconv_layers_and_rejects_non_modules():
     assert type(gt.convert(nn.MaxPool2d(2))) is gt.MaxPool2d
     with pytest.raises(TypeError, match="expected a torch.nn.Module"):
         gt.convert(lambda x: x)
+
+
+def test_ops_and_gradients_on_every_backend(grad_backend):
+    """A conv -> max pool -> conv_transpose -> avg pool chain on CPU tensors with backend= each backend:
+    values and gradients of torch autograd's float64 computation, within float32's tolerance."""
+    x, w, wt, b = _tensors(SEED + 700, ((2, 3, 9, 8), (4, 3, 3, 3), (4, 2, 2, 2), (4,)), torch.float32)
+
+    def chain(ops, x, w, wt, b, **backend):
+        y = ops.conv2d(x, w, b, padding=1, **backend)
+        y = ops.max_pool2d(y, 3, stride=2, padding=1, **backend)
+        y = ops.conv_transpose2d(y, wt, stride=2, **backend)
+        return ops.avg_pool2d(y, 2, ceil_mode=True, **backend)
+
+    out = chain(gt, x, w, wt, b, backend=grad_backend)
+    (g,) = _tensors(SEED + 701, (tuple(out.shape),), torch.float32, requires_grad=False)
+    out.backward(g)
+    inputs64 = [t.detach().double().requires_grad_() for t in (x, w, wt, b)]
+    expected = chain(F, *inputs64)
+    expected.backward(g.double())
+    assert_close(out.detach().numpy(), expected.detach().numpy(), np.float32, f"chain on {grad_backend}")
+    for mine, theirs, name in zip((x, w, wt, b), inputs64, ("x", "w", "wt", "b")):
+        assert_close(mine.grad.numpy(), theirs.grad.numpy(), np.float32, f"chain on {grad_backend}: {name}.grad")
