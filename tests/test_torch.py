@@ -18,6 +18,7 @@ import gpuconv.torch as gt
 import reference as ref
 from support import RELATIVE_TOL, assert_close, random_array
 from test_grad import grad_backend  # noqa: F401  (the gradient tests' fixture: skips a backend without them)
+from test_torch_interop import torch_cuda  # noqa: F401  (skips without CuPy, a GPU and torch's CUDA build)
 
 SEED = 4100
 DTYPES = (torch.float16, torch.float32, torch.float64)
@@ -370,3 +371,22 @@ def test_ops_and_gradients_on_every_backend(grad_backend):
     assert_close(out.detach().numpy(), expected.detach().numpy(), np.float32, f"chain on {grad_backend}")
     for mine, theirs, name in zip((x, w, wt, b), inputs64, ("x", "w", "wt", "b")):
         assert_close(mine.grad.numpy(), theirs.grad.numpy(), np.float32, f"chain on {grad_backend}: {name}.grad")
+
+
+@pytest.mark.gpu
+def test_gpu_autograd_and_layers_on_cuda_tensors(torch_cuda):
+    x, w, b = (t.detach().to(torch_cuda).requires_grad_() for t in
+               _tensors(SEED + 800, ((2, 3, 7, 6), (4, 3, 3, 3), (4,)), torch.float64))
+    assert torch.autograd.gradcheck(lambda x, w, b: gt.avg_pool2d(gt.max_pool2d(gt.conv2d(x, w, b, padding=1), 2), 2,
+                                                                  ceil_mode=True), (x, w, b))
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.MaxPool2d(2), nn.ConvTranspose2d(4, 2, 2, stride=2))
+    model = model.to(torch_cuda, torch.float64)
+    original = copy.deepcopy(model)
+    gt.convert(model)
+    loss, expected_loss = model(x).square().sum(), original(x).square().sum()
+    loss.backward()
+    expected_loss.backward()
+    assert loss.device == x.device
+    assert_matches_torch(loss.cpu(), expected_loss.cpu(), torch.float64, "converted model on CUDA")
+    for p, q in zip(model.parameters(), original.parameters()):
+        assert_matches_torch(p.grad.cpu(), q.grad.cpu(), torch.float64, "converted model on CUDA: grad")
