@@ -24,14 +24,6 @@ from test_conv import EDGE_CASES, conv_cases, run_in_a_fresh_thread
 from test_pool import pool_cases, pool_data
 
 
-@pytest.fixture(scope="session")
-def grad_backend(backend):
-    """`backend`, for the gradient tests: the one place that skips a backend without them."""
-    if not hasattr(get_backend(backend), "conv2d_input"):
-        pytest.skip("CUDA backward kernels not merged yet")
-    return backend
-
-
 def _algorithms(impl, which: str, spec):
     """(every algorithm the backend offers for the `which` ("input"/"weight") gradient, the applicable ones)."""
     offered = getattr(impl, f"{which}_grad_algorithms", ("auto",))
@@ -100,12 +92,14 @@ TILED_CASES = {
     "depthwise": ((2, 8, 24, 24), (8, 1, 3, 3), dict(padding=1, groups=8)),
     "5x5 valid few channels": ((6, 1, 20, 20), (8, 1, 5, 5), {}),
     "dilated strided": ((2, 4, 25, 23), (6, 2, 3, 3), dict(stride=(2, 1), dilation=(2, 3), groups=2, padding="same")),
+    "128 channels": ((2, 128, 8, 8), (128, 128, 3, 3), dict(padding=1)),  # Winograd splits its weight transform
 }
+TILED_CAP_MIB = {"128 channels": 8}  # the others run under 1 MiB
 
 
 @pytest.mark.parametrize("name", TILED_CASES)
 def test_conv_grads_over_many_tiles_are_right_and_the_same_for_every_thread_count(name, monkeypatch):
-    """Under a 1 MiB cap with parallel tiles forced on small inputs: every algorithm matches the
+    """Under a small cap with parallel tiles forced on small inputs: every algorithm matches the
     reference, bit for bit the same on 1, 2 and 3 threads."""
     x_shape, w_shape, params = TILED_CASES[name]
     rng = np.random.default_rng([17, len(name)])
@@ -114,7 +108,7 @@ def test_conv_grads_over_many_tiles_are_right_and_the_same_for_every_thread_coun
                      params.get("groups", 1), "zeros")
     impl = get_backend("numpy")
     monkeypatch.setattr(_tiles, "MIN_PARALLEL_BYTES", 0)
-    monkeypatch.setattr(config, "workspace_bytes", 1 << 20)
+    monkeypatch.setattr(config, "workspace_bytes", TILED_CAP_MIB.get(name, 1) << 20)
     tile_counts = []
     real_plan = _tiles.plan
 
@@ -140,6 +134,34 @@ def test_conv_grads_over_many_tiles_are_right_and_the_same_for_every_thread_coun
             assert_close(results[0], expected, np.float32, what)
             for threads, result in zip((2, 3), results[1:]):
                 assert np.array_equal(result, results[0]), f"{what}: {threads} threads differ from 1 thread"
+
+
+@settings(derandomize=True, max_examples=150, deadline=None)
+@given(n=st.integers(1, 3), hw=st.tuples(st.integers(1, 300), st.integers(1, 60)), k=st.integers(1, 7),
+       stride=st.integers(1, 4), dilation=st.integers(1, 3), pads=st.tuples(st.integers(0, 6), st.integers(0, 6)),
+       channels=st.integers(1, 8), cap_mib=st.sampled_from([1, 3, 256]))
+def test_col2im_tiles_of_one_wave_never_share_input_rows(n, hw, k, stride, dilation, pads, channels, cap_mib):
+    """Row tiles of a wave run at once and add into dx: their input row blocks must be disjoint."""
+    from gpuconv.backends.cpu import col2im
+
+    span = dilation * (k - 1) + 1
+    h = max(hw[0], span - sum(pads))
+    spec = conv_spec((n, channels, h, hw[1]), (channels, channels, k, 1), (stride, 1), (pads, (0, 0)),
+                     (dilation, 1), 1, "zeros")
+    saved = _tiles.MIN_PARALLEL_BYTES, config.workspace_bytes
+    _tiles.MIN_PARALLEL_BYTES, config.workspace_bytes = 0, cap_mib << 20
+    try:
+        tiles = col2im.plan(spec, np.dtype(np.float32), False).tiles
+    finally:
+        _tiles.MIN_PARALLEL_BYTES, config.workspace_bytes = saved
+    for wave in col2im.waves(tiles):
+        for i in wave:
+            for j in wave:
+                (n0, n1, r0, r1), (m0, m1, q0, q1) = tiles[i], tiles[j]
+                if i < j and n0 < m1 and m0 < n1:
+                    (a0, a1), (b0, b1) = col2im.block_rows(spec, r0, r1), col2im.block_rows(spec, q0, q1)
+                    assert a1 <= b0 or b1 <= a0, f"tiles {tiles[i]} and {tiles[j]} share input rows"
+    assert sorted(sum(col2im.waves(tiles), [])) == list(range(len(tiles)))
 
 
 # ---- conv_transpose2d ------------------------------------------------------------------------------

@@ -37,6 +37,10 @@ class NumpyBackend:
     def applicable_weight_grad_algorithms(self, spec):
         return conv_grad.applicable_weight_algorithms(spec)
 
+    def choose_grad_algorithms(self, spec) -> tuple[str, str]:
+        """The (input, weight) gradient methods algorithm="auto" runs for spec (zero padding)."""
+        return conv_grad.choose_input(spec), conv_grad.choose_weight(spec)
+
     def conv2d_input(self, grad_out, w, spec, algorithm="auto"):
         return conv_grad.conv2d_input(grad_out, w, spec, algorithm)
 

@@ -28,12 +28,33 @@ from .pool import tap_outputs
 NAME = "col2im"
 
 
-def _block_rows(spec: ConvSpec, r0: int, r1: int) -> tuple[int, int]:
+def row_step(spec: ConvSpec) -> int:
+    """Rows per tile (a multiple of) that keep the input blocks of row tiles two apart disjoint:
+    tile k's block ends before tile k+2's starts when rows * stride + stride >= the kernel's span."""
+    span = (spec.kh - 1) * spec.dilation[0] + 1
+    return max(1, -(-span // spec.stride[0]) - 1)
+
+
+def block_rows(spec: ConvSpec, r0: int, r1: int) -> tuple[int, int]:
     """[first, end) of the input rows that gradient rows r0:r1 reach."""
     (sh, dh), top = (spec.stride[0], spec.dilation[0]), spec.pads[0]
     first = max(0, r0 * sh - top)
     end = min(spec.h, (r1 - 1) * sh - top + (spec.kh - 1) * dh + 1)
     return first, max(first, end)
+
+
+def plan(spec: ConvSpec, compute: np.dtype, converted: bool) -> _tiles.Plan:
+    """Tiles of the gradient (images, rows), cut for a fixed number of threads."""
+    span = (spec.kh - 1) * spec.dilation[0] + 1
+
+    def tile_bytes(images: int, rows: int) -> int:
+        length = rows * spec.ow
+        block = min(spec.h, (rows - 1) * spec.stride[0] + span)
+        return compute.itemsize * images * (spec.c * (spec.kh * spec.kw * length + block * spec.w)
+                                            + (spec.f * length if converted else 0)) + 3 * 64
+
+    return _tiles.plan(spec, tile_bytes, NAME, key=(compute.itemsize, converted), row_step=row_step(spec),
+                       partition_threads=_tiles.FIXED_PARTITION_THREADS)
 
 
 def conv2d_input(grad: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
@@ -47,25 +68,15 @@ def conv2d_input(grad: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     wt = np.ascontiguousarray(w.astype(compute, copy=False).reshape(g, fg, depth).transpose(0, 2, 1))
     grad = np.ascontiguousarray(grad)
     converted = grad.dtype != compute
-    span = (kh - 1) * dh + 1
-    row_step = max(1, -(-span // sh) - 1)  # tile rows that keep blocks two tiles apart disjoint
-
-    def tile_bytes(images: int, rows: int) -> int:
-        length = rows * spec.ow
-        block = min(spec.h, (rows - 1) * sh + span)
-        return compute.itemsize * images * (spec.c * (kh * kw * length + block * spec.w)
-                                            + (spec.f * length if converted else 0)) + 3 * 64
-
-    plan = _tiles.plan(spec, tile_bytes, NAME, key=(compute.itemsize, converted), row_step=row_step,
-                       partition_threads=_tiles.FIXED_PARTITION_THREADS)
+    tiling = plan(spec, compute, converted)
     dx = np.zeros((spec.n, spec.c, spec.h, spec.w), dtype=grad.dtype)
     col_taps = [(b, tap_outputs(spec.ow, sw, b * dw - spec.pads[2], spec.w)) for b in range(kw)]
 
     def run_tile(i: int) -> None:
-        n0, n1, r0, r1 = plan.tiles[i]
+        n0, n1, r0, r1 = tiling.tiles[i]
         nt, rows = n1 - n0, r1 - r0
         length = rows * spec.ow
-        first, end = _block_rows(spec, r0, r1)
+        first, end = block_rows(spec, r0, r1)
         cols, block, gmat = _workspace.arrays(((nt, g, depth, length), compute),
                                               ((nt, spec.c, end - first, spec.w), compute),
                                               ((nt, spec.f, rows, spec.ow) if converted else (0,), compute))
@@ -92,9 +103,13 @@ def conv2d_input(grad: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
         region = dx[n0:n1, :, first:end]
         np.add(region, block, out=region, casting="unsafe")
 
-    wave_rows = plan.tiles[0][3] - plan.tiles[0][2]
-    for wave in (0, 1):
-        items = [i for i, tile in enumerate(plan.tiles) if (tile[2] // wave_rows) % 2 == wave]
-        parallel_items(lambda k: run_tile(items[k]), len(items), plan.threads)
+    for items in waves(tiling.tiles):
+        parallel_items(lambda k: run_tile(items[k]), len(items), tiling.threads)
     _workspace.release()
     return dx
+
+
+def waves(tiles) -> tuple[list[int], list[int]]:
+    """Indices of the even and of the odd row tiles of each image (tiles of whole images: all even)."""
+    tile_rows = tiles[0][3] - tiles[0][2]
+    return tuple([i for i, tile in enumerate(tiles) if (tile[2] // tile_rows) % 2 == wave] for wave in (0, 1))
