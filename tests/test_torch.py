@@ -17,7 +17,6 @@ import gpuconv.torch as gt
 
 import reference as ref
 from support import RELATIVE_TOL, assert_close, random_array
-from test_grad import grad_backend  # noqa: F401  (the gradient tests' fixture: skips a backend without them)
 from test_torch_interop import torch_cuda  # noqa: F401  (skips without CuPy, a GPU and torch's CUDA build)
 
 SEED = 4100

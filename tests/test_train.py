@@ -12,7 +12,6 @@ import torch.nn.functional as F
 
 from gpuconv import _train
 from gpuconv.__main__ import main
-from test_grad import grad_backend  # noqa: F401  (the gradient tests' fixture: skips a backend without them)
 
 pytest.importorskip("sklearn", reason="the digits come from scikit-learn (the demo extra)")
 PIL = pytest.importorskip("PIL.Image")
