@@ -52,7 +52,7 @@ def _call_with_tensors(torch, fn, signature, args, kwargs):
     device = _common_device(tensors)
     with _device_scope(torch, device):
         for name, tensor in tensors.items():
-            bound.arguments[name] = _to_array(torch, tensor.detach())
+            bound.arguments[name] = _to_array(tensor.detach())
         return _to_tensors(torch, fn(*bound.args, **bound.kwargs))
 
 
@@ -90,7 +90,7 @@ def _device_scope(torch, device):
     try:
         import cupy
     except ImportError:
-        raise TypeError(f"CUDA tensors need CuPy: pip install 'gpuconv[cuda12]' or 'gpuconv[cuda13]'") from None
+        raise TypeError("CUDA tensors need CuPy: pip install 'gpuconv[cuda12]' or 'gpuconv[cuda13]'") from None
     scope = contextlib.ExitStack()
     scope.enter_context(torch.cuda.device(device))
     scope.enter_context(cupy.cuda.Device(device.index))
@@ -99,7 +99,7 @@ def _device_scope(torch, device):
     return scope
 
 
-def _to_array(torch, tensor):
+def _to_array(tensor):
     if tensor.device.type == "cuda":
         import cupy
 

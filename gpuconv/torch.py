@@ -40,9 +40,9 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_m
 
 
 def conv_transpose2d(x, w, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *,
-                     backend=None):
+                     algorithm="auto", backend=None):
     """gpuconv.conv_transpose2d (torch.nn.functional.conv_transpose2d's rules), differentiable in x, w and bias."""
-    return _ConvTranspose2d.apply(x, w, bias, stride, padding, output_padding, groups, dilation, backend)
+    return _ConvTranspose2d.apply(x, w, bias, stride, padding, output_padding, groups, dilation, algorithm, backend)
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False, *,
@@ -84,11 +84,12 @@ class _ConvTranspose2d(torch.autograd.Function):
     conv2d_weight with grad_out as the conv's input and x as its output gradient."""
 
     @staticmethod
-    def forward(ctx, x, w, bias, stride, padding, output_padding, groups, dilation, backend):
+    def forward(ctx, x, w, bias, stride, padding, output_padding, groups, dilation, algorithm, backend):
         ctx.save_for_backward(x, w)
         ctx.geometry = (stride, padding, dilation, groups)
         ctx.backend = backend
-        return _api.conv_transpose2d(x, w, bias, stride, padding, output_padding, groups, dilation, backend=backend)
+        return _api.conv_transpose2d(x, w, bias, stride, padding, output_padding, groups, dilation,
+                                     algorithm=algorithm, backend=backend)
 
     @staticmethod
     @once_differentiable
@@ -109,7 +110,7 @@ class _ConvTranspose2d(torch.autograd.Function):
             dw = _grad.conv2d_weight(grad_out, w.shape, x_as_grad, *ctx.geometry, backend=ctx.backend)
         if need_bias:
             dbias = _grad.conv2d_bias(grad_out)
-        return dx, dw, dbias, None, None, None, None, None, None
+        return dx, dw, dbias, None, None, None, None, None, None, None
 
 
 class _MaxPool2d(torch.autograd.Function):

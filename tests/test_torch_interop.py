@@ -262,7 +262,7 @@ def test_cuda_tensors_go_through_dlpack_on_torchs_current_stream(monkeypatch):
 
     with _torch_interop._device_scope(torch, device):
         assert torch_devices == [device]
-        assert _torch_interop._to_array(torch, tensor) == "cupy array"
+        assert _torch_interop._to_array(tensor) == "cupy array"
         fake_cupy_array = type("ndarray", (), {"__module__": "cupy"})()
         assert _torch_interop._to_tensors(torch, (fake_cupy_array,)) == ("tensor",)
     assert cupy.events == [("device", 1), ("stream", 0x2000, 1), ("from_dlpack", 1, 1, (0x2000, 1))]
