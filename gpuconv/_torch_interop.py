@@ -33,22 +33,23 @@ def _loaded_torch():
 def accepts_torch(fn):
     """fn, taking torch tensors wherever it takes arrays and returning tensors for them."""
     signature = inspect.signature(fn)
+    public_name = f"{fn.__module__.replace('._api', '')}.{fn.__name__}"  # gpuconv.conv2d, gpuconv.grad.conv2d_input
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         torch = _loaded_torch()
         if torch is None or not any(isinstance(v, torch.Tensor) for v in (*args, *kwargs.values())):
             return fn(*args, **kwargs)
-        return _call_with_tensors(torch, fn, signature, args, kwargs)
+        return _call_with_tensors(torch, fn, public_name, signature, args, kwargs)
 
     return wrapper
 
 
-def _call_with_tensors(torch, fn, signature, args, kwargs):
+def _call_with_tensors(torch, fn, public_name, signature, args, kwargs):
     bound = signature.bind(*args, **kwargs)
     tensors = {name: v for name, v in bound.arguments.items() if isinstance(v, torch.Tensor)}
     for name, tensor in tensors.items():
-        _check_tensor(torch, tensor, name, fn.__name__)
+        _check_tensor(torch, tensor, name, public_name)
     device = _common_device(tensors)
     with _device_scope(torch, device):
         for name, tensor in tensors.items():
@@ -68,7 +69,7 @@ def _check_tensor(torch, tensor, name, op):
     if tensor.device.type not in ("cpu", "cuda"):
         raise TypeError(f"{name} is a torch tensor on device {tensor.device}: gpuconv runs CPU and CUDA tensors")
     if tensor.requires_grad and torch.is_grad_enabled():
-        raise TypeError(f"{name} requires grad: gpuconv.{op} does not record autograd history; use "
+        raise TypeError(f"{name} requires grad: {op} does not record autograd history; use "
                         f"gpuconv.torch (differentiable), or pass {name}.detach() or call it under torch.no_grad()")
 
 

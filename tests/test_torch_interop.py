@@ -159,6 +159,8 @@ def test_a_tensor_requiring_grad_is_refused_unless_grad_mode_is_off():
     with pytest.raises(TypeError, match=r"^w requires grad: gpuconv.conv2d does not record autograd history; "
                                         r"use gpuconv.torch"):
         gpuconv.conv2d(x, w)
+    with pytest.raises(TypeError, match=r"^grad_output requires grad: gpuconv.grad.conv2d_bias does not"):
+        gpuconv.grad.conv2d_bias(w)
     with torch.no_grad():
         out = gpuconv.conv2d(x, w)
     assert not out.requires_grad
