@@ -192,6 +192,7 @@ GRADCHECK_CASES = [
     ("conv2d", ((1, 2, 5, 5), (2, 2, 3, 3), (2,)), dict(padding=1, padding_mode="replicate")),
     ("conv_transpose2d", ((1, 4, 3, 4), (4, 2, 3, 3), (4,)), dict(stride=2, padding=1, output_padding=1, groups=2)),
     ("conv_transpose2d", ((2, 2, 3, 3), (2, 2, 2, 3), None), dict(output_padding=(2, 0), dilation=(3, 1))),
+    ("conv_transpose2d", ((1, 2, 4, 3), (2, 3, 4, 3), (3,)), dict(stride=(2, 3), padding="same")),
     ("max_pool2d", ((2, 2, 7, 8),), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),
     ("max_pool2d", ((1, 2, 9, 7),), dict(kernel_size=2, stride=1, dilation=(2, 3))),
     ("avg_pool2d", ((2, 2, 7, 8),), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True, count_include_pad=False)),
