@@ -7,6 +7,7 @@ import numpy as np
 
 from . import _backward
 from . import _geometry as geometry
+from . import _precision
 from ._torch_interop import accepts_torch
 from ._validate import as_array, check_bool, check_ndim, result_dtype
 from .backends import is_cupy_array, select
@@ -40,12 +41,14 @@ def _check_algorithm(algorithm):
 
 @accepts_torch
 def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", *,
-           algorithm="auto", backend=None):
+           algorithm="auto", precision=None, backend=None):
     """2-D cross-correlation of x (N, C, H, W) or (C, H, W) with w (F, C/groups, KH, KW), PyTorch style.
 
     padding: int, (ph, pw), ((top, bottom), (left, right)), "valid" or "same" (TensorFlow's rule,
     any stride). padding_mode: "zeros", "reflect", "replicate" or "circular".
     algorithm: "auto" or a backend-specific method name (see README).
+    precision: "highest" (exact float32) or "tf32" (float32 may multiply in TF32 on tensor cores);
+    None: the innermost gpuconv.precision(...) block, else "highest".
     """
     x = as_array(x, "x")
     w = _on_device_of(x, as_array(w, "w"), "w")
@@ -53,6 +56,7 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_m
     check_ndim(x, "x", (3, 4), "(N, C, H, W) or unbatched (C, H, W)")
     check_ndim(w, "w", (4,), "(F, C/groups, KH, KW)")
     _check_algorithm(algorithm)
+    precision = _precision.resolve(precision)
     unbatched = x.ndim == 3
     if unbatched:
         x = x[None]
@@ -63,13 +67,14 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_m
     x, w = x.astype(dtype, copy=False), w.astype(dtype, copy=False)
     bias = None if bias is None else bias.astype(dtype, copy=False)
     chosen = select(x, backend)
-    out = _empty(x, spec.out_shape, dtype) if spec.n == 0 else chosen.conv2d(x, w, bias, spec, algorithm)
+    out = _empty(x, spec.out_shape, dtype) if spec.n == 0 else chosen.conv2d(x, w, bias, spec, algorithm,
+                                                                              precision=precision)
     return out[0] if unbatched else out
 
 
 @accepts_torch
 def conv1d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", *,
-           algorithm="auto", backend=None):
+           algorithm="auto", precision=None, backend=None):
     """1-D cross-correlation of x (N, C, L) or (C, L) with w (F, C/groups, K), through conv2d.
 
     padding: int, (left, right), "valid" or "same"."""
@@ -79,7 +84,7 @@ def conv1d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_m
     check_ndim(w, "w", (3,), "(F, C/groups, K)")
     out = conv2d(x[..., None, :], w[:, :, None, :], bias, (1, _single(stride, "stride")),
                  _padding_1d(padding), (1, _single(dilation, "dilation")), groups, padding_mode,
-                 algorithm=algorithm, backend=backend)
+                 algorithm=algorithm, precision=precision, backend=backend)
     return out[..., 0, :]
 
 

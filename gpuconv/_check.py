@@ -15,8 +15,9 @@ import numpy as np
 import gpuconv
 from .backends import available_backends, get_backend
 
-TOLERANCE = {"float16": 1e-2, "float32": 1e-5, "float64": 1e-12}
-DTYPES = ("float16", "float32", "float64")
+# "tf32": float32 data with precision="tf32" (convolutions only): inputs rounded to 10-bit mantissas.
+TOLERANCE = {"float16": 1e-2, "float32": 1e-5, "float64": 1e-12, "tf32": 2e-3}
+DTYPES = ("float16", "float32", "float64", "tf32")
 NP_PAD_MODES = {"zeros": "constant", "constant": "constant", "reflect": "reflect", "replicate": "edge",
                 "circular": "wrap"}
 
@@ -130,14 +131,17 @@ def _cases(backend, dtype, rng):
     """Yield (label, callable returning the result, float64 expected)."""
     from . import _geometry as geometry
 
+    precision, dtype = ("tf32", "float32") if dtype == "tf32" else ("highest", dtype)
     for xs, ws, kwargs in CONV_CASES:
         x, w, bias = (rng.standard_normal(s).astype(dtype) for s in (xs, ws, ws[:1]))
         spec = geometry.conv_spec(xs, ws, kwargs.get("stride", 1), kwargs.get("padding", 0), kwargs.get("dilation", 1),
                                   kwargs.get("groups", 1), kwargs.get("padding_mode", "zeros"))
         expected = reference_conv2d(x, w, bias, spec)
-        for algorithm in backend.applicable_algorithms(spec):
+        for algorithm in backend.applicable_algorithms(spec, dtype, precision):
             yield (f"conv2d[{algorithm}]", lambda a=algorithm, x=x, w=w, b=bias, k=kwargs:
-                   gpuconv.conv2d(x, w, b, **k, algorithm=a, backend=backend.name), expected)
+                   gpuconv.conv2d(x, w, b, **k, algorithm=a, precision=precision, backend=backend.name), expected)
+    if precision == "tf32":
+        return
     for xs, kwargs in POOL_CASES:
         x = rng.standard_normal(xs).astype(dtype)
         x[rng.random(xs) < 0.05] = np.nan  # max pooling propagates NaN, and its index is the last NaN's

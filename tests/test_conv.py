@@ -28,7 +28,7 @@ def check_conv(backend, x, w, bias=None, stride=1, padding=0, dilation=1, groups
     dtype = np.result_type(x, w) if bias is None else np.result_type(x, w, bias)
     impl = get_backend(backend)
     applicable = impl.applicable_algorithms(conv_spec(x.shape, w.shape, stride, padding, dilation, groups,
-                                                      padding_mode))
+                                                      padding_mode), dtype)
     assert "auto" in applicable and set(applicable) <= set(impl.algorithms)
     args = [to_backend(a, backend) for a in (x, w, bias)]
     for algorithm in impl.algorithms:

@@ -104,7 +104,8 @@ def _run(cmd: list[str], what: str, stdin: str | None = None) -> str:
 def _preprocess(req: BuildRequest) -> str:
     cmd = [_toolchain.compiler(), "-E", "-x", "c++", f"-std={req.std}", *req.sanitizer_flags,
            "-include", str(_toolchain.HEADER_DIR / "cuda_emu.h")]
-    cmd += [f"-I{d}" for d in (*req.include_dirs, *_toolchain.cuda_include_dirs())]
+    # The emulator's own <mma.h> and <cuda_pipeline.h> come first: CUDA's are device-only.
+    cmd += [f"-I{d}" for d in (_toolchain.HEADER_DIR / "include", *req.include_dirs, *_toolchain.cuda_include_dirs())]
     cmd += [f"-D{d}" for d in req.defines]
     cmd += ["-"]
     quoted = str(req.source).replace("\\", "\\\\").replace('"', '\\"')

@@ -8,14 +8,16 @@ class NumpyBackend:
     name = "numpy"
     algorithms = conv.ALGORITHMS
 
-    def applicable_algorithms(self, spec):
+    # dtype and precision do not change what runs here: float32 is computed in float32 even when the
+    # caller allows TF32 (precision="tf32"), i.e. more exactly than asked.
+    def applicable_algorithms(self, spec, dtype=None, precision="highest"):
         return conv.applicable_algorithms(spec)
 
-    def choose_algorithm(self, spec) -> str:
+    def choose_algorithm(self, spec, dtype=None, precision="highest") -> str:
         """The method algorithm="auto" runs for spec."""
         return conv.choose(spec)
 
-    def conv2d(self, x, w, bias, spec, algorithm):
+    def conv2d(self, x, w, bias, spec, algorithm, precision="highest"):
         return conv.conv2d(x, w, bias, spec, algorithm)
 
     def max_pool2d(self, x, spec, return_indices):
@@ -27,7 +29,7 @@ class NumpyBackend:
     def pad2d(self, x, spec):
         return pad.pad2d(x, spec)
 
-    # Gradients (GRAD_INTERFACE.md); spec is the forward op's.
+    # Gradients; spec is the forward op's (see gpuconv.backends).
     input_grad_algorithms = conv_grad.INPUT_ALGORITHMS
     weight_grad_algorithms = conv_grad.WEIGHT_ALGORITHMS
 
