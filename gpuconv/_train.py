@@ -48,7 +48,7 @@ def load_data(seed: int):
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
     except ImportError:
-        raise SystemExit("the digits come from scikit-learn: pip install 'gpuconv[demo]' (or scikit-learn)") from None
+        raise SystemExit("the digits come from scikit-learn: pip install 'gpuconv[train]' (or scikit-learn)") from None
     digits = load_digits()
     images = (digits.images / 16.0).astype(np.float32)[:, None]
     return train_test_split(images, digits.target.astype(np.int64), test_size=TEST_FRACTION,
@@ -166,7 +166,7 @@ def plot(history: History, path: Path, title: str) -> None:
     try:
         import matplotlib
     except ImportError:
-        raise SystemExit("the plot needs matplotlib: pip install 'gpuconv[demo]' (or matplotlib)") from None
+        raise SystemExit("the plot needs matplotlib: pip install 'gpuconv[train]' (or matplotlib)") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -1,11 +1,16 @@
-"""Shared fixtures: the `backend` parametrisation of every parity test (contracts.md §4)."""
+"""Shared fixtures: the `backend` parametrisation of every parity test (and `grad_backend` for the
+gradient tests), `rng` (random data from a printed seed) and `torch` (the oracle is checked against
+it; required in CI)."""
 from __future__ import annotations
 
 import os
+import random
 
+import numpy as np
 import pytest
 
-from gpuconv.backends import BackendUnavailable, get_backend
+from gpuconv.backends import get_backend
+from support import require_backend
 
 # "cuda-emu" must run in CI (a missing g++ or CUDA header fails the run there); "cuda" needs a
 # real GPU and GPUCONV_REQUIRE_GPU=1 makes its absence a failure on GPU CI.
@@ -16,25 +21,32 @@ _BACKEND_PARAMS = [
 ]
 
 
-def _must_run(name: str) -> bool:
-    if name == "cuda-emu":
-        return os.environ.get("CI", "").lower() == "true"
-    if name == "cuda":
-        return os.environ.get("GPUCONV_REQUIRE_GPU") == "1"
-    return True
-
-
 @pytest.fixture(scope="session", params=_BACKEND_PARAMS)
 def backend(request) -> str:
     """A backend name; skipped (with the reason) when it cannot run here, unless required."""
-    name = request.param
+    return require_backend(request.param)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """Random test data: a fresh seed each run, printed (pytest shows it with a failure's output);
+    GPUCONV_TEST_SEED=<seed> replays it exactly."""
+    seed = int(os.environ.get("GPUCONV_TEST_SEED") or random.SystemRandom().randrange(2**32))
+    print(f"test data seed {seed} (GPUCONV_TEST_SEED={seed} replays it)")
+    return np.random.default_rng(seed)
+
+
+@pytest.fixture(scope="session")
+def torch():
+    """PyTorch, which the float64 oracle is checked against: in the test extra, so required in CI
+    (CI=true); skipped elsewhere when it is not installed."""
     try:
-        get_backend(name)
-    except BackendUnavailable as exc:
-        if _must_run(name):
-            pytest.fail(f"{exc} (required here: CI=true for cuda-emu, GPUCONV_REQUIRE_GPU=1 for cuda)")
-        pytest.skip(str(exc))
-    return name
+        import torch
+    except ImportError as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"PyTorch must be installed in CI to check the oracle against it: {exc}")
+        pytest.skip(f"PyTorch is not installed ({exc})")
+    return torch
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import gpuconv
-import reference as ref
+from gpuconv import _reference as ref
 from gpuconv import _kernels
 from gpuconv._geometry import conv_spec
 from gpuconv.backends import BackendUnavailable, get_backend

@@ -119,7 +119,8 @@ def test_conv_transpose2d_values_and_gradients(case, dtype):
     for torch_dtype in (dtype, torch.float64):
         tx, tw, tb = (t.detach().to(torch_dtype).requires_grad_() for t in (x, w, b))
         F.conv_transpose2d(tx, tw, tb, **kwargs).backward(g.to(torch_dtype))
-        for mine, theirs, name in ((x.grad, tx.grad, "x.grad"), (w.grad, tw.grad, "w.grad"), (b.grad, tb.grad, "b.grad")):
+        for mine, theirs, name in ((x.grad, tx.grad, "x.grad"), (w.grad, tw.grad, "w.grad"),
+                                   (b.grad, tb.grad, "b.grad")):
             assert mine.dtype == dtype
             assert_matches_torch(mine, theirs, dtype, f"{what}: {name} vs torch {torch_dtype}")
 

@@ -84,7 +84,8 @@ def test_torch_tensors_in_torch_tensors_out(name, op, args, kwargs):
 def test_every_public_op_taking_arrays_is_covered():
     """A public op missing from OPS could return NumPy for tensors unnoticed."""
     not_array_ops = {"available_backends", "use_backend", "precision", "set_num_threads", "set_workspace_limit"}
-    callables = {n for n in gpuconv.__all__ if callable(getattr(gpuconv, n)) and not isinstance(getattr(gpuconv, n), type)}
+    public = {n: getattr(gpuconv, n) for n in gpuconv.__all__}
+    callables = {n for n, v in public.items() if callable(v) and not isinstance(v, type)}
     assert callables - not_array_ops - {name for name, *_ in OPS} == set()
     assert {f"grad.{n}" for n in grad.__all__} - {name for name, *_ in OPS} == set()
 

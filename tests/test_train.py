@@ -10,11 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from PIL import Image  # Pillow comes with matplotlib (the train extra)
+
 from gpuconv import _train
 from gpuconv.__main__ import main
-
-pytest.importorskip("sklearn", reason="the digits come from scikit-learn (the demo extra)")
-PIL = pytest.importorskip("PIL.Image")
 
 
 def test_backward_is_autograds_gradient():
@@ -90,7 +89,7 @@ def test_command_prints_progress_and_the_test_accuracy_last(tmp_path, capsys):
     assert len([line for line in lines if re.match(r"epoch +\d+/2 +loss ", line)]) == 2
     assert re.fullmatch(r"test accuracy: [01]\.\d{3}", lines[-1])
     assert float(lines[-1].split()[-1]) > 0.8
-    image = PIL.open(out)
+    image = Image.open(out)
     assert image.format == "PNG" and image.size[0] > 400
 
 

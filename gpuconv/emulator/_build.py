@@ -58,12 +58,19 @@ def _cpu_flags() -> tuple[str, ...]:
 
 
 def cache_path() -> Path:
-    """The build cache directory: GPUCONV_EMU_CACHE, else $XDG_CACHE_HOME/gpuconv/emulator."""
+    """The build cache directory: GPUCONV_EMU_CACHE, else $XDG_CACHE_HOME/gpuconv/emulator. Either
+    must be an absolute path (a relative one would put builds wherever the process happens to run,
+    and one starting with '-' would reach g++ as an option)."""
     root = os.environ.get("GPUCONV_EMU_CACHE")
+    name = "GPUCONV_EMU_CACHE"
     if not root:
         xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        root = os.path.join(xdg, "gpuconv", "emulator")
-    return Path(root)
+        root, name = os.path.join(xdg, "gpuconv", "emulator"), "XDG_CACHE_HOME"
+    path = Path(root).expanduser()
+    if not path.is_absolute():
+        raise ValueError(f"environment variable {name}={os.environ.get(name)!r}: the emulator's build cache must be "
+                         f"an absolute path")
+    return path
 
 
 def cache_dir() -> Path:

@@ -58,8 +58,8 @@ def test_misuse_is_reported_and_next_launch_works(emulator, mod, order, kernel):
     _next_launch_works(mod)
 
 
-def test_correct_warp_sum_is_not_reported(mod, order):
-    x = np.random.default_rng().standard_normal(100).astype(np.float32)
+def test_correct_warp_sum_is_not_reported(mod, order, rng):
+    x = rng.standard_normal(100).astype(np.float32)
     y = np.full(4, np.nan, np.float32)
     mod.get_function("warp_sum")(2, 64, (x, y, np.int32(100)))
     padded = np.concatenate([x, np.zeros(28, np.float32)]).astype(np.float64).reshape(4, 32)
@@ -129,6 +129,15 @@ def test_array_arguments_are_checked(mod):
         fill(1, 32, (np.float32(0), np.float32(1), np.int32(4)))
     with pytest.raises(TypeError, match="takes 3 arguments, got 2"):
         fill(1, 32, (np.zeros(4, np.float32), np.float32(1)))
+
+
+def test_none_is_a_null_pointer_as_in_cupy(emulator):
+    mod = emulator.Module(code='extern "C" __global__ void is_null(const float* p, int* out) { out[0] = p == nullptr; }')
+    out = np.full(1, 7, np.int32)
+    mod.get_function("is_null")(1, 1, (None, out))
+    assert out[0] == 1
+    mod.get_function("is_null")(1, 1, (np.zeros(1, np.float32), out))
+    assert out[0] == 0
 
 
 def test_unknown_kernel_names_the_known_ones(emulator, mod):

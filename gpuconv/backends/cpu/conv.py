@@ -11,6 +11,8 @@ conv2d(x, wmat, bias, spec, out)):
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..._geometry import ConvSpec
@@ -29,6 +31,7 @@ def applicable_algorithms(spec: ConvSpec) -> tuple[str, ...]:
     return ("auto", *(name for name, module in _MODULES.items() if module.applicable(spec) is None))
 
 
+@functools.lru_cache(maxsize=1024)  # a function of the spec alone; called on every "auto" call
 def choose(spec: ConvSpec) -> str:
     """The fastest applicable algorithm for this shape, by the measured thresholds above:
     Winograd where its matmuls dominate (many channels, planes not tiny); shifted for
@@ -52,11 +55,12 @@ def conv2d(x: np.ndarray, w: np.ndarray, bias, spec: ConvSpec, algorithm: str) -
         rule = _MODULES[algorithm].applicable(spec)
         if rule is not None:
             raise ValueError(f"algorithm={algorithm!r} cannot run this convolution: {rule}")
-    compute = np.dtype(np.float32 if x.dtype == np.float16 else x.dtype)
+    # w has the call's dtype; x may have another real dtype, cast while the tiles are gathered
+    compute = np.dtype(np.float32 if w.dtype == np.float16 else w.dtype)
     g = spec.groups
     wmat = w.astype(compute, copy=False).reshape(g, spec.f // g, -1)
     bias = None if bias is None else bias.astype(compute, copy=False)
-    out = np.empty(spec.out_shape, dtype=x.dtype)
+    out = np.empty(spec.out_shape, dtype=w.dtype)
     if algorithm != "auto":
         _MODULES[algorithm].conv2d(x, wmat, bias, spec, out)
         return out
