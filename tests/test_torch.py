@@ -14,9 +14,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import gpuconv.torch as gt
+from gpuconv import _reference as ref
 
-import reference as ref
-from support import RELATIVE_TOL, assert_close, random_array
+from gpuconv._tolerance import error_ratio
+from support import assert_close, random_array
 from test_torch_interop import torch_cuda  # noqa: F401  (skips without CuPy, a GPU and torch's CUDA build)
 
 SEED = 4100
@@ -41,12 +42,15 @@ def _batched(a, unbatched):
     return a[None] if unbatched else a
 
 
-def assert_matches_torch(actual, expected, dtype, what):
-    """Within twice the dtype's tolerance of torch's result (each is within one of the float64 reference)."""
-    actual, expected = _f64(actual), _f64(expected)
-    scale = max(1.0, float(np.abs(expected).max()))
-    err = float(np.abs(actual - expected).max())
-    assert err <= 2 * RELATIVE_TOL[_np_dtype(dtype)] * scale, f"{what}: {err:.3g} from torch's (scale {scale:.3g})"
+def assert_matches_torch(actual, expected, dtype, what, truth=None):
+    """Within twice the dtype's tolerance of torch's result (each is within one of the float64 truth).
+    Given the truth, the band widens by torch's own error: PyTorch's CPU float16 kernels accumulate
+    sums (overlapping windows, folded pads, reductions) in float16, beyond gpuconv's tolerance."""
+    allowed = 2.0
+    if truth is not None:
+        allowed = 1 + max(1.0, error_ratio(_f64(expected), truth, _np_dtype(dtype)))
+    ratio = error_ratio(_f64(actual), _f64(expected), _np_dtype(dtype))
+    assert ratio <= allowed, f"{what}: {ratio:.3g} x the {dtype} tolerance from torch's result (allowed {allowed:.3g})"
 
 
 def _torch_conv2d(x, w, b, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):
@@ -79,19 +83,20 @@ def test_conv2d_values_and_gradients(case, dtype):
     unbatched = len(x_shape) == 3
     x64, w64, b64, g64 = _batched(_f64(x), unbatched), _f64(w), _f64(b), _batched(_f64(g), unbatched)
     what = f"conv2d {kwargs} {dtype}"
-    assert_close(out.detach().numpy(), ref.conv2d(x64, w64, b64, **kwargs)[0 if unbatched else slice(None)],
-                 _np_dtype(dtype), what)
-    assert_close(_batched(x.grad.numpy(), unbatched), ref.conv2d_input(x64.shape, w64, g64, **kwargs),
-                 _np_dtype(dtype), f"{what}: x.grad")
-    assert_close(w.grad.numpy(), ref.conv2d_weight(x64, w64.shape, g64, **kwargs), _np_dtype(dtype), f"{what}: w.grad")
-    assert_close(b.grad.numpy(), ref.conv2d_bias(g64), _np_dtype(dtype), f"{what}: bias.grad")
+    first = 0 if unbatched else slice(None)
+    truth = {"out": ref.conv2d(x64, w64, b64, **kwargs)[first],
+             "x.grad": ref.conv2d_input(x64.shape, w64, g64, **kwargs)[first],
+             "w.grad": ref.conv2d_weight(x64, w64.shape, g64, **kwargs), "bias.grad": ref.conv2d_bias(g64)}
+    mine = {"out": out.detach(), "x.grad": x.grad, "w.grad": w.grad, "bias.grad": b.grad}
+    for name, value in mine.items():
+        assert_close(value.numpy(), truth[name], _np_dtype(dtype), f"{what}: {name}")
     if torch_expresses:
         tx, tw, tb = (t.detach().clone().requires_grad_() for t in (x, w, b))
         expected = _torch_conv2d(tx, tw, tb, **kwargs)
         expected.backward(g)
-        for mine, theirs, name in ((out, expected, "out"), (x.grad, tx.grad, "x.grad"), (w.grad, tw.grad, "w.grad"),
-                                   (b.grad, tb.grad, "bias.grad")):
-            assert_matches_torch(mine, theirs, dtype, f"{what}: {name}")
+        theirs = {"out": expected, "x.grad": tx.grad, "w.grad": tw.grad, "bias.grad": tb.grad}
+        for name, value in mine.items():
+            assert_matches_torch(value, theirs[name], dtype, f"{what}: {name}", truth[name])
 
 
 # (x shape, w shape (C_in, C_out/groups, KH, KW), keyword arguments)
@@ -116,13 +121,14 @@ def test_conv_transpose2d_values_and_gradients(case, dtype):
     what = f"conv_transpose2d {kwargs} {dtype}"
     expected = ref.conv_transpose2d(_batched(_f64(x), unbatched), _f64(w), _f64(b), **kwargs)
     assert_close(out.detach().numpy(), expected[0] if unbatched else expected, _np_dtype(dtype), what)
-    for torch_dtype in (dtype, torch.float64):
+    grads = {}
+    for torch_dtype in (torch.float64, dtype):  # float64 first: the truth for the gradients
         tx, tw, tb = (t.detach().to(torch_dtype).requires_grad_() for t in (x, w, b))
         F.conv_transpose2d(tx, tw, tb, **kwargs).backward(g.to(torch_dtype))
-        for mine, theirs, name in ((x.grad, tx.grad, "x.grad"), (w.grad, tw.grad, "w.grad"),
-                                   (b.grad, tb.grad, "b.grad")):
-            assert mine.dtype == dtype
-            assert_matches_torch(mine, theirs, dtype, f"{what}: {name} vs torch {torch_dtype}")
+        grads[torch_dtype] = {"x.grad": tx.grad, "w.grad": tw.grad, "b.grad": tb.grad}
+    for name, mine in (("x.grad", x.grad), ("w.grad", w.grad), ("b.grad", b.grad)):
+        assert mine.dtype == dtype
+        assert_matches_torch(mine, grads[dtype][name], dtype, f"{what}: {name}", _f64(grads[torch.float64][name]))
 
 
 MAX_POOL_CASES = [
@@ -147,13 +153,14 @@ def test_max_pool2d_values_indices_and_gradients(case, dtype):
     expected, expected_indices = ref.max_pool2d(x64, **kwargs)
     assert_close(_batched(out.detach().numpy(), unbatched), expected, _np_dtype(dtype), "max_pool2d")
     np.testing.assert_array_equal(_batched(indices.numpy(), unbatched), expected_indices)
-    assert_close(_batched(x.grad.numpy(), unbatched), ref.max_pool2d_input(g64, x64, **kwargs), _np_dtype(dtype),
-                 f"max_pool2d {kwargs} {dtype}: x.grad")
+    truth = ref.max_pool2d_input(g64, x64, **kwargs)
+    assert_close(_batched(x.grad.numpy(), unbatched), truth, _np_dtype(dtype), f"max_pool2d {kwargs} {dtype}: x.grad")
     tx = x.detach().clone().requires_grad_()
     torch_out, torch_indices = F.max_pool2d(tx, **kwargs, return_indices=True)
     torch_out.backward(g)
     assert torch.equal(indices, torch_indices) and torch.equal(out, torch_out)
-    assert_matches_torch(x.grad, tx.grad, dtype, f"max_pool2d {kwargs} {dtype}: x.grad")
+    assert_matches_torch(x.grad, tx.grad, dtype, f"max_pool2d {kwargs} {dtype}: x.grad",
+                         truth[0] if unbatched else truth)
 
 
 AVG_POOL_CASES = [
@@ -173,15 +180,15 @@ def test_avg_pool2d_values_and_gradients(case, dtype):
     out.backward(g)
     unbatched = len(x_shape) == 3
     x64, g64 = _batched(_f64(x), unbatched), _batched(_f64(g), unbatched)
-    assert_close(_batched(out.detach().numpy(), unbatched), ref.avg_pool2d(x64, **kwargs), _np_dtype(dtype),
-                 "avg_pool2d")
-    assert_close(_batched(x.grad.numpy(), unbatched), ref.avg_pool2d_input(g64, x64.shape, **kwargs),
-                 _np_dtype(dtype), f"avg_pool2d {kwargs} {dtype}: x.grad")
+    first = 0 if unbatched else slice(None)
+    truth_out, truth_grad = ref.avg_pool2d(x64, **kwargs)[first], ref.avg_pool2d_input(g64, x64.shape, **kwargs)[first]
+    assert_close(out.detach().numpy(), truth_out, _np_dtype(dtype), "avg_pool2d")
+    assert_close(x.grad.numpy(), truth_grad, _np_dtype(dtype), f"avg_pool2d {kwargs} {dtype}: x.grad")
     tx = x.detach().clone().requires_grad_()
     torch_out = F.avg_pool2d(tx, **kwargs)
     torch_out.backward(g)
-    assert_matches_torch(out, torch_out, dtype, "avg_pool2d")
-    assert_matches_torch(x.grad, tx.grad, dtype, f"avg_pool2d {kwargs} {dtype}: x.grad")
+    assert_matches_torch(out, torch_out, dtype, "avg_pool2d", truth_out)
+    assert_matches_torch(x.grad, tx.grad, dtype, f"avg_pool2d {kwargs} {dtype}: x.grad", truth_grad)
 
 
 # ---- finite differences ---------------------------------------------------------------------------

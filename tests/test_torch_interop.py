@@ -4,7 +4,6 @@ viewed, not copied; the CUDA path (DLPack to CuPy on torch's current stream) is 
 for CuPy and torch.cuda here and for real on a GPU."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import types
@@ -14,11 +13,11 @@ import pytest
 import torch
 
 import gpuconv
+from gpuconv import _reference as ref
 from gpuconv import _torch_interop, grad
-from gpuconv.backends import BackendUnavailable, get_backend
+from gpuconv.backends import get_backend
 
-import reference as ref
-from support import as_reference_input, assert_close, random_array
+from support import as_reference_input, assert_close, must_run, random_array, require_backend
 
 RNG_SEED = 20260
 
@@ -281,14 +280,12 @@ def test_cuda_tensors_without_cupy_are_a_type_error(monkeypatch):
 
 @pytest.fixture(scope="module")
 def torch_cuda():
-    try:
-        get_backend("cuda")
-        if not torch.cuda.is_available():
-            raise BackendUnavailable("torch has no CUDA device (a CPU build?)")
-    except BackendUnavailable as exc:
-        if os.environ.get("GPUCONV_REQUIRE_GPU") == "1":
-            pytest.fail(f"GPUCONV_REQUIRE_GPU=1 but: {exc}")
-        pytest.skip(str(exc))
+    """The current CUDA device, where gpuconv's "cuda" backend and torch's CUDA build can both run."""
+    require_backend("cuda")
+    if not torch.cuda.is_available():
+        if must_run("cuda"):
+            pytest.fail("GPUCONV_REQUIRE_GPU=1 but torch has no CUDA device (a CPU build?)")
+        pytest.skip("torch has no CUDA device (a CPU build?)")
     return torch.device("cuda", torch.cuda.current_device())
 
 
