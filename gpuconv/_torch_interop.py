@@ -60,9 +60,9 @@ def _call_with_tensors(torch, fn, public_name, signature, args, kwargs):
 def _check_tensor(torch, tensor, name, op):
     dtype_name = str(tensor.dtype).removeprefix("torch.")
     if dtype_name not in _SUPPORTED_DTYPE_NAMES:
-        raise TypeError(f"{name} is a torch tensor of dtype {tensor.dtype}: gpuconv supports float16, float32 "
-                        f"and float64 (integer and bool tensors are promoted to float64); convert it, "
-                        f"e.g. {name}.float()")
+        raise TypeError(f"{name} has dtype {dtype_name} (a torch tensor): supported are float16, float32 and "
+                        f"float64, and integer and bool tensors are promoted to float64 (convert it first, e.g. "
+                        f"{name}.float())")
     if tensor.layout != torch.strided:
         raise TypeError(f"{name} is a torch tensor with layout {tensor.layout}: gpuconv takes dense (strided) "
                         f"tensors; use {name}.to_dense()")
