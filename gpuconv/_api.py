@@ -7,7 +7,7 @@ import numpy as np
 
 from . import _geometry as geometry
 from ._validate import as_array, check_bool, check_ndim, result_dtype
-from .backends import is_cupy_array, select
+from .backends import is_cupy_array, is_dask_array, select
 
 
 def _array_module(x):
@@ -27,6 +27,18 @@ def _on_device_of(x, a, name):
     raise TypeError(f"{name} is a CuPy array but x is a NumPy array: pass both on the same device")
 
 
+def _dask():
+    """The dask path (gpuconv/_dask.py), imported only when a dask array comes in."""
+    from . import _dask
+
+    return _dask
+
+
+def _input(x, name):
+    """x as an array, a dask array left as it is (the 2-D op it reaches takes the dask path)."""
+    return x if is_dask_array(x) else as_array(x, name)
+
+
 def _empty(x, shape, dtype):
     return _array_module(x).empty(shape, dtype=dtype)
 
@@ -44,6 +56,9 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_m
     any stride). padding_mode: "zeros", "reflect", "replicate" or "circular".
     algorithm: "auto" or a backend-specific method name (see README).
     """
+    if is_dask_array(x):
+        return _dask().conv2d(x, w, bias, stride, padding, dilation, groups, padding_mode, algorithm=algorithm,
+                              backend=backend)
     x = as_array(x, "x")
     w = _on_device_of(x, as_array(w, "w"), "w")
     bias = None if bias is None else _on_device_of(x, as_array(bias, "bias"), "bias")
@@ -69,7 +84,7 @@ def conv1d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_m
     """1-D cross-correlation of x (N, C, L) or (C, L) with w (F, C/groups, K), through conv2d.
 
     padding: int, (left, right), "valid" or "same"."""
-    x = as_array(x, "x")
+    x = _input(x, "x")
     w = as_array(w, "w")
     check_ndim(x, "x", (2, 3), "(N, C, L) or unbatched (C, L)")
     check_ndim(w, "w", (3,), "(F, C/groups, K)")
@@ -112,6 +127,9 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
                return_indices=False, *, backend=None):
     """Max pooling with PyTorch's rules; NaN propagates. With return_indices, also the int64
     flat index of each maximum within its H*W plane."""
+    if is_dask_array(x):
+        return _dask().max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices,
+                                  backend=backend)
     x, unbatched = _pool_input(x)
     return_indices = check_bool(return_indices, "return_indices")
     spec = geometry.pool_spec(x.shape, kernel_size, stride, padding, dilation, check_bool(ceil_mode, "ceil_mode"))
@@ -128,6 +146,9 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None, *, backend=None):
     """Average pooling with PyTorch's rules (ceil_mode, count_include_pad, divisor_override)."""
+    if is_dask_array(x):
+        return _dask().avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override,
+                                  backend=backend)
     x, unbatched = _pool_input(x)
     spec = geometry.pool_spec(x.shape, kernel_size, stride, padding, 1, check_bool(ceil_mode, "ceil_mode"),
                               check_bool(count_include_pad, "count_include_pad"), divisor_override)
@@ -136,7 +157,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
 
 
 def _pool1d_input(x):
-    x = as_array(x, "x")
+    x = _input(x, "x")
     check_ndim(x, "x", (2, 3), "(N, C, L) or unbatched (C, L)")
     return x[..., None, :]
 
@@ -167,6 +188,8 @@ def pad2d(x, padding, mode="constant", value=0.0, *, backend=None):
 
     padding: int, (ph, pw) or ((top, bottom), (left, right)).
     mode: "constant" (with `value`), "reflect", "replicate" or "circular" (PyTorch's meanings)."""
+    if is_dask_array(x):
+        return _dask().pad2d(x, padding, mode, value, backend=backend)
     x = as_array(x, "x")
     check_ndim(x, "x", (2, 3, 4), "(H, W), (C, H, W) or (N, C, H, W)")
     if mode != "constant" and value != 0:
@@ -198,7 +221,7 @@ def convolve2d(image, kernel, mode="full", boundary="fill", fillvalue=0, *, back
 
 
 def _scipy_style(image, kernel, mode, boundary, fillvalue, backend, flip):
-    image = as_array(image, "image")
+    image = _input(image, "image")
     kernel = _on_device_of(image, as_array(kernel, "kernel"), "kernel")
     check_ndim(image, "image", (2,), "a 2-D array (H, W)")
     check_ndim(kernel, "kernel", (2,), "a 2-D array (KH, KW)")

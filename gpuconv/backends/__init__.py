@@ -87,13 +87,21 @@ def is_cupy_array(x) -> bool:
     return type(x).__module__.split(".")[0] == "cupy"
 
 
-def select(x, backend: str | None):
+def is_dask_array(x) -> bool:
+    return type(x).__module__.startswith("dask.array") and type(x).__name__ == "Array"
+
+
+def requested_backend(backend: str | None) -> str | None:
+    """The backend named by the `backend=` argument, the innermost use_backend(...) or
+    GPUCONV_BACKEND, in that order; None when none names one."""
     name = backend or _current.get() or None
     if name is None and os.environ.get("GPUCONV_BACKEND"):
         name = os.environ["GPUCONV_BACKEND"]
         if name not in _MODULES:
             raise ValueError(f"environment variable GPUCONV_BACKEND={name!r}: unknown backend; "
                              f"expected one of {tuple(_MODULES)}")
-    if name is None:
-        name = "cuda" if is_cupy_array(x) else "numpy"
-    return get_backend(name)
+    return name
+
+
+def select(x, backend: str | None):
+    return get_backend(requested_backend(backend) or ("cuda" if is_cupy_array(x) else "numpy"))
