@@ -190,6 +190,8 @@ def _check_algorithm(backend, algorithm, spec, rows, cols, channel_chunks, batch
     if algorithm == "auto":
         return
     chosen = get_backend(backend)
+    if algorithm not in chosen.algorithms:
+        raise ValueError(f"algorithm={algorithm!r}: the {backend} backend offers {chosen.algorithms}")
     cg, fg = spec.c // spec.groups, spec.f // spec.groups
     for r in {rows.window(j) for j in range(len(rows.out_chunks))}:
         for q in {cols.window(j) for j in range(len(cols.out_chunks))}:
