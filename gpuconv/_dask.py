@@ -47,13 +47,13 @@ def conv2d(x, w, bias, stride, padding, dilation, groups, padding_mode, *, algor
     spec = geometry.conv_spec(x4.shape, w.shape, stride, padding, dilation, groups, padding_mode)
     x4, dtype = x4.astype(empty.dtype), empty.dtype
     w, bias = w.astype(dtype, copy=False), None if bias is None else bias.astype(dtype, copy=False)
-    row_chunks, col_chunks = x4.chunks[2], x4.chunks[3]
+    row_chunks, col_chunks, offsets = x4.chunks[2], x4.chunks[3], spec.pads[::2]
     if spec.padding_mode != "zeros":  # pad the whole array once, then convolve without padding
         t, b, l, r = spec.pads
         x4 = global_pad(x4, spec.pads, spec.padding_mode)
         row_chunks, col_chunks = _grow_edges(row_chunks, t, b), _grow_edges(col_chunks, l, r)
         spec = dataclasses.replace(spec, h=x4.shape[2], w=x4.shape[3], pads=(0, 0, 0, 0), padding_mode="zeros")
-    rows, cols = _spatial_plans(spec, row_chunks, col_chunks, spec.kh, spec.kw)
+    rows, cols = _spatial_plans(spec, row_chunks, col_chunks, spec.kh, spec.kw, offsets)
     cg, fg = spec.c // spec.groups, spec.f // spec.groups
     channel_chunks = group_chunks(x4.chunks[1], cg)
     _check_algorithm(name, algorithm, spec, rows, cols, channel_chunks, x4.chunks[0])
@@ -128,8 +128,7 @@ def _pool_block(block, *, op, spec, rows, cols, backend, block_id):
         return chosen.max_pool2d(x, local, False)
     values, indices = chosen.max_pool2d(x, local, True)
     # local flat index in the chunk's window -> flat index in the whole H*W plane (-1 stays -1)
-    row0 = rows.in_bounds[block_id[-2]] + rows.window(block_id[-2]).start
-    col0 = cols.in_bounds[block_id[-1]] + cols.window(block_id[-1]).start
+    row0, col0 = rows.window(block_id[-2]).origin, cols.window(block_id[-1]).origin
     r, c = divmod(indices, local.w)
     indices = _api._array_module(indices).where(indices < 0, -1, (r + row0) * spec.w + (c + col0))
     # one block carries both results (int64 indices < 2**53 are exact in float64), so the window
@@ -149,7 +148,7 @@ def _local(block, spec, rows: AxisPlan, cols: AxisPlan, block_id):
 
 # ---- graph building ----------------------------------------------------------------------------------
 def _pool(x4, spec, op, backend):
-    rows, cols = _spatial_plans(spec, x4.chunks[2], x4.chunks[3], spec.kh, spec.kw)
+    rows, cols = _spatial_plans(spec, x4.chunks[2], x4.chunks[3], spec.kh, spec.kw, spec.pads[::2])
     out_chunks = (x4.chunks[0], x4.chunks[1], rows.out_chunks, cols.out_chunks)
     both = op == "max_indices"
     out = da.map_overlap(
@@ -162,17 +161,20 @@ def _pool(x4, spec, op, backend):
     return out
 
 
-def _spatial_plans(spec, row_chunks, col_chunks, kh, kw):
+def _spatial_plans(spec, row_chunks, col_chunks, kh, kw, offsets):
+    """Row and column plans; offsets = the op's leading pads (top, left), which keep a "same"
+    op's output chunks where the input's are (stride 1) or at a stride-th of them."""
     t, b, l, r = spec.pads
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
-    return (plan_axis(row_chunks, t, b, dh * (kh - 1) + 1, sh, spec.oh),
-            plan_axis(col_chunks, l, r, dw * (kw - 1) + 1, sw, spec.ow))
+    return (plan_axis(row_chunks, t, b, dh * (kh - 1) + 1, sh, spec.oh, offsets[0]),
+            plan_axis(col_chunks, l, r, dw * (kw - 1) + 1, sw, spec.ow, offsets[1]))
 
 
 def _overlap(rows: AxisPlan, cols: AxisPlan) -> dict:
-    """map_overlap's arguments: each block borrows the halo from the next block only; the global
-    edges get nothing (their padding is the per-chunk spec's, or was applied before)."""
-    return dict(depth={0: 0, 1: 0, 2: (0, rows.depth), 3: (0, cols.depth)}, boundary="none", trim=False,
+    """map_overlap's arguments: each block borrows what its windows read of the blocks before and
+    after it; the global edges get nothing (their padding is the per-chunk spec's, or was applied
+    before)."""
+    return dict(depth={0: 0, 1: 0, 2: rows.depth, 3: cols.depth}, boundary="none", trim=False,
                 allow_rechunk=False)
 
 
@@ -193,8 +195,8 @@ def _check_algorithm(backend, algorithm, spec, rows, cols, channel_chunks, batch
     if algorithm not in chosen.algorithms:
         raise ValueError(f"algorithm={algorithm!r}: the {backend} backend offers {chosen.algorithms}")
     cg, fg = spec.c // spec.groups, spec.f // spec.groups
-    for r in {rows.window(j) for j in range(len(rows.out_chunks))}:
-        for q in {cols.window(j) for j in range(len(cols.out_chunks))}:
+    for r in {dataclasses.replace(rows.window(j), origin=0) for j in range(len(rows.out_chunks))}:
+        for q in {dataclasses.replace(cols.window(j), origin=0) for j in range(len(cols.out_chunks))}:
             for c in set(channel_chunks):
                 for n in set(batch_chunks):
                     local = dataclasses.replace(spec, n=n, c=c, f=c // cg * fg, groups=c // cg,

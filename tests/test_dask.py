@@ -297,24 +297,27 @@ def test_max_pool_indices_are_global_flat_indices():
 
 
 def test_chunks_smaller_than_the_halo_are_merged():
-    X = da.from_array(random_array(np.random.default_rng(2), (1, 2, 20, 20)), chunks=(1, 1, 1, (1, 2, 1, 16)))
-    w = random_array(np.random.default_rng(3), (3, 2, 5, 5))
+    """A 7x7 'same' conv borrows 3 positions from each neighbour: chunks of 1 and 2 are merged, and the
+    boundaries that stay are the input's own (a 'same' conv keeps its input's chunks)."""
+    x = random_array(np.random.default_rng(2), (1, 2, 20, 20))
+    X = da.from_array(x, chunks=(1, 1, 1, (1, 2, 1, 6, 10)))
+    w = random_array(np.random.default_rng(3), (3, 2, 7, 7))
     for chunks in X.chunks[2:]:
-        plan = plan_axis(chunks, 2, 2, 5, 1, 20)
-        assert min(plan.in_chunks) >= plan.halo == 4, plan
-    out = gpuconv.conv2d(X, w, padding=2)
-    assert out.chunks[2:] == ((6, 4, 4, 4, 2), (6, 14))
-    assert_close(out.compute(), ref.conv2d(X.compute(), w, padding=2), np.float64)
+        plan = plan_axis(chunks, 3, 3, 7, 1, 20, 3)
+        assert plan.depth == (3, 3) and min(plan.in_chunks) >= 3, plan
+    out = gpuconv.conv2d(X, w, padding="same")
+    assert out.chunks[2:] == ((3,) * 5 + (5,), (3, 7, 10))
+    assert_close(out.compute(), ref.conv2d(x, w, padding="same"), np.float64)
 
 
 def test_stride_aligns_chunk_boundaries():
-    """Stride 2 over chunks of 5: each input chunk starts where an output chunk's first window does."""
-    plan = plan_axis((5, 5, 5, 5), 1, 1, 3, 2, 10)
-    assert plan.out_bounds == (0, 3, 6, 8, 10)
-    assert all((b + 1) % 2 == 0 for b in plan.in_bounds[1:-1]) and plan.halo == 1
-    X = da.from_array(np.arange(400.0).reshape(1, 1, 20, 20), chunks=5)
+    """Stride 2: chunks of 6 keep their boundaries (output chunks of 3); chunks of 5 get even ones."""
+    X = da.from_array(np.arange(400.0).reshape(1, 1, 20, 20), chunks=(1, 1, 6, 5))
     out = gpuconv.conv2d(X, np.ones((1, 1, 3, 3)), stride=2, padding=1)
-    assert out.chunks[2:] == ((3, 3, 2, 2), (3, 3, 2, 2))
+    rows, cols = (plan_axis(chunks, 1, 1, 3, 2, 10, 1) for chunks in X.chunks[2:])
+    assert rows.in_chunks == (6, 6, 6, 2) and out.chunks[2] == (3, 3, 3, 1)
+    assert cols.in_bounds == (0, 6, 10, 16, 20) and out.chunks[3] == (3, 2, 3, 2)
+    assert rows.depth == cols.depth == (1, 0)
     assert_close(out.compute(), ref.conv2d(X.compute(), np.ones((1, 1, 3, 3)), stride=2, padding=1), np.float64)
 
 
