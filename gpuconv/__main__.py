@@ -1,4 +1,4 @@
-"""Command line: python -m gpuconv {info,demo,bench,check}."""
+"""Command line: python -m gpuconv {info,demo,bench,check,large}."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +11,8 @@ COMMANDS = {
     "demo": ("gpuconv._demo", "filter an image with a bank of classic kernels, pool, write a PNG grid"),
     "bench": ("gpuconv.benchmark.cli", "benchmark conv2d and pooling against peers"),
     "check": ("gpuconv._check", "compile every kernel and run the parity suite on every backend"),
+    "large": ("gpuconv._large", "filter an image larger than a worker's memory on a local dask cluster, zarr "
+                                "in and out; --scaling 1,2: the 1 vs 2 worker benchmark (extra 'dask')"),
 }
 
 

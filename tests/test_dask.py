@@ -234,7 +234,7 @@ def test_1d_and_scipy_style_ops_random_chunks(seed):
 def cluster_client():
     """Two worker processes, one thread and 1 GiB each, started once for this module."""
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit="1GiB",
-                      dashboard_address=None, silence_logs=logging.WARNING) as cluster, \
+                      dashboard_address=":0", silence_logs=logging.WARNING) as cluster, \
             Client(cluster, set_as_default=False) as client:
         yield client
 
@@ -459,3 +459,37 @@ def test_cupy_chunks_run_on_cuda():
     assert type(out).__module__.startswith("cupy") and type(indices).__module__.startswith("cupy")
     assert_close(out, ref.conv2d(x, w, padding=1, padding_mode="circular"), np.float32)
     assert_same(indices, ref.max_pool2d(x, 3, 2, 1)[1])
+
+
+# ---- python -m gpuconv large -------------------------------------------------------------------------
+def test_large_command_filters_a_zarr_store_on_a_cluster(tmp_path, capsys, cluster_client):
+    """The demo at a small size, on this module's cluster: input generated into the store, the filter
+    bank's output written beside it, equal to the reference convolution of the stored input."""
+    import argparse
+
+    import zarr
+
+    from gpuconv import _large
+    from gpuconv.__main__ import main
+
+    argv = ["--size", "150", "--chunk", "64", "--store", str(tmp_path / "large.zarr")]
+    assert main(["large", *argv, "--scheduler", cluster_client.scheduler.address]) == 0
+    printed = capsys.readouterr().out
+    assert "spot check" in printed and "(ok)" in printed and "peak memory per worker" in printed, printed
+    image = zarr.open_array(str(tmp_path / "large.zarr"), path="input", mode="r")[...]
+    output = zarr.open_array(str(tmp_path / "large.zarr"), path="output", mode="r")
+    assert image.shape == (3, 150, 150) and output.shape == (4, 150, 150) and output.chunks == (4, 64, 64)
+    expected = ref.conv2d(image[None].astype(np.float64), _large.bank(3), padding="same", padding_mode="reflect")
+    assert_close(output[...], expected[0], np.float32, "large: output store against the reference")
+    parser = argparse.ArgumentParser()
+    _large.add_arguments(parser)
+    assert _large._has_input(parser.parse_args(argv)), "an existing input of the same shape is reused"
+    assert not _large._has_input(parser.parse_args([*argv, "--size", "151"]))
+
+
+def test_large_scaling_benchmark_runs(capsys):
+    from gpuconv.__main__ import main
+
+    assert main(["large", "--scaling", "1,2", "--size", "128", "--chunk", "64", "--repeat", "1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
+    assert len(rows) == 2, rows
