@@ -35,8 +35,10 @@ def _dask():
 
 
 def _input(x, name):
-    """x as an array, a dask array left as it is (the 2-D op it reaches takes the dask path)."""
-    return x if is_dask_array(x) else as_array(x, name)
+    """x as an array; a dask array is left as it is (the 2-D op it reaches takes the dask path)."""
+    if is_dask_array(x):
+        return _dask().check_known(x, name)
+    return as_array(x, name)
 
 
 def _empty(x, shape, dtype):

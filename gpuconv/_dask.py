@@ -95,7 +95,7 @@ def avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad, di
 def pad2d(x, padding, mode, value, *, backend):
     """dask.array.pad with gpuconv's checks, modes and dtype: pure data movement, so no backend
     kernel runs; the padding joins the edge chunks (no thin chunks of padding)."""
-    _check_known(x, "x")
+    check_known(x, "x")
     check_ndim(x, "x", (2, 3, 4), "(H, W), (C, H, W) or (N, C, H, W)")
     stand_in = _stand_in(x if x.ndim > 2 else x[None])
     empty = _api.pad2d(stand_in, padding, mode, value, backend=backend)
@@ -210,15 +210,17 @@ def _check_algorithm(backend, algorithm, spec, rows, cols, channel_chunks, batch
 
 # ---- helpers -----------------------------------------------------------------------------------------
 def _batched(x):
-    _check_known(x, "x")
+    check_known(x, "x")
     check_ndim(x, "x", (3, 4), "(N, C, H, W) or unbatched (C, H, W)")
     return (x[None], True) if x.ndim == 3 else (x, False)
 
 
-def _check_known(x, name):
+def check_known(x, name):
+    """x itself, if every chunk's size is known."""
     if any(math.isnan(s) for s in x.shape):
         raise ValueError(f"{name} is a dask array of unknown chunk sizes (shape {x.shape}): gpuconv needs every "
                          f"chunk's size to plan halos; call {name}.compute_chunk_sizes() first")
+    return x
 
 
 def _stand_in(x, whole=False):

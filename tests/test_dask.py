@@ -332,10 +332,12 @@ def unknown_chunks():
     lambda X: gpuconv.avg_pool2d(X, 2),
     lambda X: gpuconv.pad2d(X, 1, "reflect"),
     lambda X: gpuconv.conv1d(X[:, :, 0], np.ones((1, 2, 3), np.float32)),
-], ids=["conv2d", "max_pool2d", "avg_pool2d", "pad2d", "conv1d"])
+    lambda X: gpuconv.max_pool1d(X[:, :, 0], 2),
+    lambda X: gpuconv.correlate2d(X[:, 0, 0], np.ones((3, 3), np.float32)),
+], ids=["conv2d", "max_pool2d", "avg_pool2d", "pad2d", "conv1d", "max_pool1d", "correlate2d"])
 def test_unknown_chunk_sizes_are_a_value_error(op):
     X = unknown_chunks()
-    with pytest.raises(ValueError, match=r"unknown chunk sizes.*compute_chunk_sizes"):
+    with pytest.raises(ValueError, match=r"(x|image) is a dask array of unknown chunk sizes.*compute_chunk_sizes"):
         op(X)
     X.compute_chunk_sizes()
     assert op(X) is not None
