@@ -104,6 +104,11 @@ def conv_transpose2d(x, w, bias=None, stride=1, padding=0, output_padding=0, gro
 
     padding: int, (ph, pw), ((top, bottom), (left, right)), "valid", or "same" (output H*stride).
     Output size: (H-1)*stride - top - bottom + dilation*(KH-1) + output_padding + 1."""
+    if is_dask_array(x):
+        from . import _dask_grad
+
+        return _dask_grad.conv_transpose2d(x, w, bias, stride, padding, output_padding, groups, dilation,
+                                           algorithm=algorithm, backend=backend)
     x = as_array(x, "x")
     w = _on_device_of(x, as_array(w, "w"), "w")
     bias = None if bias is None else _on_device_of(x, as_array(bias, "bias"), "bias")
@@ -131,7 +136,7 @@ def conv_transpose1d(x, w, bias=None, stride=1, padding=0, output_padding=0, gro
     """conv_transpose2d on x (N, C_in, L) or (C_in, L) with w (C_in, C_out/groups, K).
 
     padding: int, (left, right), "valid" or "same"."""
-    x = as_array(x, "x")
+    x = _input(x, "x")
     w = as_array(w, "w")
     check_ndim(x, "x", (2, 3), "(N, C_in, L) or unbatched (C_in, L)")
     check_ndim(w, "w", (3,), "(C_in, C_out/groups, K)")

@@ -23,11 +23,19 @@ import numpy as np
 
 from . import _backward
 from . import _geometry as geometry
-from ._api import _check_algorithm, _on_device_of, _padding_1d, _single
+from ._api import _check_algorithm, _input, _on_device_of, _padding_1d, _single
 from ._validate import as_array, check_bool, check_ndim, result_dtype
+from .backends import is_dask_array
 
 __all__ = ["conv2d_input", "conv2d_weight", "conv2d_bias", "max_pool2d_input", "avg_pool2d_input", "pad2d_input",
            "conv1d_input", "conv1d_weight", "conv1d_bias", "max_pool1d_input", "avg_pool1d_input"]
+
+
+def _dask():
+    """The dask path (gpuconv/_dask_grad.py), imported only when a dask array comes in."""
+    from . import _dask_grad
+
+    return _dask_grad
 
 
 def _shape(value, name: str, lengths: tuple[int, ...], layout: str) -> tuple[int, ...]:
@@ -64,6 +72,9 @@ def _grad_output(grad_output, expected: tuple[int, ...], unbatched: bool, op: st
 def conv2d_input(input_shape, w, grad_output, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", *,
                  algorithm="auto", backend=None):
     """Gradient of conv2d(x, w, ...) with respect to x, for x of input_shape ((N, C, H, W) or (C, H, W))."""
+    if is_dask_array(grad_output):
+        return _dask().conv2d_input(input_shape, w, grad_output, stride, padding, dilation, groups, padding_mode,
+                                    algorithm=algorithm, backend=backend)
     input_shape = _shape(input_shape, "input_shape", (3, 4), "(N, C, H, W) or unbatched (C, H, W)")
     grad_output = as_array(grad_output, "grad_output")
     w = _on_device_of(grad_output, as_array(w, "w"), "w", "grad_output")
@@ -82,6 +93,9 @@ def conv2d_input(input_shape, w, grad_output, stride=1, padding=0, dilation=1, g
 def conv2d_weight(x, weight_shape, grad_output, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", *,
                   algorithm="auto", backend=None):
     """Gradient of conv2d(x, w, ...) with respect to w, for w of weight_shape (F, C/groups, KH, KW)."""
+    if is_dask_array(x) or is_dask_array(grad_output):
+        return _dask().conv2d_weight(x, weight_shape, grad_output, stride, padding, dilation, groups, padding_mode,
+                                     algorithm=algorithm, backend=backend)
     x = as_array(x, "x")
     grad_output = _on_device_of(x, as_array(grad_output, "grad_output"), "grad_output")
     check_ndim(x, "x", (3, 4), "(N, C, H, W) or unbatched (C, H, W)")
@@ -99,7 +113,7 @@ def conv2d_weight(x, weight_shape, grad_output, stride=1, padding=0, dilation=1,
 
 def conv2d_bias(grad_output):
     """Gradient of conv2d(x, w, bias) with respect to bias: grad_output summed over all but the channel axis."""
-    grad_output = as_array(grad_output, "grad_output")
+    grad_output = _input(grad_output, "grad_output")
     check_ndim(grad_output, "grad_output", (3, 4), "(N, F, OH, OW) or unbatched (F, OH, OW)")
     dtype = result_dtype(grad_output)
     axes = (0, 2, 3) if grad_output.ndim == 4 else (1, 2)
@@ -114,6 +128,9 @@ def max_pool2d_input(grad_output, x, kernel_size, stride=None, padding=0, dilati
                      indices=None, backend=None):
     """Gradient of max_pool2d(x, ...) with respect to x. indices: the forward's return_indices
     (int flat index within H*W, -1 for none), or None to find the maxima again."""
+    if is_dask_array(x) or is_dask_array(grad_output) or is_dask_array(indices):
+        return _dask().max_pool2d_input(grad_output, x, kernel_size, stride, padding, dilation, ceil_mode,
+                                        indices=indices, backend=backend)
     x = as_array(x, "x")
     grad_output = _on_device_of(x, as_array(grad_output, "grad_output"), "grad_output")
     check_ndim(x, "x", (3, 4), "(N, C, H, W) or unbatched (C, H, W)")
@@ -146,6 +163,9 @@ def _checked_indices(indices, shape, plane: int):
 def avg_pool2d_input(grad_output, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
                      count_include_pad=True, divisor_override=None, *, backend=None):
     """Gradient of avg_pool2d(x, ...) with respect to x, for x of input_shape."""
+    if is_dask_array(grad_output):
+        return _dask().avg_pool2d_input(grad_output, input_shape, kernel_size, stride, padding, ceil_mode,
+                                        count_include_pad, divisor_override, backend=backend)
     input_shape = _shape(input_shape, "input_shape", (3, 4), "(N, C, H, W) or unbatched (C, H, W)")
     grad_output = as_array(grad_output, "grad_output")
     unbatched = len(input_shape) == 3
@@ -160,6 +180,8 @@ def avg_pool2d_input(grad_output, input_shape, kernel_size, stride=None, padding
 def pad2d_input(grad_output, padding, mode="constant", *, backend=None):
     """Gradient of pad2d(x, padding, mode) with respect to x (any fill value): grad_output cropped,
     and for reflect/replicate/circular the pads' gradients added to the elements they copied."""
+    if is_dask_array(grad_output):
+        return _dask().pad2d_input(grad_output, padding, mode, backend=backend)
     grad_output = as_array(grad_output, "grad_output")
     check_ndim(grad_output, "grad_output", (2, 3, 4), "(H, W), (C, H, W) or (N, C, H, W)")
     if isinstance(padding, str):
@@ -182,7 +204,7 @@ def conv1d_input(input_shape, w, grad_output, stride=1, padding=0, dilation=1, g
                  algorithm="auto", backend=None):
     """Gradient of conv1d(x, w, ...) with respect to x, for x of input_shape ((N, C, L) or (C, L))."""
     input_shape = _shape(input_shape, "input_shape", (2, 3), "(N, C, L) or unbatched (C, L)")
-    w, grad_output = as_array(w, "w"), as_array(grad_output, "grad_output")
+    w, grad_output = as_array(w, "w"), _input(grad_output, "grad_output")
     check_ndim(w, "w", (3,), "(F, C/groups, K)")
     check_ndim(grad_output, "grad_output", (len(input_shape),), "(N, F, OL) or unbatched (F, OL)")
     dx = conv2d_input(input_shape[:-1] + (1, input_shape[-1]), w[:, :, None, :], grad_output[..., None, :],
@@ -194,7 +216,7 @@ def conv1d_input(input_shape, w, grad_output, stride=1, padding=0, dilation=1, g
 def conv1d_weight(x, weight_shape, grad_output, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", *,
                   algorithm="auto", backend=None):
     """Gradient of conv1d(x, w, ...) with respect to w, for w of weight_shape (F, C/groups, K)."""
-    x, grad_output = as_array(x, "x"), as_array(grad_output, "grad_output")
+    x, grad_output = _input(x, "x"), _input(grad_output, "grad_output")
     check_ndim(x, "x", (2, 3), "(N, C, L) or unbatched (C, L)")
     check_ndim(grad_output, "grad_output", (x.ndim,), "(N, F, OL) or unbatched (F, OL)")
     f, cg, k = _shape(weight_shape, "weight_shape", (3,), "(F, C/groups, K)")
@@ -207,7 +229,7 @@ def conv1d_weight(x, weight_shape, grad_output, stride=1, padding=0, dilation=1,
 def conv1d_bias(grad_output):
     """Gradient of conv1d(x, w, bias) with respect to bias: grad_output (N, F, OL) or (F, OL) summed
     over all but the channel axis."""
-    grad_output = as_array(grad_output, "grad_output")
+    grad_output = _input(grad_output, "grad_output")
     check_ndim(grad_output, "grad_output", (2, 3), "(N, F, OL) or unbatched (F, OL)")
     return conv2d_bias(grad_output[..., None, :])
 
@@ -215,11 +237,11 @@ def conv1d_bias(grad_output):
 def max_pool1d_input(grad_output, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *,
                      indices=None, backend=None):
     """Gradient of max_pool1d(x, ...) with respect to x (N, C, L) or (C, L); indices are positions along L."""
-    x, grad_output = as_array(x, "x"), as_array(grad_output, "grad_output")
+    x, grad_output = _input(x, "x"), _input(grad_output, "grad_output")
     check_ndim(x, "x", (2, 3), "(N, C, L) or unbatched (C, L)")
     check_ndim(grad_output, "grad_output", (x.ndim,), "(N, C, OL) or unbatched (C, OL)")
     if indices is not None:
-        indices = as_array(indices, "indices")
+        indices = _input(indices, "indices")
         check_ndim(indices, "indices", (x.ndim,), "grad_output's shape")
         indices = indices[..., None, :]
     dx = max_pool2d_input(grad_output[..., None, :], x[..., None, :], (1, _single(kernel_size, "kernel_size")),
@@ -232,7 +254,7 @@ def avg_pool1d_input(grad_output, input_shape, kernel_size, stride=None, padding
                      count_include_pad=True, *, backend=None):
     """Gradient of avg_pool1d(x, ...) with respect to x, for x of input_shape ((N, C, L) or (C, L))."""
     input_shape = _shape(input_shape, "input_shape", (2, 3), "(N, C, L) or unbatched (C, L)")
-    grad_output = as_array(grad_output, "grad_output")
+    grad_output = _input(grad_output, "grad_output")
     check_ndim(grad_output, "grad_output", (len(input_shape),), "(N, C, OL) or unbatched (C, OL)")
     dx = avg_pool2d_input(grad_output[..., None, :], input_shape[:-1] + (1, input_shape[-1]),
                           (1, _single(kernel_size, "kernel_size")),
