@@ -32,12 +32,14 @@ def conv2d_input(input_shape, w, grad_output, stride, padding, dilation, groups,
     shape = eager._shape(input_shape, "input_shape", (3, 4), "(N, C, H, W) or unbatched (C, H, W)")
     unbatched = len(shape) == 3
     w = as_array(w, "w")
-    g = check_known(grad_output, "grad_output")
-    empty = eager.conv2d_input((0,) + shape[-3:], w, _stand_in(g[None] if unbatched else g), stride, padding,
-                               dilation, groups, padding_mode, algorithm=algorithm, backend=backend)
-    spec = geometry.conv_spec((1,) * unbatched + shape, w.shape, stride, padding, dilation, groups, padding_mode)
-    g4 = eager._grad_output(g, spec.out_shape, unbatched, "conv2d").astype(empty.dtype)
-    dx = _conv_input(g4, w.astype(empty.dtype, copy=False), spec, algorithm, _backend_name(g4, backend))
+    check_ndim(w, "w", (4,), "(F, C/groups, KH, KW)")
+    spec = eager._spec(geometry.conv_spec, "input_shape", (1,) * unbatched + shape, "x", w.shape, stride, padding,
+                       dilation, groups, padding_mode)
+    g4 = eager._grad_output(check_known(grad_output, "grad_output"), spec.out_shape, unbatched, "conv2d")
+    empty = eager.conv2d_input((0,) + shape[-3:], w, _stand_in(g4), stride, padding, dilation, groups, padding_mode,
+                               algorithm=algorithm, backend=backend)
+    dx = _conv_input(g4.astype(empty.dtype), w.astype(empty.dtype, copy=False), spec, algorithm,
+                     _backend_name(g4, backend))
     return dx[0] if unbatched else dx
 
 
@@ -60,11 +62,13 @@ def conv_transpose2d(x, w, bias, stride, padding, output_padding, groups, dilati
 def conv2d_weight(x, weight_shape, grad_output, stride, padding, dilation, groups, padding_mode, *, algorithm,
                   backend):
     x4, unbatched = _batched(_dask(x, "x"), "x")
-    g = check_known(_dask(grad_output, "grad_output"), "grad_output")
-    empty = eager.conv2d_weight(_stand_in(x4), weight_shape, _stand_in(g[None] if unbatched else g), stride,
-                                padding, dilation, groups, padding_mode, algorithm=algorithm, backend=backend)
-    spec = geometry.conv_spec(x4.shape, empty.shape, stride, padding, dilation, groups, padding_mode)
-    g4 = eager._grad_output(g, spec.out_shape, unbatched, "conv2d")
+    weight_shape = eager._shape(weight_shape, "weight_shape", (4,), "(F, C/groups, KH, KW)")
+    spec = eager._spec(lambda shape, *args: geometry.conv_spec(x4.shape, shape, *args), "weight_shape", weight_shape,
+                       "w", stride, padding, dilation, groups, padding_mode)
+    g4 = eager._grad_output(check_known(_dask(grad_output, "grad_output"), "grad_output"), spec.out_shape, unbatched,
+                            "conv2d")
+    empty = eager.conv2d_weight(_stand_in(x4), weight_shape, _stand_in(g4), stride, padding, dilation, groups,
+                                padding_mode, algorithm=algorithm, backend=backend)
     name = _backend_name(x4, backend)
     # float16 partial sums would lose what the eager op keeps: sum in float32, round once
     compute = np.promote_types(empty.dtype, np.float32)
@@ -95,13 +99,13 @@ def max_pool2d_input(grad_output, x, kernel_size, stride, padding, dilation, cei
     x4, unbatched = _batched(_dask(x, "x"), "x")
     g = check_known(_dask(grad_output, "grad_output"), "grad_output")
     idx = None if indices is None else check_known(_dask(indices, "indices"), "indices")
-    empty = eager.max_pool2d_input(_stand_in(g[None] if unbatched else g), _stand_in(x4), kernel_size, stride,
-                                   padding, dilation, ceil_mode, backend=backend,
-                                   indices=None if idx is None else _stand_in(idx[None] if unbatched else idx))
     spec = geometry.pool_spec(x4.shape, kernel_size, stride, padding, dilation, ceil_mode)
-    g4 = eager._grad_output(g, spec.out_shape, unbatched, "max_pool2d").astype(empty.dtype)
+    g4 = eager._grad_output(g, spec.out_shape, unbatched, "max_pool2d")
     if idx is not None and idx.shape != g.shape:
         raise ValueError(f"indices has shape {idx.shape}: expected grad_output's shape {g.shape}")
+    empty = eager.max_pool2d_input(_stand_in(g4), _stand_in(x4), kernel_size, stride, padding, dilation, ceil_mode,
+                                   indices=None if idx is None else _stand_in(g4).astype(idx.dtype), backend=backend)
+    g4 = g4.astype(empty.dtype)
     rows, cols = _grad_plans(spec, g4.chunks[2], g4.chunks[3], spec.kh, spec.kw, spec.pads[::2])
     arrays = [g4, x4.astype(empty.dtype).rechunk({0: g4.chunks[0], 1: g4.chunks[1]})]
     if idx is not None:
@@ -115,12 +119,12 @@ def avg_pool2d_input(grad_output, input_shape, kernel_size, stride, padding, cei
                      divisor_override, *, backend):
     shape = eager._shape(input_shape, "input_shape", (3, 4), "(N, C, H, W) or unbatched (C, H, W)")
     unbatched = len(shape) == 3
-    g = check_known(grad_output, "grad_output")
-    empty = eager.avg_pool2d_input(_stand_in(g[None] if unbatched else g), (0,) + shape[-3:], kernel_size, stride,
-                                   padding, ceil_mode, count_include_pad, divisor_override, backend=backend)
-    spec = geometry.pool_spec((1,) * unbatched + shape, kernel_size, stride, padding, 1, ceil_mode,
-                              count_include_pad, divisor_override)
-    g4 = eager._grad_output(g, spec.out_shape, unbatched, "avg_pool2d").astype(empty.dtype)
+    spec = eager._spec(geometry.pool_spec, "input_shape", (1,) * unbatched + shape, "x", kernel_size, stride, padding,
+                       1, ceil_mode, count_include_pad, divisor_override)
+    g4 = eager._grad_output(check_known(grad_output, "grad_output"), spec.out_shape, unbatched, "avg_pool2d")
+    empty = eager.avg_pool2d_input(_stand_in(g4), (0,) + shape[-3:], kernel_size, stride, padding, ceil_mode,
+                                   count_include_pad, divisor_override, backend=backend)
+    g4 = g4.astype(empty.dtype)
     rows, cols = _grad_plans(spec, g4.chunks[2], g4.chunks[3], spec.kh, spec.kw, spec.pads[::2])
     dx = _grad_blocks(_avg_pool_input_block, [g4], rows, cols, g4.chunks[:2], spec=spec,
                       backend=_backend_name(g4, backend))
@@ -129,7 +133,11 @@ def avg_pool2d_input(grad_output, input_shape, kernel_size, stride, padding, cei
 
 def pad2d_input(grad_output, padding, mode, *, backend):
     g = check_known(grad_output, "grad_output")
-    empty = eager.pad2d_input(_stand_in(g if g.ndim > 2 else g[None]), padding, mode, backend=backend)
+    check_ndim(g, "grad_output", (2, 3, 4), "(H, W), (C, H, W) or (N, C, H, W)")
+    try:
+        empty = eager.pad2d_input(_stand_in(g if g.ndim > 2 else g[None]), padding, mode, backend=backend)
+    except ValueError as exc:  # the stand-in has an empty batch: name grad_output's own shape
+        raise ValueError(str(exc).replace(str((0,) + g.shape[-3 if g.ndim > 2 else -2:]), str(g.shape))) from None
     _backend_name(g, backend)
     return fold_padding(g.astype(empty.dtype), geometry.explicit_pads(padding, (0, 0), (1, 1), (1, 1), (1, 1)), mode)
 

@@ -43,3 +43,16 @@ def grad_backend(backend) -> str:
     if not hasattr(get_backend(backend), "conv2d_input"):
         pytest.skip("CUDA backward kernels not merged yet")
     return backend
+
+
+@pytest.fixture(scope="session")
+def dask_client():
+    """A dask.distributed client of two worker processes (one thread and 1 GiB each), started once."""
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit="1GiB",
+                      dashboard_address=":0", silence_logs=logging.WARNING) as cluster, \
+            Client(cluster, set_as_default=False) as client:
+        yield client
