@@ -26,7 +26,8 @@ _GIB, _MIB = 1 << 30, 1 << 20
 def add_arguments(parser):
     parser.add_argument("--size", type=int, default=16384, help="side of the square image (default 16384)")
     parser.add_argument("--channels", type=int, default=3, help="image channels (default 3)")
-    parser.add_argument("--chunk", type=int, default=1024, help="side of a chunk (default 1024)")
+    parser.add_argument("--chunk", default=None, metavar="ROWS[xCOLS]",
+                        help="chunk shape (default: bands of whole rows, about 1 Mpixel each; see README)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes, one thread each (default 2)")
     parser.add_argument("--memory-limit", default="1GiB", help="memory limit of each worker (default 1GiB)")
     parser.add_argument("--store", type=Path, default=Path("out/large.zarr"),
@@ -57,7 +58,7 @@ def local_cluster(workers: int, memory_limit):
     from distributed import Client, LocalCluster
 
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit,
-                      dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
+                      dashboard_address=":0", silence_logs=logging.CRITICAL) as cluster, \
             Client(cluster, set_as_default=False) as client:
         client.run(set_num_threads, 1)
         yield client
@@ -82,13 +83,29 @@ def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def synthetic_image(size: int, channels: int, chunk: int):
+def chunk_shape(spec, size: int) -> tuple[int, int]:
+    """(rows, cols) of a chunk: "ROWS" or "ROWSxCOLS"; by default bands of whole rows of about 1
+    Mpixel. Whole rows make each chunk's halo come from the bands above and below only, so a
+    worker holds a few bands at a time; 2-D tiles make it hold about a row of tiles."""
+    if spec is None:
+        return max(1, (1 << 20) // size), size
+    try:
+        rows, _, cols = str(spec).partition("x")
+        shape = int(rows), int(cols) if cols else size
+    except ValueError:
+        raise SystemExit(f"--chunk={spec!r}: expected ROWS or ROWSxCOLS, e.g. 64 or 1024x1024") from None
+    if min(shape) < 1:
+        raise SystemExit(f"--chunk={spec!r}: rows and columns must be >= 1")
+    return shape
+
+
+def synthetic_image(size: int, channels: int, chunk: tuple[int, int]):
     """(channels, size, size) float32 in [0, 1], generated chunk by chunk where it is computed: colour
     gradients, a disc, a square and stripes (the `demo` image at any size)."""
     import dask.array as da
 
     return da.map_blocks(_image_block, size=size, channels=channels, dtype=np.float32,
-                         chunks=((channels,), _split(size, chunk), _split(size, chunk)),
+                         chunks=((channels,), _split(size, chunk[0]), _split(size, chunk[1])),
                          meta=np.empty((0, 0, 0), np.float32))
 
 
@@ -129,15 +146,15 @@ def run(args) -> int:
     import dask.array as da
     from distributed import progress
 
-    weights = bank(args.channels)
+    weights, chunk = bank(args.channels), chunk_shape(args.chunk, args.size)
     image_bytes = args.channels * args.size ** 2 * 4
     print(f"image ({args.channels}, {args.size}, {args.size}) float32 = {image_bytes / _GIB:.2f} GiB in chunks of "
-          f"{args.chunk}x{args.chunk}; filter bank {weights.shape} ({', '.join(FILTERS)}), 'same', reflect")
+          f"{chunk[0]}x{chunk[1]}; filter bank {weights.shape} ({', '.join(FILTERS)}), 'same', reflect")
     store = str(args.store)
     with _cluster(args) as client:
         if not _has_input(args):
             print(f"writing the input image to {store} (component 'input')")
-            _run(client, da.to_zarr(synthetic_image(args.size, args.channels, args.chunk), store,
+            _run(client, da.to_zarr(synthetic_image(args.size, args.channels, chunk), store,
                                     component="input", mode="w", compute=False), progress)
         x = da.from_zarr(store, component="input")
         y = filter_image(x, weights, args.backend)
@@ -162,7 +179,8 @@ def _has_input(args) -> bool:
         existing = zarr.open_array(str(args.store), path="input", mode="r")
     except Exception:  # no store, no array or another format: generate it
         return False
-    return existing.shape == (args.channels, args.size, args.size) and existing.chunks[1:] == (args.chunk,) * 2
+    return (existing.shape == (args.channels, args.size, args.size)
+            and existing.chunks[1:] == chunk_shape(args.chunk, args.size))
 
 
 def _run(client, delayed, progress):
@@ -201,15 +219,15 @@ def scaling(args) -> int:
     import dask
 
     counts = [int(n) for n in args.scaling.split(",")]
-    weights = bank(args.channels)
+    weights, chunk = bank(args.channels), chunk_shape(args.chunk, args.size)
     flops = 2 * weights.size * args.size ** 2
     print(f"conv2d of a ({args.channels}, {args.size}, {args.size}) float32 image "
-          f"({args.channels * args.size ** 2 * 4 / _GIB:.2f} GiB, chunks {args.chunk}x{args.chunk}) with a "
+          f"({args.channels * args.size ** 2 * 4 / _GIB:.2f} GiB, chunks {chunk[0]}x{chunk[1]}) with a "
           f"{weights.shape} bank, 'same' reflect; image generated on the workers, result summed there; "
           f"{args.repeat} interleaved rounds; workers: 1 thread each, memory limit {args.memory_limit}")
-    filtered = filter_image(synthetic_image(args.size, args.channels, args.chunk), weights, args.backend)
+    filtered = filter_image(synthetic_image(args.size, args.channels, chunk), weights, args.backend)
     total = filtered.sum()
-    warm = filter_image(synthetic_image(2 * args.chunk, args.channels, args.chunk), weights, args.backend).sum()
+    warm = filter_image(synthetic_image(256, args.channels, (64, 64)), weights, args.backend).sum()
     # control: independent NumPy work, one task per chunk: what the cores give 1 vs n processes right now
     control = dask.delayed(sum)([dask.delayed(_matmuls)(i) for i in range(filtered.npartitions)])
     times = {n: [] for n in counts}

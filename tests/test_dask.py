@@ -273,24 +273,26 @@ def test_large_command_filters_a_zarr_store_on_a_cluster(tmp_path, capsys, dask_
     from gpuconv import _large
     from gpuconv.__main__ import main
 
-    argv = ["--size", "150", "--chunk", "64", "--store", str(tmp_path / "large.zarr")]
+    argv = ["--size", "150", "--chunk", "64x48", "--store", str(tmp_path / "large.zarr")]
     assert main(["large", *argv, "--scheduler", dask_client.scheduler.address]) == 0
     printed = capsys.readouterr().out
     assert "spot check" in printed and "(ok)" in printed and "peak memory per worker" in printed, printed
     image = zarr.open_array(str(tmp_path / "large.zarr"), path="input", mode="r")[...]
     output = zarr.open_array(str(tmp_path / "large.zarr"), path="output", mode="r")
-    assert image.shape == (3, 150, 150) and output.shape == (4, 150, 150) and output.chunks == (4, 64, 64)
+    assert image.shape == (3, 150, 150) and output.shape == (4, 150, 150) and output.chunks == (4, 64, 48)
     expected = ref.conv2d(image[None].astype(np.float64), _large.bank(3), padding="same", padding_mode="reflect")
     assert_close(output[...], expected[0], np.float32, "large: output store against the reference")
     parser = argparse.ArgumentParser()
     _large.add_arguments(parser)
     assert _large._has_input(parser.parse_args(argv)), "an existing input of the same shape is reused"
     assert not _large._has_input(parser.parse_args([*argv, "--size", "151"]))
+    assert not _large._has_input(parser.parse_args([*argv, "--chunk", "64"]))
+    assert _large.chunk_shape(None, 4096) == (256, 4096) and _large.chunk_shape("7", 100) == (7, 100)
 
 
 def test_large_scaling_benchmark_runs(capsys):
     from gpuconv.__main__ import main
 
-    assert main(["large", "--scaling", "1,2", "--size", "128", "--chunk", "64", "--repeat", "1"]) == 0
+    assert main(["large", "--scaling", "1,2", "--size", "128", "--repeat", "1"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
     assert len(rows) == 2, rows
