@@ -5,7 +5,7 @@ empty batch (same channels, height and width, same array type), which validates 
 and gives the result's dtype without computing anything. Then:
 
 - spatial axes: output chunks follow x's chunks, moved to stride-aligned boundaries; each output
-  chunk's block carries the halo it needs from the next block (_dask_plan), through
+  chunk's block carries what its windows read of the neighbouring blocks (_dask_plan), through
   dask.array.map_overlap, and runs the backend on a per-chunk spec whose pads are the global ones
   where the chunk touches a global edge and none elsewhere. conv2d's reflect, replicate and
   circular modes pad the whole array once (dask.array.pad) and then convolve without padding.
@@ -23,7 +23,7 @@ import dask.array as da
 import numpy as np
 from dask.array.utils import meta_from_array
 
-from . import _api
+from . import _api, _backward
 from . import _geometry as geometry
 from ._dask_plan import AxisPlan, group_chunks, plan_axis
 from ._validate import as_array, check_ndim
@@ -48,11 +48,12 @@ def conv2d(x, w, bias, stride, padding, dilation, groups, padding_mode, *, algor
     x4, dtype = x4.astype(empty.dtype), empty.dtype
     w, bias = w.astype(dtype, copy=False), None if bias is None else bias.astype(dtype, copy=False)
     row_chunks, col_chunks, offsets = x4.chunks[2], x4.chunks[3], spec.pads[::2]
-    if spec.padding_mode != "zeros":  # pad the whole array once, then convolve without padding
+    padded = _backward.backend_spec(spec)  # reflect/replicate/circular: the conv of the padded input
+    if padded.pads != spec.pads:  # pad the whole array once, then convolve without padding
         t, b, l, r = spec.pads
         x4 = global_pad(x4, spec.pads, spec.padding_mode)
         row_chunks, col_chunks = _grow_edges(row_chunks, t, b), _grow_edges(col_chunks, l, r)
-        spec = dataclasses.replace(spec, h=x4.shape[2], w=x4.shape[3], pads=(0, 0, 0, 0), padding_mode="zeros")
+    spec = padded
     rows, cols = _spatial_plans(spec, row_chunks, col_chunks, spec.kh, spec.kw, offsets)
     cg, fg = spec.c // spec.groups, spec.f // spec.groups
     channel_chunks = group_chunks(x4.chunks[1], cg)

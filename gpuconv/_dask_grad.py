@@ -75,7 +75,7 @@ def conv2d_weight(x, weight_shape, grad_output, stride, padding, dilation, group
     x4, g4 = x4.astype(compute), g4.astype(compute)
     row_chunks, col_chunks, offsets = x4.chunks[2], x4.chunks[3], spec.pads[::2]
     bspec = _backward.backend_spec(spec)
-    if bspec.pads != spec.pads:  # reflect/replicate/circular: the conv over the padded input
+    if bspec.pads != spec.pads:  # reflect/replicate/circular: the conv of the padded input
         t, b, l, r = spec.pads
         x4 = global_pad(x4, spec.pads, spec.padding_mode)
         row_chunks, col_chunks = _grow_edges(row_chunks, t, b), _grow_edges(col_chunks, l, r)

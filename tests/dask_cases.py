@@ -6,6 +6,7 @@ from __future__ import annotations
 import dask
 import dask.array as da
 import numpy as np
+import pytest
 
 import gpuconv
 import reference as ref
@@ -133,12 +134,17 @@ def pool_case(seed, most=5):
     return (values, indices, plain, avg), check
 
 
-def pad_case(seed, most=5):
+def draw_pad(seed):
+    """(rng, mode, shape, pads): a 2-D to 4-D shape and the largest pads the mode allows, or up to 8."""
     rng = np.random.default_rng(seed)
     mode = str(rng.choice(PAD_MODES))
     shape = tuple(int(s) for s in rng.integers(1, 4, rng.integers(0, 3))) + tuple(int(s) for s in rng.integers(4, 20, 2))
     limit = {"reflect": min(shape[-2:]) - 1, "circular": min(shape[-2:])}.get(mode, 8)
-    pads = tuple(tuple(int(p) for p in rng.integers(0, limit + 1, 2)) for _ in range(2))
+    return rng, mode, shape, tuple(tuple(int(p) for p in rng.integers(0, limit + 1, 2)) for _ in range(2))
+
+
+def pad_case(seed, most=5):
+    rng, mode, shape, pads = draw_pad(seed)
     value = 2.5 if mode == "constant" else 0.0
     x = random_array(rng, shape, np.float32)
     X = chunked(rng, x, most)
@@ -184,6 +190,12 @@ def other_case(seed, most=5):
             else:
                 assert_same(got, want, want.dtype, f"{what} {name}")
     return ops(S, I), check
+
+
+def seeded(*builders_and_seeds):
+    """pytest params (build, seed) for every seed of every builder, with ids like conv_case-1003."""
+    return [pytest.param(build, seed, id=f"{build.__name__}-{seed}") for build, seeds in builders_and_seeds
+            for seed in seeds]
 
 
 def run_cases(scheduler, cases):

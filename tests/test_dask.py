@@ -13,29 +13,15 @@ import pytest
 import gpuconv
 import reference as ref
 from dask_cases import (CONV_SEEDS, OTHER_SEEDS, PAD_SEEDS, PADDING_MODES, POOL_SEEDS, chunked, conv_case, other_case,
-                        pad_case, pool_case, run_cases)
+                        pad_case, pool_case, run_cases, seeded)
 from gpuconv._dask_plan import plan_axis
 from support import as_reference_input, assert_close, assert_same, random_array
 
 
-@pytest.mark.parametrize("seed", CONV_SEEDS)
-def test_conv2d_random_chunks_match_the_reference(seed):
-    run_cases("threads", [conv_case(seed)])
-
-
-@pytest.mark.parametrize("seed", POOL_SEEDS)
-def test_pooling_random_chunks_match_the_reference(seed):
-    run_cases("threads", [pool_case(seed)])
-
-
-@pytest.mark.parametrize("seed", PAD_SEEDS)
-def test_pad2d_random_chunks_match_the_reference(seed):
-    run_cases("threads", [pad_case(seed)])
-
-
-@pytest.mark.parametrize("seed", OTHER_SEEDS)
-def test_1d_and_scipy_style_ops_random_chunks(seed):
-    run_cases("threads", [other_case(seed)])
+@pytest.mark.parametrize("build, seed", seeded((conv_case, CONV_SEEDS), (pool_case, POOL_SEEDS), (pad_case, PAD_SEEDS),
+                                                 (other_case, OTHER_SEEDS)))
+def test_random_chunks_match_the_reference(build, seed):
+    run_cases("threads", [build(seed)])
 
 
 def test_random_cases_on_a_cluster_of_two_worker_processes(dask_client):

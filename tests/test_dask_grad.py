@@ -8,7 +8,8 @@ import pytest
 
 import gpuconv
 import reference as ref
-from dask_cases import PAD_MODES, chunked, draw_conv, draw_pool, draw_valid, eager_conv, eager_pool, run_cases
+from dask_cases import (chunked, draw_conv, draw_pad, draw_pool, draw_valid, eager_conv, eager_pool, run_cases,
+                        seeded)
 from gpuconv import grad
 from support import as_reference_input, assert_close, random_array
 
@@ -67,11 +68,7 @@ def pool_grad_case(seed, most=5):
 
 
 def pad_grad_case(seed, most=5):
-    rng = np.random.default_rng(seed)
-    mode = str(rng.choice(PAD_MODES))
-    shape = tuple(int(s) for s in rng.integers(1, 4, rng.integers(0, 3))) + tuple(int(s) for s in rng.integers(4, 16, 2))
-    limit = {"reflect": min(shape[-2:]) - 1, "circular": min(shape[-2:])}.get(mode, 6)
-    pads = tuple(tuple(int(p) for p in rng.integers(0, limit + 1, 2)) for _ in range(2))
+    rng, mode, shape, pads = draw_pad(seed)
     g = random_array(rng, shape[:-2] + (shape[-2] + sum(pads[0]), shape[-1] + sum(pads[1])), np.float32)
     G = chunked(rng, g, most)
     out = grad.pad2d_input(G, pads, mode)
@@ -118,24 +115,10 @@ def transpose_case(seed, most=5):
     return (out,), check
 
 
-@pytest.mark.parametrize("seed", CONV_SEEDS)
-def test_conv2d_gradients_random_chunks_match_the_reference(seed):
-    run_cases("threads", [conv_grad_case(seed)])
-
-
-@pytest.mark.parametrize("seed", POOL_SEEDS)
-def test_pooling_gradients_random_chunks_match_the_reference(seed):
-    run_cases("threads", [pool_grad_case(seed)])
-
-
-@pytest.mark.parametrize("seed", PAD_SEEDS)
-def test_pad2d_input_random_chunks_matches_the_reference(seed):
-    run_cases("threads", [pad_grad_case(seed)])
-
-
-@pytest.mark.parametrize("seed", TRANSPOSE_SEEDS)
-def test_conv_transpose2d_random_chunks_matches_the_reference(seed):
-    run_cases("threads", [transpose_case(seed)])
+@pytest.mark.parametrize("build, seed", seeded((conv_grad_case, CONV_SEEDS), (pool_grad_case, POOL_SEEDS),
+                                                 (pad_grad_case, PAD_SEEDS), (transpose_case, TRANSPOSE_SEEDS)))
+def test_random_chunks_match_the_reference(build, seed):
+    run_cases("threads", [build(seed)])
 
 
 def test_gradients_on_a_cluster_of_two_worker_processes(dask_client):
