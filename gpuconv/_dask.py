@@ -23,10 +23,10 @@ import dask.array as da
 import numpy as np
 from dask.array.utils import meta_from_array
 
-from . import _api, _backward
+from . import _api, _backward, _precision, _signal
 from . import _geometry as geometry
 from ._dask_plan import AxisPlan, group_chunks, plan_axis
-from ._validate import as_array, check_ndim
+from ._validate import array_module, as_array, check_ndim
 from .backends import get_backend, is_cupy_array, requested_backend
 
 # pad2d's and conv2d's mode names -> numpy.pad's
@@ -34,19 +34,18 @@ _NUMPY_PAD_MODES = {"constant": "constant", "zeros": "constant", "reflect": "ref
                     "circular": "wrap"}
 
 
-# ---- public ops ------------------------------------------------------------------------------------
-def conv2d(x, w, bias, stride, padding, dilation, groups, padding_mode, *, algorithm, backend):
+# ---- the ops (called by _api's shared functions: arrays in a 2-D layout, ndim=1 for a 1-D op's) -----
+def conv(x, w, bias, stride, padding, dilation, groups, padding_mode, algorithm, precision, backend, ndim):
     x4, unbatched = _batched(x)
-    w = as_array(w, "w")
-    bias = None if bias is None else as_array(bias, "bias")
-    empty = _api.conv2d(_stand_in(x4), w, bias, stride, padding, dilation, groups, padding_mode,
-                        algorithm=algorithm, backend=backend)
+    empty = _api._conv(_stand_in(x4), w, bias, stride, padding, dilation, groups, padding_mode, algorithm, precision,
+                       backend, ndim)
     if x4.size == 0:
         return _unbatch(_from_eager(empty), unbatched)
-    name = _backend_name(x4, backend)
-    spec = geometry.conv_spec(x4.shape, w.shape, stride, padding, dilation, groups, padding_mode)
-    x4, dtype = x4.astype(empty.dtype), empty.dtype
-    w, bias = w.astype(dtype, copy=False), None if bias is None else bias.astype(dtype, copy=False)
+    name, precision = _backend_name(x4, backend), _precision.resolve(precision)
+    w = as_array(w, "w").astype(empty.dtype, copy=False)
+    bias = None if bias is None else as_array(bias, "bias").astype(empty.dtype, copy=False)
+    spec = geometry.conv_spec(x4.shape, w.shape, stride, padding, dilation, groups, padding_mode, ndim)
+    x4 = x4.astype(empty.dtype)
     row_chunks, col_chunks, offsets = x4.chunks[2], x4.chunks[3], spec.pads[::2]
     padded = _backward.backend_spec(spec)  # reflect/replicate/circular: the conv of the padded input
     if padded.pads != spec.pads:  # pad the whole array once, then convolve without padding
@@ -62,34 +61,34 @@ def conv2d(x, w, bias, stride, padding, dilation, groups, padding_mode, *, algor
         _conv_block, x4.rechunk({1: channel_chunks, 2: rows.in_chunks, 3: cols.in_chunks}),
         **_overlap(rows, cols),
         chunks=(x4.chunks[0], tuple(c // cg * fg for c in channel_chunks), rows.out_chunks, cols.out_chunks),
-        meta=meta_from_array(x4, ndim=4, dtype=dtype),
+        meta=meta_from_array(x4, ndim=4, dtype=empty.dtype),
         w=w, bias=bias, spec=spec, rows=rows, cols=cols, channel_bounds=_bounds(channel_chunks),
-        backend=name, algorithm=algorithm)
+        backend=name, algorithm=algorithm, precision=precision)
     return _unbatch(out, unbatched)
 
 
-def max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices, *, backend):
+def max_pool(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices, backend, ndim):
     x4, unbatched = _batched(x)
-    empty = _api.max_pool2d(_stand_in(x4), kernel_size, stride, padding, dilation, ceil_mode, return_indices,
-                            backend=backend)
+    empty = _api._max_pool(_stand_in(x4), kernel_size, stride, padding, dilation, ceil_mode, return_indices, backend,
+                           ndim)
     if x4.size == 0:
         result = tuple(map(_from_eager, empty)) if return_indices else _from_eager(empty)
     else:
-        spec = geometry.pool_spec(x4.shape, kernel_size, stride, padding, dilation, ceil_mode)
+        spec = geometry.pool_spec(x4.shape, kernel_size, stride, padding, dilation, ceil_mode, ndim=ndim)
         result = _pool(x4, spec, "max_indices" if return_indices else "max", _backend_name(x4, backend))
     if return_indices:
         return tuple(_unbatch(r, unbatched) for r in result)
     return _unbatch(result, unbatched)
 
 
-def avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, *, backend):
+def avg_pool(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, backend, ndim):
     x4, unbatched = _batched(x)
-    empty = _api.avg_pool2d(_stand_in(x4), kernel_size, stride, padding, ceil_mode, count_include_pad,
-                            divisor_override, backend=backend)
+    empty = _api._avg_pool(_stand_in(x4), kernel_size, stride, padding, ceil_mode, count_include_pad,
+                           divisor_override, backend, ndim)
     if x4.size == 0:
         return _unbatch(_from_eager(empty), unbatched)
     spec = geometry.pool_spec(x4.shape, kernel_size, stride, padding, 1, ceil_mode, count_include_pad,
-                              divisor_override)
+                              divisor_override, ndim)
     return _unbatch(_pool(x4.astype(empty.dtype), spec, "avg", _backend_name(x4, backend)), unbatched)
 
 
@@ -98,8 +97,7 @@ def pad2d(x, padding, mode, value, *, backend):
     kernel runs; the padding joins the edge chunks (no thin chunks of padding)."""
     check_known(x, "x")
     check_ndim(x, "x", (2, 3, 4), "(H, W), (C, H, W) or (N, C, H, W)")
-    stand_in = _stand_in(x if x.ndim > 2 else x[None])
-    empty = _api.pad2d(stand_in, padding, mode, value, backend=backend)
+    empty = _api.pad2d(_stand_in(x if x.ndim > 2 else x[None]), padding, mode, value, backend=backend)
     if x.size == 0:
         return _from_eager(_api.pad2d(_stand_in(x, whole=True), padding, mode, value, backend=backend))
     _backend_name(x, backend)
@@ -109,15 +107,29 @@ def pad2d(x, padding, mode, value, *, backend):
     return out.rechunk({x.ndim - 2: _grow_edges(x.chunks[-2], t, b), x.ndim - 1: _grow_edges(x.chunks[-1], l, r)})
 
 
+def correlate(image, kernel, mode, boundary, fillvalue, backend, flip):
+    """scipy.signal's correlate2d / convolve2d: the image padded once by its boundary rule (its
+    rows and columns gathered by _signal's own index maps), then a 'valid' conv2d."""
+    check_known(image, "image")
+    kernel = _api._on_device_of(image._meta, as_array(kernel, "kernel"), "kernel")
+    layout = _signal.plan(image, kernel, mode, boundary, fillvalue, flip)
+    padded = image.astype(layout.dtype)[layout.rows.clip(0)][:, layout.cols.clip(0)]
+    fill = np.asarray(layout.fillvalue, layout.dtype)
+    for outside in ((layout.rows < 0)[:, None], (layout.cols < 0)[None, :]):  # (H, 1) and (1, W): no full mask
+        if outside.any():
+            padded = da.where(outside, fill, padded)
+    return conv(padded[None, None], layout.weights, None, 1, 0, 1, 1, "zeros", "auto", None, backend, 2)[0, 0]
+
+
 # ---- chunk work (runs on the workers; module-level functions so that they pickle) --------------------
-def _conv_block(block, *, w, bias, spec, rows, cols, channel_bounds, backend, algorithm, block_id):
+def _conv_block(block, *, w, bias, spec, rows, cols, channel_bounds, backend, algorithm, precision, block_id):
     x, local = _local(block, spec, rows, cols, block_id)
     cg, fg = spec.c // spec.groups, spec.f // spec.groups
     g0, g1 = channel_bounds[block_id[1]] // cg, channel_bounds[block_id[1] + 1] // cg
     local = dataclasses.replace(local, f=(g1 - g0) * fg, groups=g1 - g0)
     w = _api._on_device_of(x, w[g0 * fg:g1 * fg], "w")
     bias = None if bias is None else _api._on_device_of(x, bias[g0 * fg:g1 * fg], "bias")
-    return get_backend(backend).conv2d(x, w, bias, local, algorithm)
+    return get_backend(backend).conv2d(x, w, bias, local, algorithm, precision=precision)
 
 
 def _pool_block(block, *, op, spec, rows, cols, backend, block_id):
@@ -131,10 +143,10 @@ def _pool_block(block, *, op, spec, rows, cols, backend, block_id):
     # local flat index in the chunk's window -> flat index in the whole H*W plane (-1 stays -1)
     row0, col0 = rows.window(block_id[-2]).origin, cols.window(block_id[-1]).origin
     r, c = divmod(indices, local.w)
-    indices = _api._array_module(indices).where(indices < 0, -1, (r + row0) * spec.w + (c + col0))
+    indices = array_module(indices).where(indices < 0, -1, (r + row0) * spec.w + (c + col0))
     # one block carries both results (int64 indices < 2**53 are exact in float64), so the window
     # pass runs once; _pool splits them again
-    return _api._array_module(values).stack([values.astype(np.float64), indices.astype(np.float64)])
+    return array_module(values).stack([values.astype(np.float64), indices.astype(np.float64)])
 
 
 def _local(block, spec, rows: AxisPlan, cols: AxisPlan, block_id):

@@ -22,53 +22,45 @@ from . import _geometry as geometry
 from ._dask import (_backend_name, _bounds, _grow_edges, _local, _spatial_plans, _stand_in, check_known,
                     global_pad)
 from ._dask_plan import AxisPlan, group_chunks, plan_grad_axis
-from ._validate import as_array, check_ndim
+from ._validate import array_module, as_array, check_bool, check_ndim
 from .backends import get_backend, is_dask_array
 
 
-# ---- public ops ------------------------------------------------------------------------------------
-def conv2d_input(input_shape, w, grad_output, stride, padding, dilation, groups, padding_mode, *, algorithm,
-                 backend):
-    shape = eager._shape(input_shape, "input_shape", (3, 4), "(N, C, H, W) or unbatched (C, H, W)")
-    unbatched = len(shape) == 3
-    w = as_array(w, "w")
-    check_ndim(w, "w", (4,), "(F, C/groups, KH, KW)")
-    spec = eager._spec(geometry.conv_spec, "input_shape", (1,) * unbatched + shape, "x", w.shape, stride, padding,
-                       dilation, groups, padding_mode)
-    g4 = eager._grad_output(check_known(grad_output, "grad_output"), spec.out_shape, unbatched, "conv2d")
-    empty = eager.conv2d_input((0,) + shape[-3:], w, _stand_in(g4), stride, padding, dilation, groups, padding_mode,
-                               algorithm=algorithm, backend=backend)
-    dx = _conv_input(g4.astype(empty.dtype), w.astype(empty.dtype, copy=False), spec, algorithm,
-                     _backend_name(g4, backend))
+# ---- the ops (called by gpuconv.grad's and _api's shared functions: 2-D layout, ndim=1 for 1-D ops) ----
+def conv_input(input_shape, w, grad_output, stride, padding, dilation, groups, padding_mode, algorithm, backend,
+               ndim):
+    unbatched = len(input_shape) == 3
+    spec = eager._spec(lambda shape: geometry.conv_spec(shape, w.shape, stride, padding, dilation, groups,
+                                                        padding_mode, ndim), "input_shape", (1,) * unbatched + input_shape,
+                       "x")
+    g4 = eager._grad_output(check_known(grad_output, "grad_output"), spec.out_shape, unbatched, _op("conv", ndim), ndim)
+    empty = eager._conv_input((0,) + input_shape[-3:], w, _stand_in(g4), stride, padding, dilation, groups,
+                              padding_mode, algorithm, backend, ndim)
+    dx = _conv_input(g4, w, spec, empty.dtype, algorithm, _backend_name(g4, backend))
     return dx[0] if unbatched else dx
 
 
-def conv_transpose2d(x, w, bias, stride, padding, output_padding, groups, dilation, *, algorithm, backend):
+def conv_transpose(x, w, bias, stride, padding, output_padding, groups, dilation, algorithm, backend, ndim):
     x4, unbatched = _batched(x, "x")
-    w = as_array(w, "w")
-    bias = None if bias is None else as_array(bias, "bias")
-    empty = _api.conv_transpose2d(_stand_in(x4), w, bias, stride, padding, output_padding, groups, dilation,
-                                  algorithm=algorithm, backend=backend)
-    spec = geometry.conv_transpose_spec(x4.shape, w.shape, stride, padding, output_padding, groups, dilation)
-    x4 = x4.astype(empty.dtype)
+    empty = _api._conv_transpose(_stand_in(x4), w, bias, stride, padding, output_padding, groups, dilation, algorithm,
+                                 backend, ndim)
+    spec = geometry.conv_transpose_spec(x4.shape, w.shape, stride, padding, output_padding, groups, dilation, ndim)
     if (spec.oh, spec.ow) != x4.shape[2:]:  # output_padding >= stride: rows no input element reaches
         x4 = global_pad(x4, (0, spec.oh - x4.shape[2], 0, spec.ow - x4.shape[3]), "constant")
-    out = _conv_input(x4, w.astype(empty.dtype, copy=False), spec, algorithm, _backend_name(x4, backend))
-    if bias is not None:
-        out = out + _api._on_device_of(x4._meta, bias.astype(empty.dtype, copy=False), "bias")[:, None, None]
+    bias = None if bias is None else _api._on_device_of(x4._meta, as_array(bias, "bias"), "bias")
+    out = _conv_input(x4, as_array(w, "w"), spec, empty.dtype, algorithm, _backend_name(x4, backend), bias)
     return out[0] if unbatched else out
 
 
-def conv2d_weight(x, weight_shape, grad_output, stride, padding, dilation, groups, padding_mode, *, algorithm,
-                  backend):
+def conv_weight(x, weight_shape, grad_output, stride, padding, dilation, groups, padding_mode, algorithm, backend,
+                ndim):
     x4, unbatched = _batched(_dask(x, "x"), "x")
-    weight_shape = eager._shape(weight_shape, "weight_shape", (4,), "(F, C/groups, KH, KW)")
-    spec = eager._spec(lambda shape, *args: geometry.conv_spec(x4.shape, shape, *args), "weight_shape", weight_shape,
-                       "w", stride, padding, dilation, groups, padding_mode)
+    spec = eager._spec(lambda shape: geometry.conv_spec(x4.shape, shape, stride, padding, dilation, groups,
+                                                        padding_mode, ndim), "weight_shape", weight_shape, "w")
     g4 = eager._grad_output(check_known(_dask(grad_output, "grad_output"), "grad_output"), spec.out_shape, unbatched,
-                            "conv2d")
-    empty = eager.conv2d_weight(_stand_in(x4), weight_shape, _stand_in(g4), stride, padding, dilation, groups,
-                                padding_mode, algorithm=algorithm, backend=backend)
+                            _op("conv", ndim), ndim)
+    empty = eager._conv_weight(_stand_in(x4), weight_shape, _stand_in(g4), stride, padding, dilation, groups,
+                               padding_mode, algorithm, backend, ndim)
     name = _backend_name(x4, backend)
     # float16 partial sums would lose what the eager op keeps: sum in float32, round once
     compute = np.promote_types(empty.dtype, np.float32)
@@ -95,16 +87,17 @@ def conv2d_weight(x, weight_shape, grad_output, stride, padding, dilation, group
     return parts.sum(axis=(0, 3, 4)).reshape(empty.shape).astype(empty.dtype)
 
 
-def max_pool2d_input(grad_output, x, kernel_size, stride, padding, dilation, ceil_mode, *, indices, backend):
+def max_pool_input(grad_output, x, kernel_size, stride, padding, dilation, ceil_mode, indices, backend, ndim):
     x4, unbatched = _batched(_dask(x, "x"), "x")
     g = check_known(_dask(grad_output, "grad_output"), "grad_output")
     idx = None if indices is None else check_known(_dask(indices, "indices"), "indices")
-    spec = geometry.pool_spec(x4.shape, kernel_size, stride, padding, dilation, ceil_mode)
-    g4 = eager._grad_output(g, spec.out_shape, unbatched, "max_pool2d")
+    spec = geometry.pool_spec(x4.shape, kernel_size, stride, padding, dilation, check_bool(ceil_mode, "ceil_mode"),
+                              ndim=ndim)
+    g4 = eager._grad_output(g, spec.out_shape, unbatched, _op("max_pool", ndim), ndim)
     if idx is not None and idx.shape != g.shape:
         raise ValueError(f"indices has shape {idx.shape}: expected grad_output's shape {g.shape}")
-    empty = eager.max_pool2d_input(_stand_in(g4), _stand_in(x4), kernel_size, stride, padding, dilation, ceil_mode,
-                                   indices=None if idx is None else _stand_in(g4).astype(idx.dtype), backend=backend)
+    empty = eager._max_pool_input(_stand_in(g4), _stand_in(x4), kernel_size, stride, padding, dilation, ceil_mode,
+                                  None if idx is None else _stand_in(g4).astype(idx.dtype), backend, ndim)
     g4 = g4.astype(empty.dtype)
     rows, cols = _grad_plans(spec, g4.chunks[2], g4.chunks[3], spec.kh, spec.kw, spec.pads[::2])
     arrays = [g4, x4.astype(empty.dtype).rechunk({0: g4.chunks[0], 1: g4.chunks[1]})]
@@ -115,15 +108,18 @@ def max_pool2d_input(grad_output, x, kernel_size, stride, padding, dilation, cei
     return dx[0] if unbatched else dx
 
 
-def avg_pool2d_input(grad_output, input_shape, kernel_size, stride, padding, ceil_mode, count_include_pad,
-                     divisor_override, *, backend):
-    shape = eager._shape(input_shape, "input_shape", (3, 4), "(N, C, H, W) or unbatched (C, H, W)")
-    unbatched = len(shape) == 3
-    spec = eager._spec(geometry.pool_spec, "input_shape", (1,) * unbatched + shape, "x", kernel_size, stride, padding,
-                       1, ceil_mode, count_include_pad, divisor_override)
-    g4 = eager._grad_output(check_known(grad_output, "grad_output"), spec.out_shape, unbatched, "avg_pool2d")
-    empty = eager.avg_pool2d_input(_stand_in(g4), (0,) + shape[-3:], kernel_size, stride, padding, ceil_mode,
-                                   count_include_pad, divisor_override, backend=backend)
+def avg_pool_input(grad_output, input_shape, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                   divisor_override, backend, ndim):
+    unbatched = len(input_shape) == 3
+    spec = eager._spec(lambda shape: geometry.pool_spec(shape, kernel_size, stride, padding, 1,
+                                                        check_bool(ceil_mode, "ceil_mode"),
+                                                        check_bool(count_include_pad, "count_include_pad"),
+                                                        divisor_override, ndim),
+                       "input_shape", (1,) * unbatched + input_shape, "x")
+    g4 = eager._grad_output(check_known(grad_output, "grad_output"), spec.out_shape, unbatched, _op("avg_pool", ndim),
+                            ndim)
+    empty = eager._avg_pool_input(_stand_in(g4), (0,) + input_shape[-3:], kernel_size, stride, padding, ceil_mode,
+                                  count_include_pad, divisor_override, backend, ndim)
     g4 = g4.astype(empty.dtype)
     rows, cols = _grad_plans(spec, g4.chunks[2], g4.chunks[3], spec.kh, spec.kw, spec.pads[::2])
     dx = _grad_blocks(_avg_pool_input_block, [g4], rows, cols, g4.chunks[:2], spec=spec,
@@ -140,6 +136,10 @@ def pad2d_input(grad_output, padding, mode, *, backend):
         raise ValueError(str(exc).replace(str((0,) + g.shape[-3 if g.ndim > 2 else -2:]), str(g.shape))) from None
     _backend_name(g, backend)
     return fold_padding(g.astype(empty.dtype), geometry.explicit_pads(padding, (0, 0), (1, 1), (1, 1), (1, 1)), mode)
+
+
+def _op(name, ndim):
+    return f"{name}{ndim}d"
 
 
 # ---- chunk work --------------------------------------------------------------------------------------
@@ -174,7 +174,7 @@ def _max_pool_input_block(g_block, x_block, idx_block=None, *, spec, rows, cols,
         if ((idx < -1) | ((idx >= 0) & ((row < 0) | (row >= local.h) | (col < 0) | (col >= local.w)))).any():
             raise ValueError("indices hold positions outside their pooling windows: expected max_pool2d's "
                              "return_indices for these arguments (flat within H*W, or -1)")
-        indices = _api._array_module(idx).where(idx < 0, -1, row * local.w + col)
+        indices = array_module(idx).where(idx < 0, -1, row * local.w + col)
     return _place(get_backend(backend).max_pool2d_input(g, x, indices, local), r, q)
 
 
@@ -197,14 +197,17 @@ def _place(dx, r, q):
     part = dx[:, :, r.keep, q.keep]
     if part.shape[2:] == (r.length, q.length):
         return part
-    out = _api._array_module(dx).zeros(dx.shape[:2] + (r.length, q.length), dtype=dx.dtype)
+    out = array_module(dx).zeros(dx.shape[:2] + (r.length, q.length), dtype=dx.dtype)
     out[:, :, :part.shape[2], :part.shape[3]] = part
     return out
 
 
 # ---- graph building ----------------------------------------------------------------------------------
-def _conv_input(g4, w, spec, algorithm, backend):
-    """conv2d's input gradient for grad_output g4 (the whole of conv_transpose2d)."""
+def _conv_input(g4, w, spec, dtype, algorithm, backend, bias=None):
+    """conv2d's input gradient for grad_output g4 (the whole of conv_transpose2d, with its bias), in
+    dtype; float16 is computed in float32 and rounded once at the end, as the eager op."""
+    compute = np.promote_types(dtype, np.float32)
+    g4, w = g4.astype(compute), w.astype(compute, copy=False)
     bspec = _backward.backend_spec(spec)
     rows, cols = _grad_plans(bspec, g4.chunks[2], g4.chunks[3], spec.kh, spec.kw, spec.pads[::2])
     cg, fg = spec.c // spec.groups, spec.f // spec.groups
@@ -212,7 +215,11 @@ def _conv_input(g4, w, spec, algorithm, backend):
     c_chunks = tuple(f // fg * cg for f in f_chunks)
     dx = _grad_blocks(_conv_input_block, [g4.rechunk({1: f_chunks})], rows, cols, (g4.chunks[0], c_chunks),
                       w=w, spec=bspec, channel_bounds=_bounds(f_chunks), backend=backend, algorithm=algorithm)
-    return dx if bspec.pads == spec.pads else fold_padding(dx, spec.pads, spec.padding_mode)
+    if bspec.pads != spec.pads:
+        dx = fold_padding(dx, spec.pads, spec.padding_mode)
+    if bias is not None:
+        dx = dx + bias.astype(compute, copy=False)[:, None, None]
+    return dx.astype(dtype)
 
 
 def _grad_plans(spec, row_chunks, col_chunks, kh, kw, offsets):

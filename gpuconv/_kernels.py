@@ -59,17 +59,31 @@ def implicit_gemm_kernel(ctype: str, itype: str, tiling: str) -> str:
     return f"conv2d_implicit_gemm<{ctype}, {itype}, {', '.join(map(str, IGEMM_TILINGS[tiling]))}>"
 
 
+def implicit_gemm_tc_kernel(ctype: str, itype: str, block_m: int) -> str:
+    return f"conv2d_implicit_gemm_tc<{ctype}, {itype}, {block_m}>"
+
+
+# The tensor-core kernel: float16, and float32 computed in TF32 (sm_80+); block tiles of 128 filters,
+# or 64 for groups of at most 64 filters.
+TENSOR_CORE_TYPES = ("__half", "float")
+TENSOR_CORE_BLOCK_M = (128, 64)
+
+
 def igemm_tilings(ctype: str) -> tuple[str, ...]:
     return ("small",) if ctype == "double" else tuple(IGEMM_TILINGS)
 
 
 def _all_instantiations() -> dict[str, tuple[str, ...]]:
-    sources: dict[str, list[str]] = {"conv_direct.cu": [], "conv_implicit_gemm.cu": [], "pool.cu": [], "pad.cu": []}
+    sources: dict[str, list[str]] = {"conv_direct.cu": [], "conv_implicit_gemm.cu": [], "conv_implicit_gemm_tc.cu": [],
+                                     "pool.cu": [], "pad.cu": []}
     for ctype in ELEMENT_TYPES.values():
         for itype in INDEX_TYPES:
             sources["conv_direct.cu"] += [direct_kernel(ctype, itype, fb, staged)
                                           for fb in DIRECT_FILTER_BATCHES for staged in (True, False)]
             sources["conv_implicit_gemm.cu"] += [implicit_gemm_kernel(ctype, itype, t) for t in igemm_tilings(ctype)]
+            if ctype in TENSOR_CORE_TYPES:
+                sources["conv_implicit_gemm_tc.cu"] += [implicit_gemm_tc_kernel(ctype, itype, bm)
+                                                        for bm in TENSOR_CORE_BLOCK_M]
             sources["pool.cu"] += [f"max_pool2d<{ctype}, {itype}>", f"avg_pool2d<{ctype}, {itype}>"]
             sources["pad.cu"].append(f"pad2d<{ctype}, {itype}>")
     return {file: tuple(names) for file, names in sources.items()}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import gpuconv
-import reference as ref
+from gpuconv import _reference as ref
 from support import as_reference_input, assert_close, assert_same, poisoned_numpy_backend, random_array
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")

@@ -30,8 +30,8 @@ def test_no_spills_and_no_warnings(records):
 
 def test_register_budgets_follow_the_launch_bounds(records):
     """__launch_bounds__(threads, min blocks) caps registers: direct 64 (FB = 1) or 128 (FB = 4), GEMM 128
-    for 32-bit-index float tiles up to 4x8 (else 255), pool/pad 64."""
-    limits = {"max_pool2d": 64, "avg_pool2d": 64, "pad2d": 64}
+    for 32-bit-index float tiles up to 4x8 (else 255), tensor-core GEMM 255, pool/pad 64."""
+    limits = {"max_pool2d": 64, "avg_pool2d": 64, "pad2d": 64, "conv2d_implicit_gemm_tc": 255}
     for r in records:
         name = r.name_expression.split("<")[0]
         wide = r.name_expression.endswith("8, 8>") or "<double" in r.name_expression or "long long" in r.name_expression
@@ -39,7 +39,9 @@ def test_register_budgets_follow_the_launch_bounds(records):
         if name == "conv2d_direct":
             limit = 64 if ", 1, " in r.name_expression else 128
         assert 0 < r.registers <= limit, r
-    gemm = [r for r in records if r.name_expression.startswith("conv2d_implicit_gemm")]
+    gemm = [r for r in records if r.name_expression.startswith("conv2d_implicit_gemm<")]
     for r in gemm:  # double-buffered BK x (BM + BN) tiles of the accumulation type, BK = 8
         bm, bn = map(int, r.name_expression[:-1].split(", ")[2:4])
         assert r.static_shared_bytes == 2 * 8 * (bm + bn) * (8 if "<double" in r.name_expression else 4), r
+    tensor_cores = [r for r in records if r.name_expression.startswith("conv2d_implicit_gemm_tc<")]
+    assert tensor_cores and all(r.static_shared_bytes == 0 for r in tensor_cores)  # all dynamic (> 48 KB)

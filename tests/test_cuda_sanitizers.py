@@ -1,6 +1,7 @@
 """The conv and pooling kernels under ASan+UBSan and under TSan, in the emulator, in a child process.
 
-The child runs all of tests/test_cuda_kernels.py with the sanitizer runtime
+The child runs all of tests/test_cuda_kernels.py and tests/test_cuda_tensor_cores.py (its float16
+parity cases in three thread orders, both TF32 and float16 tile edges) with the sanitizer runtime
 preloaded (gpuconv.emulator.sanitizer_env); its whole output is captured and must hold no report:
 ASan/UBSan catch out-of-bounds global and shared accesses, TSan catches races between the
 threads of a block (a missing barrier, a non-atomic read-modify-write).
@@ -30,8 +31,8 @@ def test_kernels_have_no_sanitizer_reports(mode):
         pytest.skip(str(exc))
     from gpuconv.emulator import sanitizer_command, sanitizer_env
 
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
-           str(TESTS / "test_cuda_kernels.py")]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", "-m", "not gpu",
+           str(TESTS / "test_cuda_kernels.py"), str(TESTS / "test_cuda_tensor_cores.py")]
     proc = subprocess.run(sanitizer_command(cmd, mode), env=sanitizer_env(mode), capture_output=True, text=True,
                           timeout=900, cwd=TESTS.parent)
     output = proc.stdout + proc.stderr

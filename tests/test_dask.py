@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import gpuconv
-import reference as ref
+from gpuconv import _reference as ref
 from dask_cases import (CONV_SEEDS, OTHER_SEEDS, PAD_SEEDS, PADDING_MODES, POOL_SEEDS, chunked, conv_case, other_case,
                         pad_case, pool_case, run_cases, seeded)
 from gpuconv._dask_plan import plan_axis
@@ -213,7 +213,7 @@ def test_chunks_run_on_the_named_backend(on_cluster, request, monkeypatch):
     if scheduler == "threads":  # the workers are other processes: count the calls made here only
         real = type(get_backend("cuda-emu")).conv2d
         monkeypatch.setattr(type(get_backend("cuda-emu")), "conv2d",
-                            lambda self, *a: calls.append(self.name) or real(self, *a))
+                            lambda self, *a, **k: calls.append(self.name) or real(self, *a, **k))
     with gpuconv.use_backend("cuda-emu"):
         conv = gpuconv.conv2d(X, w, padding=1, padding_mode="reflect", stride=(2, 1))
     values, indices = gpuconv.max_pool2d(X, 3, 2, 1, return_indices=True, backend="cuda-emu")

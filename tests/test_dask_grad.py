@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import gpuconv
-import reference as ref
+from gpuconv import _reference as ref
 from dask_cases import (chunked, draw_conv, draw_pad, draw_pool, draw_valid, eager_conv, eager_pool, run_cases,
                         seeded)
 from gpuconv import grad
