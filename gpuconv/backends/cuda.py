@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import operator
 
 import numpy as np
 
 from .. import _kernels
+from .._memo import BoundedCache
 from . import BackendUnavailable, _tensor_cores, is_cupy_array
 
 ALGORITHMS = ("auto", "direct", "implicit_gemm", _tensor_cores.ALGORITHM)
@@ -32,6 +34,8 @@ IGEMM_LARGE_MIN_FILTERS, IGEMM_LARGE_MIN_PIXELS = 96, 16384
 IGEMM_WIDE_MIN_FILTERS, IGEMM_WIDE_MIN_PIXELS = 33, 8192
 
 MODE_CODES = {"zeros": 0, "constant": 0, "reflect": 1, "replicate": 2, "circular": 3}  # common.cuh PadMode
+_MODE_ARGS = {mode: np.int32(code) for mode, code in MODE_CODES.items()}  # as kernel arguments
+_FLAG_ARGS = (np.int32(0), np.int32(1))
 MAX_GRID_X = 2**31 - 1
 MAX_GRID_YZ = 65535
 MAX_ELEMENTWISE_BLOCKS = 65536  # pooling/padding kernels loop (grid-stride) beyond this many blocks
@@ -41,6 +45,10 @@ EMULATED_COMPUTE_CAPABILITY = 90  # and sm_90's tensor cores (its <mma.h> has TF
 
 # Test hook: True forces the 64-bit index instantiations on small tensors.
 FORCE_INDEX64 = False
+# The settings above that planning reads: part of every memoised plan's key (_memoised_plan).
+PLAN_SETTINGS = ("IGEMM_MIN_FILTERS", "IGEMM_MIN_REDUCTION", "IGEMM_LARGE_MIN_FILTERS", "IGEMM_LARGE_MIN_PIXELS",
+                 "IGEMM_WIDE_MIN_FILTERS", "IGEMM_WIDE_MIN_PIXELS")
+_plan_settings = operator.itemgetter(*PLAN_SETTINGS)
 
 
 class _Device:
@@ -89,7 +97,19 @@ class _Device:
             return EMULATED_COMPUTE_CAPABILITY
         return _compute_capability(self.xp.cuda.Device().id)
 
+    def identity(self) -> tuple:
+        """What a launch plan depends on besides its arguments: the device, its shared-memory limit
+        and compute capability, and the module settings that planning reads (tests change them)."""
+        limits = (self.max_shared_bytes(), self.compute_capability(), _plan_settings(globals()))
+        if self.kind == "emu":
+            return (self.kind, *limits)
+        return (self.kind, self.xp.cuda.runtime.getDevice(), *limits)
+
     def launch(self, file: str, name: str, grid, block, args, shared: int = 0):
+        if 0 in grid:
+            # Nothing to compute. CuPy would raise each zero to 1 and run a block (the emulator runs
+            # none): never launch one, whatever a caller computed.
+            return
         function = _kernels.get_function(file, name, self.kind)
         if shared > DEFAULT_SHARED_BYTES:
             # The device's whole opt-in limit, not `shared`: a constant value, so threads launching
@@ -116,15 +136,49 @@ def _compute_capability(device_id: int) -> int:
     return int(cupy.cuda.Device(device_id).compute_capability)
 
 
+_nbytes = operator.attrgetter("nbytes")
+
+
 def _index_type(*arrays) -> tuple[str, type]:
     """32-bit index arithmetic when every tensor is under 2^31 bytes, else 64-bit."""
-    if FORCE_INDEX64 or any(a.nbytes >= 2**31 for a in arrays):
+    if FORCE_INDEX64 or max(map(_nbytes, arrays)) >= 2**31:
         return "long long", np.int64
     return "int", np.int32
 
 
+_CTYPES = {np.dtype(name): ctype for name, ctype in _kernels.ELEMENT_TYPES.items()}
+
+
 def _ctype(dtype) -> str:
-    return _kernels.ELEMENT_TYPES[np.dtype(dtype).name]
+    return _CTYPES[np.dtype(dtype)]
+
+
+def _memoised_plan(method):
+    """Memoise a planning method of CudaBackend on its (hashable) arguments and _Device.identity():
+    plans are immutable, derived from the spec, the device and PLAN_SETTINGS alone (host cost per
+    call). A plan that raises (the algorithm cannot run the shape) is not kept."""
+    cache = BoundedCache(1024)
+
+    @functools.wraps(method)
+    def planned(self, *args, **kwargs):
+        key = (self.name, self.device.identity(), args, *kwargs.items())
+        found = cache.get(key)
+        if found is None:
+            found = cache.put(key, method(self, *args, **kwargs))
+        return found
+
+    planned.cache_clear = cache.clear
+    return planned
+
+
+@functools.lru_cache(maxsize=1024)
+def _conv_geometry(spec, I) -> tuple:
+    """The conv kernels' (c, h, w, f, oh, ow, kh, kw, groups, sh, sw, dh, dw, top, left) arguments
+    (NumPy scalars of the kernels' C types, built once per spec and index type)."""
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    top, _, left, _ = spec.pads
+    return (I(spec.c), I(spec.h), I(spec.w), I(spec.f), I(spec.oh), I(spec.ow),
+            *map(np.int32, (spec.kh, spec.kw, spec.groups, sh, sw, dh, dw, top, left)))
 
 
 def _acc_itemsize(dtype) -> int:
@@ -158,6 +212,7 @@ class _DirectPlan:
         self.staged = shared <= max_shared
         self.shared = shared if self.staged else 0
         self.in_hw = (in_h, in_w) if self.staged else (0, 0)
+        self.tile_args = tuple(map(np.int32, (self.tiles_x, self.tiles_y, *self.in_hw)))  # the kernel's last four
 
 
 class _ImplicitGemmPlan:
@@ -201,6 +256,7 @@ class CudaBackend:
                 pass
         return tuple(usable)
 
+    @_memoised_plan
     def choose_algorithm(self, spec, dtype=np.float32, precision="highest") -> str:
         fg, reduction = spec.f // spec.groups, spec.c // spec.groups * spec.kh * spec.kw
         preferred = "implicit_gemm" if fg >= IGEMM_MIN_FILTERS and reduction >= IGEMM_MIN_REDUCTION else "direct"
@@ -211,6 +267,7 @@ class CudaBackend:
             return preferred  # when none fits, planning the preferred one raises the reason
         return usable[0]
 
+    @_memoised_plan
     def _plan(self, spec, algorithm, dtype, precision="highest"):
         if algorithm == "direct":
             return _DirectPlan(spec, self.device.max_shared_bytes(), _acc_itemsize(dtype))
@@ -234,29 +291,24 @@ class CudaBackend:
         if algorithm == _tensor_cores.ALGORITHM:
             wd = plan.weights(dev.xp, wd)  # (F, K rounded up to the K step)
         has_bias = bias is not None
-        bd = dev.to_work(bias) if has_bias else dev.xp.zeros(1, dtype=x.dtype)
+        bd = dev.to_work(bias) if has_bias else None  # a null pointer: the kernels read bias only if has_bias
         out = dev.xp.empty(spec.out_shape, dtype=x.dtype)
         itype, I = _index_type(xd, wd, out)
         ctype = _ctype(x.dtype)
-        (sh, sw), (dh, dw) = spec.stride, spec.dilation
-        top, _, left, _ = spec.pads
-        geometry = (I(spec.c), I(spec.h), I(spec.w), I(spec.f), I(spec.oh), I(spec.ow),
-                    *map(np.int32, (spec.kh, spec.kw, spec.groups, sh, sw, dh, dw, top, left,
-                                    MODE_CODES[spec.padding_mode])))
+        geometry = (*_conv_geometry(spec, I), _MODE_ARGS[spec.padding_mode])
         if algorithm == "direct":
             name = _kernels.direct_kernel(ctype, itype, plan.filter_batch, plan.staged)
-            args = (xd, wd, bd, out, np.int32(has_bias), *geometry,
-                    *map(np.int32, (plan.tiles_x, plan.tiles_y, *plan.in_hw)))
+            args = (xd, wd, bd, out, _FLAG_ARGS[has_bias], *geometry, *plan.tile_args)
             dev.launch("conv_direct.cu", name, plan.grid, plan.block, args, plan.shared)
         elif algorithm == _tensor_cores.ALGORITHM:
-            args = (xd, wd, bd, out, np.int32(has_bias), I(spec.n), *geometry)
+            args = (xd, wd, bd, out, _FLAG_ARGS[has_bias], I(spec.n), *geometry)
             dev.launch(_tensor_cores.FILE, _kernels.implicit_gemm_tc_kernel(ctype, itype, plan.block_m), plan.grid,
                        plan.block, args, plan.shared)
         else:
             groups, fg = spec.groups, spec.f // spec.groups
             wt = dev.xp.ascontiguousarray(wd.reshape(groups, fg, -1).transpose(0, 2, 1))  # (groups, K, F/groups)
             name = _kernels.implicit_gemm_kernel(ctype, itype, plan.tiling)
-            args = (xd, wt, bd, out, np.int32(has_bias), I(spec.n), *geometry)
+            args = (xd, wt, bd, out, _FLAG_ARGS[has_bias], I(spec.n), *geometry)
             dev.launch("conv_implicit_gemm.cu", name, plan.grid, plan.block, args)
         return dev.like(out, x)
 
@@ -276,31 +328,48 @@ class CudaBackend:
     def max_pool2d(self, x, spec, return_indices):
         with self.device.scope(x):
             indices = self.device.xp.empty(spec.out_shape if return_indices else (1,), dtype=np.int64)
-            top, _, left, _ = spec.pads
-            out = self._elementwise("pool.cu", "POOL_THREADS", "max_pool2d", x, spec.out_shape, lambda I: (
-                I(spec.h), I(spec.w), I(spec.oh), I(spec.ow),
-                *map(np.int32, (spec.kh, spec.kw, *spec.stride, *spec.dilation, top, left, return_indices))),
-                (indices,))
+            out = self._elementwise("pool.cu", "POOL_THREADS", "max_pool2d", x, spec.out_shape,
+                                    functools.partial(_max_pool_scalars, spec, return_indices=return_indices),
+                                    (indices,))
             out = self.device.like(out, x)
             return (out, self.device.like(indices, x)) if return_indices else out
 
     def avg_pool2d(self, x, spec):
         with self.device.scope(x):
-            top, bottom, left, right = spec.pads
-            out = self._elementwise("pool.cu", "POOL_THREADS", "avg_pool2d", x, spec.out_shape, lambda I: (
-                I(spec.h), I(spec.w), I(spec.oh), I(spec.ow),
-                *map(np.int32, (spec.kh, spec.kw, *spec.stride, top, bottom, left, right, spec.count_include_pad,
-                                spec.divisor_override or 0))))
+            out = self._elementwise("pool.cu", "POOL_THREADS", "avg_pool2d", x, spec.out_shape,
+                                    functools.partial(_avg_pool_scalars, spec))
             return self.device.like(out, x)
 
     def pad2d(self, x, spec):
         with self.device.scope(x):
-            top, _, left, _ = spec.pads
-            _, _, oh, ow = spec.out_shape
-            out = self._elementwise("pad.cu", "PAD_THREADS", "pad2d", x, spec.out_shape, lambda I: (
-                I(spec.h), I(spec.w), I(oh), I(ow), I(top), I(left), np.int32(MODE_CODES[spec.mode]),
-                np.float64(spec.value)))
+            out = self._elementwise("pad.cu", "PAD_THREADS", "pad2d", x, spec.out_shape,
+                                    functools.partial(_pad_scalars, spec))
             return self.device.like(out, x)
+
+
+# The scalar arguments of the pooling and padding kernels after (input, output, [indices,] total),
+# NumPy scalars of the kernels' C types, built once per spec and index type.
+@functools.lru_cache(maxsize=1024)
+def _max_pool_scalars(spec, I, return_indices: bool) -> tuple:
+    top, _, left, _ = spec.pads
+    return (I(spec.h), I(spec.w), I(spec.oh), I(spec.ow),
+            *map(np.int32, (spec.kh, spec.kw, *spec.stride, *spec.dilation, top, left, return_indices)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _avg_pool_scalars(spec, I) -> tuple:
+    top, bottom, left, right = spec.pads
+    return (I(spec.h), I(spec.w), I(spec.oh), I(spec.ow),
+            *map(np.int32, (spec.kh, spec.kw, *spec.stride, top, bottom, left, right, spec.count_include_pad,
+                            spec.divisor_override or 0)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _pad_scalars(spec, I) -> tuple:
+    top, _, left, _ = spec.pads
+    _, _, oh, ow = spec.out_shape
+    return (I(spec.h), I(spec.w), I(oh), I(ow), I(top), I(left), np.int32(MODE_CODES[spec.mode]),
+            np.float64(spec.value))
 
 
 def _gpu_unavailable_reason() -> str | None:
