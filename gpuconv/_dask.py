@@ -45,14 +45,8 @@ def conv(x, w, bias, stride, padding, dilation, groups, padding_mode, algorithm,
     w = as_array(w, "w").astype(empty.dtype, copy=False)
     bias = None if bias is None else as_array(bias, "bias").astype(empty.dtype, copy=False)
     spec = geometry.conv_spec(x4.shape, w.shape, stride, padding, dilation, groups, padding_mode, ndim)
-    x4 = x4.astype(empty.dtype)
-    row_chunks, col_chunks, offsets = x4.chunks[2], x4.chunks[3], spec.pads[::2]
-    padded = _backward.backend_spec(spec)  # reflect/replicate/circular: the conv of the padded input
-    if padded.pads != spec.pads:  # pad the whole array once, then convolve without padding
-        t, b, l, r = spec.pads
-        x4 = global_pad(x4, spec.pads, spec.padding_mode)
-        row_chunks, col_chunks = _grow_edges(row_chunks, t, b), _grow_edges(col_chunks, l, r)
-    spec = padded
+    offsets = spec.pads[::2]
+    x4, spec, row_chunks, col_chunks = _pad_split_axes(x4.astype(empty.dtype), spec)
     rows, cols = _spatial_plans(spec, row_chunks, col_chunks, spec.kh, spec.kw, offsets)
     cg, fg = spec.c // spec.groups, spec.f // spec.groups
     channel_chunks = group_chunks(x4.chunks[1], cg)
@@ -172,6 +166,27 @@ def _pool(x4, spec, op, backend):
     if both:
         return out[0].astype(x4.dtype), out[1].astype(np.int64)
     return out
+
+
+def _pad_split_axes(x4, spec):
+    """A reflect/replicate/circular conv's padding applied to the whole array on each axis that is
+    split into chunks (there it reads across chunks: the opposite edge for circular), and the spec
+    of the conv that remains, which keeps the pads of an axis of one chunk (each block pads that
+    axis itself, with no copy). Also (row chunks, column chunks), the padding joined to the edge
+    chunks."""
+    rows, cols = x4.chunks[2:]
+    if spec.padding_mode == "zeros" or spec.pads == (0, 0, 0, 0):
+        return x4, spec, rows, cols
+    t, b, l, r = spec.pads
+    split = (len(rows) > 1, len(cols) > 1)
+    pads = (t, b, 0, 0) if split == (True, False) else (0, 0, l, r) if split == (False, True) else spec.pads
+    if not any(split):
+        return x4, spec, rows, cols
+    x4 = global_pad(x4, pads, spec.padding_mode)
+    kept = tuple(p - q for p, q in zip(spec.pads, pads))
+    spec = dataclasses.replace(spec, h=x4.shape[2], w=x4.shape[3], pads=kept,
+                               padding_mode=spec.padding_mode if any(kept) else "zeros")
+    return x4, spec, _grow_edges(rows, *pads[:2]), _grow_edges(cols, *pads[2:])
 
 
 def _spatial_plans(spec, row_chunks, col_chunks, kh, kw, offsets):
