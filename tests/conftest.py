@@ -57,9 +57,11 @@ def grad_backend(backend) -> str:
     return backend
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dask_client():
-    """A dask.distributed client of two worker processes (one thread and 1 GiB each), started once."""
+    """A dask.distributed client of two worker processes (one thread and 1 GiB each), started once per
+    module that uses it and shut down after it: its scheduler's threads allocate in this process,
+    which other modules' tracemalloc measurements (test_memory) would count."""
     import logging
 
     from distributed import Client, LocalCluster
