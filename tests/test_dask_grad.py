@@ -169,6 +169,11 @@ def test_gradient_arguments_are_checked_at_the_call():
         grad.pad2d_input(G, 4, "reflect")
     with pytest.raises(ValueError, match="output_padding"):
         gpuconv.conv_transpose2d(G, np.ones((4, 1, 3, 3)), stride=2, output_padding=2)
+    unknown = G[G[:, 0, 0, 0] > 0]
+    with pytest.raises(ValueError, match="grad_output is a dask array of unknown chunk sizes"):
+        grad.conv2d_input((1, 2, 8, 8), np.ones((4, 2, 3, 3)), unknown)
+    with pytest.raises(ValueError, match="grad_output is a dask array of unknown chunk sizes"):
+        grad.pad2d_input(unknown, 1)
     bad = grad.max_pool2d_input(G[:, :2, :4, :4], X, 2, indices=da.full((1, 2, 4, 4), 63, dtype=np.int64, chunks=2))
     with pytest.raises(ValueError, match="outside their pooling windows"):
         bad.compute()  # index values are data: checked where each block meets them
