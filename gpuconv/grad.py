@@ -24,6 +24,7 @@ import numpy as np
 from . import _backward
 from . import _geometry as geometry
 from ._api import _check_algorithm, _input, _on_device_of
+from ._torch_interop import accepts_torch
 from ._validate import as_array, check_bool, check_ndim, result_dtype
 from .backends import is_dask_array
 
@@ -71,6 +72,7 @@ def _grad_output(grad_output, expected: tuple[int, ...], unbatched: bool, op: st
 # ---- convolution -----------------------------------------------------------------------------
 
 
+@accepts_torch
 def conv2d_input(input_shape, w, grad_output, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", *,
                  algorithm="auto", backend=None):
     """Gradient of conv2d(x, w, ...) with respect to x, for x of input_shape ((N, C, H, W) or (C, H, W))."""
@@ -81,6 +83,7 @@ def conv2d_input(input_shape, w, grad_output, stride=1, padding=0, dilation=1, g
                        padding_mode, algorithm, backend, ndim=2)
 
 
+@accepts_torch
 def conv1d_input(input_shape, w, grad_output, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", *,
                  algorithm="auto", backend=None):
     """Gradient of conv1d(x, w, ...) with respect to x, for x of input_shape ((N, C, L) or (C, L))."""
@@ -111,6 +114,7 @@ def _conv_input(input_shape, w, grad_output, stride, padding, dilation, groups, 
     return dx[0] if unbatched else dx
 
 
+@accepts_torch
 def conv2d_weight(x, weight_shape, grad_output, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", *,
                   algorithm="auto", backend=None):
     """Gradient of conv2d(x, w, ...) with respect to w, for w of weight_shape (F, C/groups, KH, KW)."""
@@ -121,6 +125,7 @@ def conv2d_weight(x, weight_shape, grad_output, stride=1, padding=0, dilation=1,
                         padding_mode, algorithm, backend, ndim=2)
 
 
+@accepts_torch
 def conv1d_weight(x, weight_shape, grad_output, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", *,
                   algorithm="auto", backend=None):
     """Gradient of conv1d(x, w, ...) with respect to w, for w of weight_shape (F, C/groups, K)."""
@@ -151,6 +156,7 @@ def _conv_weight(x, weight_shape, grad_output, stride, padding, dilation, groups
                                  backend)
 
 
+@accepts_torch
 def conv2d_bias(grad_output):
     """Gradient of conv2d(x, w, bias) with respect to bias: grad_output summed over all but the channel axis."""
     grad_output = _input(grad_output, "grad_output")
@@ -158,6 +164,7 @@ def conv2d_bias(grad_output):
     return _bias(grad_output)
 
 
+@accepts_torch
 def conv1d_bias(grad_output):
     """Gradient of conv1d(x, w, bias) with respect to bias: grad_output (N, F, OL) or (F, OL) summed
     over all but the channel axis."""
@@ -176,6 +183,7 @@ def _bias(grad_output):
 # ---- pooling and padding ---------------------------------------------------------------------
 
 
+@accepts_torch
 def max_pool2d_input(grad_output, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *,
                      indices=None, backend=None):
     """Gradient of max_pool2d(x, ...) with respect to x. indices: the forward's return_indices
@@ -186,6 +194,7 @@ def max_pool2d_input(grad_output, x, kernel_size, stride=None, padding=0, dilati
                            None if indices is None else _input(indices, "indices"), backend, ndim=2)
 
 
+@accepts_torch
 def max_pool1d_input(grad_output, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *,
                      indices=None, backend=None):
     """Gradient of max_pool1d(x, ...) with respect to x (N, C, L) or (C, L); indices are positions along L."""
@@ -234,6 +243,7 @@ def _checked_indices(indices, shape, plane: int):
     return indices.astype(np.int64, copy=False)
 
 
+@accepts_torch
 def avg_pool2d_input(grad_output, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
                      count_include_pad=True, divisor_override=None, *, backend=None):
     """Gradient of avg_pool2d(x, ...) with respect to x, for x of input_shape."""
@@ -242,6 +252,7 @@ def avg_pool2d_input(grad_output, input_shape, kernel_size, stride=None, padding
                            count_include_pad, divisor_override, backend, ndim=2)
 
 
+@accepts_torch
 def avg_pool1d_input(grad_output, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
                      count_include_pad=True, *, backend=None):
     """Gradient of avg_pool1d(x, ...) with respect to x, for x of input_shape ((N, C, L) or (C, L))."""
@@ -271,6 +282,7 @@ def _avg_pool_input(grad_output, input_shape, kernel_size, stride, padding, ceil
     return dx[0] if unbatched else dx
 
 
+@accepts_torch
 def pad2d_input(grad_output, padding, mode="constant", *, backend=None):
     """Gradient of pad2d(x, padding, mode) with respect to x (any fill value): grad_output cropped,
     and for reflect/replicate/circular the pads' gradients added to the elements they copied."""
