@@ -55,3 +55,18 @@ def grad_backend(backend) -> str:
     if not hasattr(get_backend(backend), "conv2d_input"):
         pytest.skip("CUDA backward kernels not merged yet")
     return backend
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    """A dask.distributed client of two worker processes (one thread and 1 GiB each), started once per
+    module that uses it and shut down after it: its scheduler's threads allocate in this process,
+    which other modules' tracemalloc measurements (test_memory) would count."""
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit="1GiB",
+                      dashboard_address=":0", silence_logs=logging.WARNING) as cluster, \
+            Client(cluster, set_as_default=False) as client:
+        yield client
