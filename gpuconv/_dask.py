@@ -23,7 +23,7 @@ import dask.array as da
 import numpy as np
 from dask.array.utils import meta_from_array
 
-from . import _api, _backward, _precision, _signal
+from . import _api, _precision, _signal
 from . import _geometry as geometry
 from ._dask_plan import AxisPlan, group_chunks, plan_axis
 from ._validate import array_module, as_array, check_ndim

@@ -31,8 +31,8 @@ def conv_input(input_shape, w, grad_output, stride, padding, dilation, groups, p
                ndim):
     unbatched = len(input_shape) == 3
     spec = eager._spec(lambda shape: geometry.conv_spec(shape, w.shape, stride, padding, dilation, groups,
-                                                        padding_mode, ndim), "input_shape", (1,) * unbatched + input_shape,
-                       "x")
+                                                        padding_mode, ndim),
+                       "input_shape", (1,) * unbatched + input_shape, "x")
     g4 = eager._grad_output(check_known(grad_output, "grad_output"), spec.out_shape, unbatched, _op("conv", ndim), ndim)
     empty = eager._conv_input((0,) + input_shape[-3:], w, _stand_in(g4), stride, padding, dilation, groups,
                               padding_mode, algorithm, backend, ndim)

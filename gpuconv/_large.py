@@ -31,7 +31,8 @@ def add_arguments(parser):
     parser.add_argument("--workers", type=int, default=2, help="worker processes, one thread each (default 2)")
     parser.add_argument("--memory-limit", default="1GiB", help="memory limit of each worker (default 1GiB)")
     parser.add_argument("--store", type=Path, default=Path("out/large.zarr"),
-                        help="zarr store: 'input' is generated there once, 'output' is written (default out/large.zarr)")
+                        help="zarr store: 'input' is generated there once, 'output' is written "
+                             "(default out/large.zarr)")
     parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
                         help="a running dask.distributed scheduler to use instead of starting local workers")
     parser.add_argument("--backend", default=None, help="backend every chunk runs on (default: by the chunks' type)")

@@ -175,9 +175,11 @@ def test_finite_inputs_raise_no_floating_point_warnings(backend):
     from gpuconv._config import config
 
     rng = np.random.default_rng(13)
-    cases = [((2, 3, 12, 12), (4, 3, 3, 3), dict(padding=1)), ((1, 3, 13, 11), (6, 1, 5, 3), dict(groups=3, dilation=2)),
+    cases = [((2, 3, 12, 12), (4, 3, 3, 3), dict(padding=1)),
+             ((1, 3, 13, 11), (6, 1, 5, 3), dict(groups=3, dilation=2)),
              ((2, 4, 9, 10), (4, 4, 2, 2), dict(stride=2, padding="same")), ((1, 2, 14, 14), (3, 2, 3, 3), {}),
-             ((2, 3, 5, 4), (2, 3, 5, 4), {}), ((1, 2, 4, 3), (2, 2, 3, 3), dict(padding=(3, 2), padding_mode="reflect"))]
+             ((2, 3, 5, 4), (2, 3, 5, 4), {}),
+             ((1, 2, 4, 3), (2, 2, 3, 3), dict(padding=(3, 2), padding_mode="reflect"))]
     impl = get_backend(backend)
     saved = config.num_threads
     gpuconv.set_num_threads(1)  # the tiles run on the calling thread: the fresh one

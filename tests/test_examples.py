@@ -49,8 +49,8 @@ def test_3_channel_input_and_one_3_kernel_filter_give_one_channel(backend):
     assert out.shape == (1, 3, 3)
     per_channel_sum = sum(signal.correlate2d(x[c], w[0, c], "valid") for c in range(3))
     np.testing.assert_allclose(out[0], per_channel_sum, rtol=1e-12, atol=1e-12)
-    out_b = to_numpy(gpuconv.conv2d(to_backend(x, backend), to_backend(w, backend), to_backend(np.array([0.5]), backend),
-                                    backend=backend))
+    out_b = to_numpy(gpuconv.conv2d(to_backend(x, backend), to_backend(w, backend),
+                                    to_backend(np.array([0.5]), backend), backend=backend))
     np.testing.assert_allclose(out_b[0], per_channel_sum + 0.5, rtol=1e-12, atol=1e-12)
 
 
@@ -67,7 +67,8 @@ def test_3x3_kernel_valid_matches_scipy_on_single_channel_images(backend, size):
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
 def test_same_keeps_the_size_and_valid_shrinks_it_by_k_minus_1(backend, k):
     rng = np.random.default_rng(k)
-    x, w = to_backend(rng.standard_normal((2, 3, 9, 7)), backend), to_backend(rng.standard_normal((4, 3, k, k)), backend)
+    x = to_backend(rng.standard_normal((2, 3, 9, 7)), backend)
+    w = to_backend(rng.standard_normal((4, 3, k, k)), backend)
     assert gpuconv.conv2d(x, w, padding="same", backend=backend).shape == (2, 4, 9, 7)
     assert gpuconv.conv2d(x, w, padding="valid", backend=backend).shape == (2, 4, 9 - (k - 1), 7 - (k - 1))
 

@@ -13,5 +13,5 @@ from ._order import get_order, set_order
 from ._sanitizers import sanitizer_command, sanitizer_env
 from ._toolchain import unavailable_reason
 
-__all__ = ["EmulatorCompileError", "EmulatorError", "Function", "Module", "get_order", "sanitizer_command", "sanitizer_env",
-           "set_order", "unavailable_reason"]
+__all__ = ["EmulatorCompileError", "EmulatorError", "Function", "Module", "get_order", "sanitizer_command",
+           "sanitizer_env", "set_order", "unavailable_reason"]

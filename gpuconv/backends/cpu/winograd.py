@@ -158,8 +158,8 @@ def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarra
         temp = m_mem[:2 * (c * size + 1)].reshape(2, c * size + 1)
         planes[:, :, c * size:] = 0  # read by the spare grid cells only: zeros keep them finite
         temp[:, c * size] = 0
-        phases.fill(x[n0:n1], r0, block_rows + 1,
-                    lambda p, q: view_as(planes[p, q, :c * size], (c, nt, block_rows + 1, phase_w)).transpose(1, 0, 2, 3))
+        phases.fill(x[n0:n1], r0, block_rows + 1, lambda p, q: view_as(
+            planes[p, q, :c * size], (c, nt, block_rows + 1, phase_w)).transpose(1, 0, 2, 3))
         _input_transform(planes, temp, v, phase_w)
         # One matmul per transform element and image, leaving out the grid's spare row; for
         # small images one per transform element over all images, spare rows included, is faster.
