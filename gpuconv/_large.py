@@ -27,7 +27,7 @@ def add_arguments(parser):
     parser.add_argument("--size", type=int, default=16384, help="side of the square image (default 16384)")
     parser.add_argument("--channels", type=int, default=3, help="image channels (default 3)")
     parser.add_argument("--chunk", default=None, metavar="ROWS[xCOLS]",
-                        help="chunk shape (default: bands of whole rows, about 1 Mpixel each; see README)")
+                        help="chunk shape (default: bands of whole rows, about 1 Mpixel each; see docs/dask.md)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes, one thread each (default 2)")
     parser.add_argument("--memory-limit", default="1GiB", help="memory limit of each worker (default 1GiB)")
     parser.add_argument("--store", type=Path, default=Path("out/large.zarr"),

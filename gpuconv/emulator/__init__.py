@@ -4,7 +4,7 @@
     mod = Module(path="cuda/conv_direct.cu", options=("-std=c++17",), name_expressions=("conv<float, 3>",))
     mod.get_function("conv<float, 3>")((grid,), (block,), (x, w, y, np.int32(n)), shared_mem=0)
 
-See README "Testing CUDA kernels without a GPU" for orders and sanitizer modes.
+See docs/emulator.md for orders and sanitizer modes.
 """
 
 from ._errors import EmulatorCompileError, EmulatorError

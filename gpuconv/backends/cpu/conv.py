@@ -20,7 +20,7 @@ from . import direct, im2col, shifted, winograd
 
 _MODULES = {module.NAME: module for module in (im2col, winograd, shifted, direct)}
 ALGORITHMS = ("auto", *_MODULES)
-# Measured on the 2-core reference machine (README, Performance), 3x3 stride-1 layers:
+# Measured on the 2-core reference machine (docs/performance.md), 3x3 stride-1 layers:
 WINOGRAD_MIN_CHANNELS = 96  # 64 channels: shifted 10-20% faster (56x56, 28x28), im2col (<= 20x20)
 WINOGRAD_MIN_PIXELS = 14 * 14  # 512 channels of 7x7: shifted 30% faster
 SHIFTED_MIN_PIXELS = 28 * 28  # smaller planes: im2col 10-30% faster, its calls are per tile, not per channel
