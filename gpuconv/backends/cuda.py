@@ -8,7 +8,9 @@ is isolated in `_Device` (array module, module loading, shared-memory limit).
 Conv algorithm choice ("auto"): implicit GEMM when a group is GEMM-shaped enough to fill its
 tiles, i.e. at least IGEMM_MIN_FILTERS filters per group and a reduction (C/groups*KH*KW) of
 at least IGEMM_MIN_REDUCTION taps; otherwise the direct kernel (few channels, image filters,
-depthwise and small grouped layers), where a GEMM tile would be mostly padding.
+depthwise and small grouped layers), where a GEMM tile would be mostly padding. The GEMM's
+tiling and split-K come from the device's SM count (cuda_gemm.py). The gradients are in
+cuda_grad.py.
 """
 from __future__ import annotations
 
@@ -18,16 +20,12 @@ import functools
 import numpy as np
 
 from .. import _kernels
-from . import BackendUnavailable, is_cupy_array
+from . import BackendUnavailable, cuda_gemm, is_cupy_array
+from .cuda_grad import CudaGradients
 
 ALGORITHMS = ("auto", "direct", "implicit_gemm")
 IGEMM_MIN_FILTERS = 16
 IGEMM_MIN_REDUCTION = 64
-# GEMM tiling: "large" (128 x 128) once most of a 128-row tile holds filters and there are enough
-# output pixels to give every SM of a large GPU a few tiles; "wide" (64 x 128) for 33-96 filters
-# per group; else "small" (64 x 64). float64 always "small".
-IGEMM_LARGE_MIN_FILTERS, IGEMM_LARGE_MIN_PIXELS = 96, 16384
-IGEMM_WIDE_MIN_FILTERS, IGEMM_WIDE_MIN_PIXELS = 33, 8192
 
 MODE_CODES = {"zeros": 0, "constant": 0, "reflect": 1, "replicate": 2, "circular": 3}  # common.cuh PadMode
 MAX_GRID_X = 2**31 - 1
@@ -35,6 +33,7 @@ MAX_GRID_YZ = 65535
 MAX_ELEMENTWISE_BLOCKS = 65536  # pooling/padding kernels loop (grid-stride) beyond this many blocks
 DEFAULT_SHARED_BYTES = 48 * 1024  # above this, dynamic shared memory needs the kernel attribute raised
 EMULATED_SHARED_BYTES = 96 * 1024  # the emulator plays a device with sm_70's opt-in limit
+EMULATED_SM_COUNT = 132  # ... and an H200's SM count, so the GEMM planning runs as on one
 
 # Test hook: True forces the 64-bit index instantiations on small tensors.
 FORCE_INDEX64 = False
@@ -80,6 +79,11 @@ class _Device:
             return EMULATED_SHARED_BYTES
         return _max_shared_optin(self.xp.cuda.Device().id)
 
+    def sm_count(self) -> int:
+        if self.kind == "emu":
+            return EMULATED_SM_COUNT
+        return _sm_count(self.xp.cuda.Device().id)
+
     def launch(self, file: str, name: str, grid, block, args, shared: int = 0):
         function = _kernels.get_function(file, name, self.kind)
         if shared > DEFAULT_SHARED_BYTES:
@@ -100,11 +104,30 @@ def _max_shared_optin(device_id: int) -> int:
     return int(attributes.get("MaxSharedMemoryPerBlockOptin", DEFAULT_SHARED_BYTES))
 
 
+@functools.lru_cache(maxsize=None)
+def _sm_count(device_id: int) -> int:
+    import cupy
+
+    return int(cupy.cuda.Device(device_id).attributes["MultiProcessorCount"])
+
+
 def _index_type(*arrays) -> tuple[str, type]:
     """32-bit index arithmetic when every tensor is under 2^31 bytes, else 64-bit."""
-    if FORCE_INDEX64 or any(a.nbytes >= 2**31 for a in arrays):
+    return _index_type_of(*(a.nbytes for a in arrays))
+
+
+def _index_type_of(*nbytes) -> tuple[str, type]:
+    """_index_type of tensors of these byte sizes (before they exist)."""
+    if FORCE_INDEX64 or any(b >= 2**31 for b in nbytes):
         return "long long", np.int64
     return "int", np.int32
+
+
+def _conv_index_type(spec, dtype) -> tuple[str, type]:
+    """_index_type of a convolution's x, w and y."""
+    cg, size = spec.c // spec.groups, np.dtype(dtype).itemsize
+    return _index_type_of(spec.n * spec.c * spec.h * spec.w * size, spec.f * cg * spec.kh * spec.kw * size,
+                          spec.n * spec.f * spec.oh * spec.ow * size)
 
 
 def _ctype(dtype) -> str:
@@ -117,6 +140,14 @@ def _acc_itemsize(dtype) -> int:
 
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
+
+
+def _conv_geometry(spec, I) -> tuple:
+    """The conv kernels' (c, h, w, f, oh, ow, kh, kw, groups, sh, sw, dh, dw, top, left) arguments."""
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    top, _, left, _ = spec.pads
+    return (I(spec.c), I(spec.h), I(spec.w), I(spec.f), I(spec.oh), I(spec.ow),
+            *map(np.int32, (spec.kh, spec.kw, spec.groups, sh, sw, dh, dw, top, left)))
 
 
 class _DirectPlan:
@@ -144,30 +175,7 @@ class _DirectPlan:
         self.in_hw = (in_h, in_w) if self.staged else (0, 0)
 
 
-class _ImplicitGemmPlan:
-    """Tiling and grid of conv2d_implicit_gemm for one spec."""
-
-    def __init__(self, spec, ctype: str):
-        fg = spec.f // spec.groups
-        pixels = spec.n * spec.oh * spec.ow
-        if ctype == "double":
-            self.tiling = "small"
-        elif fg >= IGEMM_LARGE_MIN_FILTERS and pixels >= IGEMM_LARGE_MIN_PIXELS:
-            self.tiling = "large"
-        elif fg >= IGEMM_WIDE_MIN_FILTERS and pixels >= IGEMM_WIDE_MIN_PIXELS:
-            self.tiling = "wide"
-        else:
-            self.tiling = "small"
-        bm, bn, tm, tn = _kernels.IGEMM_TILINGS[self.tiling]
-        self.block = ((bm // tm) * (bn // tn), 1, 1)
-        self.grid = (_ceil_div(pixels, bn), spec.groups * _ceil_div(fg, bm), 1)
-        if self.grid[1] > MAX_GRID_YZ or self.grid[0] > MAX_GRID_X:
-            raise ValueError(f"algorithm='implicit_gemm' needs groups * ceil(F/groups / {bm}) <= {MAX_GRID_YZ} and "
-                             f"ceil(N*OH*OW / {bn}) <= {MAX_GRID_X}; got groups={spec.groups}, F={spec.f}, "
-                             f"N*OH*OW={pixels}")
-
-
-class CudaBackend:
+class CudaBackend(CudaGradients):
     algorithms = ALGORITHMS
 
     def __init__(self, name: str, device: _Device):
@@ -193,11 +201,13 @@ class CudaBackend:
             return preferred  # when none fits, planning the preferred one raises the reason
         return usable[0]
 
-    def _plan(self, spec, algorithm, dtype):
+    def _plan(self, spec, algorithm, dtype, itype="int"):
         if algorithm == "direct":
             return _DirectPlan(spec, self.device.max_shared_bytes(), _acc_itemsize(dtype))
         if algorithm == "implicit_gemm":
-            return _ImplicitGemmPlan(spec, _ctype(dtype))
+            cg, fg = spec.c // spec.groups, spec.f // spec.groups
+            return cuda_gemm.plan("forward", spec.groups, fg, spec.n * spec.oh * spec.ow, cg * spec.kh * spec.kw,
+                                  _ctype(dtype), itype, self.device.sm_count())
         raise ValueError(f"algorithm={algorithm!r}: the {self.name} backend offers {ALGORITHMS}")
 
     def conv2d(self, x, w, bias, spec, algorithm):
@@ -207,50 +217,50 @@ class CudaBackend:
     def _conv2d(self, x, w, bias, spec, algorithm):
         if algorithm == "auto":
             algorithm = self.choose_algorithm(spec)
-        plan = self._plan(spec, algorithm, x.dtype)
+        itype, I = _conv_index_type(spec, x.dtype)
+        plan = self._plan(spec, algorithm, x.dtype, itype)
         dev = self.device
         xd, wd = dev.to_work(x), dev.to_work(w)
         has_bias = bias is not None
         bd = dev.to_work(bias) if has_bias else dev.xp.zeros(1, dtype=x.dtype)
         out = dev.xp.empty(spec.out_shape, dtype=x.dtype)
-        itype, I = _index_type(xd, wd, out)
         ctype = _ctype(x.dtype)
-        (sh, sw), (dh, dw) = spec.stride, spec.dilation
-        top, _, left, _ = spec.pads
-        geometry = (I(spec.c), I(spec.h), I(spec.w), I(spec.f), I(spec.oh), I(spec.ow),
-                    *map(np.int32, (spec.kh, spec.kw, spec.groups, sh, sw, dh, dw, top, left,
-                                    MODE_CODES[spec.padding_mode])))
         if algorithm == "direct":
-            name = _kernels.direct_kernel(ctype, itype, plan.filter_batch, plan.staged)
-            args = (xd, wd, bd, out, np.int32(has_bias), *geometry,
-                    *map(np.int32, (plan.tiles_x, plan.tiles_y, *plan.in_hw)))
-            dev.launch("conv_direct.cu", name, plan.grid, plan.block, args, plan.shared)
+            self._launch_direct(plan, spec, xd, wd, bd, has_bias, out, itype, I)
         else:
             groups, fg = spec.groups, spec.f // spec.groups
             wt = dev.xp.ascontiguousarray(wd.reshape(groups, fg, -1).transpose(0, 2, 1))  # (groups, K, F/groups)
-            name = _kernels.implicit_gemm_kernel(ctype, itype, plan.tiling)
-            args = (xd, wt, bd, out, np.int32(has_bias), I(spec.n), *geometry)
-            dev.launch("conv_implicit_gemm.cu", name, plan.grid, plan.block, args)
+            cuda_gemm.launch(dev, plan, ctype, itype, I, (xd, wt, bd), out,
+                             (np.int32(has_bias), I(spec.n), *_conv_geometry(spec, I),
+                              np.int32(MODE_CODES[spec.padding_mode])),
+                             bias=bd if has_bias else None, bias_period=spec.oh * spec.ow, bias_count=spec.f)
         return dev.like(out, x)
 
-    # ---- pooling and padding: one thread per output element --------------------------------------
-    def _elementwise(self, file, threads_constant, kernel, x, out_shape, scalars, extra_outputs=()):
-        """Launch `kernel`<T, I>(x, out, *extra_outputs, total, *scalars(I)) over out_shape; returns out."""
+    def _launch_direct(self, plan, spec, xd, wd, bd, has_bias, out, itype, I):
+        name = _kernels.direct_kernel(_ctype(xd.dtype), itype, plan.filter_batch, plan.staged)
+        args = (xd, wd, bd, out, np.int32(has_bias), *_conv_geometry(spec, I), np.int32(MODE_CODES[spec.padding_mode]),
+                *map(np.int32, (plan.tiles_x, plan.tiles_y, *plan.in_hw)))
+        self.device.launch("conv_direct.cu", name, plan.grid, plan.block, args, plan.shared)
+
+    # ---- pooling and padding (and their gradients): one thread per output element -----------------
+    def _elementwise(self, file, threads_constant, kernel, inputs, out_shape, scalars, extra_outputs=()):
+        """Launch `kernel`<T, I>(*inputs, out, *extra_outputs, total, *scalars(I)) over out_shape, T the
+        first input's element type; returns out."""
         dev = self.device
-        xd = dev.to_work(x)
-        out = dev.xp.empty(out_shape, dtype=x.dtype)
-        itype, I = _index_type(xd, out, *extra_outputs)
+        work = [dev.to_work(a) for a in inputs]
+        out = dev.xp.empty(out_shape, dtype=work[0].dtype)
+        itype, I = _index_type(*work, out, *extra_outputs)
         threads = _kernels.constants(file)[threads_constant]
         grid = (min(_ceil_div(out.size, threads), MAX_ELEMENTWISE_BLOCKS), 1, 1)
-        args = (xd, out, *extra_outputs, I(out.size), *scalars(I))
-        dev.launch(file, f"{kernel}<{_ctype(x.dtype)}, {itype}>", grid, (threads, 1, 1), args)
+        args = (*work, out, *extra_outputs, I(out.size), *scalars(I))
+        dev.launch(file, f"{kernel}<{_ctype(work[0].dtype)}, {itype}>", grid, (threads, 1, 1), args)
         return out
 
     def max_pool2d(self, x, spec, return_indices):
         with self.device.scope(x):
             indices = self.device.xp.empty(spec.out_shape if return_indices else (1,), dtype=np.int64)
             top, _, left, _ = spec.pads
-            out = self._elementwise("pool.cu", "POOL_THREADS", "max_pool2d", x, spec.out_shape, lambda I: (
+            out = self._elementwise("pool.cu", "POOL_THREADS", "max_pool2d", (x,), spec.out_shape, lambda I: (
                 I(spec.h), I(spec.w), I(spec.oh), I(spec.ow),
                 *map(np.int32, (spec.kh, spec.kw, *spec.stride, *spec.dilation, top, left, return_indices))),
                 (indices,))
@@ -260,7 +270,7 @@ class CudaBackend:
     def avg_pool2d(self, x, spec):
         with self.device.scope(x):
             top, bottom, left, right = spec.pads
-            out = self._elementwise("pool.cu", "POOL_THREADS", "avg_pool2d", x, spec.out_shape, lambda I: (
+            out = self._elementwise("pool.cu", "POOL_THREADS", "avg_pool2d", (x,), spec.out_shape, lambda I: (
                 I(spec.h), I(spec.w), I(spec.oh), I(spec.ow),
                 *map(np.int32, (spec.kh, spec.kw, *spec.stride, top, bottom, left, right, spec.count_include_pad,
                                 spec.divisor_override or 0))))
@@ -270,7 +280,7 @@ class CudaBackend:
         with self.device.scope(x):
             top, _, left, _ = spec.pads
             _, _, oh, ow = spec.out_shape
-            out = self._elementwise("pad.cu", "PAD_THREADS", "pad2d", x, spec.out_shape, lambda I: (
+            out = self._elementwise("pad.cu", "PAD_THREADS", "pad2d", (x,), spec.out_shape, lambda I: (
                 I(spec.h), I(spec.w), I(oh), I(ow), I(top), I(left), np.int32(MODE_CODES[spec.mode]),
                 np.float64(spec.value)))
             return self.device.like(out, x)
