@@ -183,19 +183,17 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     return values, indices
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-               divisor_override=None):
-    """Sum of the window's input taps over the divisor: divisor_override if given; else, with
-    count_include_pad, the taps inside the padded input [-p, n + p) (ceil_mode overhang excluded);
-    else the taps inside the input."""
-    x = np.asarray(x, dtype=np.float64)
-    (kh, kw), (sh, sw), (ph, pw), _, (oh, ow) = _pool_geometry(x, kernel_size, stride, padding, 1, ceil_mode)
-    h, w = x.shape[-2:]
-    out = np.empty(x.shape[:-2] + (oh, ow))
+def _avg_windows(in_hw, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    """Per output (i, j) of average pooling: (i, j, the window's input taps [(r, c), ...], its divisor).
+
+    divisor_override if given; else, with count_include_pad, the taps inside the padded input
+    [-p, n + p) (ceil_mode overhang excluded); else the taps inside the input."""
+    dummy = np.empty(in_hw)
+    (kh, kw), (sh, sw), (ph, pw), _, (oh, ow) = _pool_geometry(dummy, kernel_size, stride, padding, 1, ceil_mode)
+    h, w = in_hw
     for i in range(oh):
         for j in range(ow):
-            total = np.zeros(x.shape[:-2])
-            in_input = in_padded = 0
+            taps, in_padded = [], 0
             for a in range(kh):
                 r = i * sh - ph + a
                 for b in range(kw):
@@ -203,11 +201,173 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
                     if -ph <= r < h + ph and -pw <= c < w + pw:
                         in_padded += 1
                     if 0 <= r < h and 0 <= c < w:
-                        in_input += 1
-                        total += x[..., r, c]
+                        taps.append((r, c))
             if divisor_override is not None:
                 divisor = divisor_override
             else:
-                divisor = in_padded if count_include_pad else in_input
-            out[..., i, j] = total / divisor
+                divisor = in_padded if count_include_pad else len(taps)
+            yield i, j, taps, divisor
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    """Sum of the window's input taps over the divisor (_avg_windows)."""
+    x = np.asarray(x, dtype=np.float64)
+    (_, _, _, _, (oh, ow)) = _pool_geometry(x, kernel_size, stride, padding, 1, ceil_mode)
+    out = np.empty(x.shape[:-2] + (oh, ow))
+    for i, j, taps, divisor in _avg_windows(x.shape[-2:], kernel_size, stride, padding, ceil_mode,
+                                            count_include_pad, divisor_override):
+        total = np.zeros(x.shape[:-2])
+        for r, c in taps:
+            total += x[..., r, c]
+        out[..., i, j] = total / divisor
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradients, each by the chain rule through the forward definition above: every output's
+# gradient is sent back along the terms that formed that output.
+
+
+def fold_padding(grad_padded, pads, mode, in_hw):
+    """Gradient of pad2d: each padded position (r, c) passes its gradient to the input element
+    it was copied from (source_index); constant pads pass nothing. Where several padded
+    positions copy one element (reflect, replicate, circular), their gradients add up."""
+    grad_padded = np.asarray(grad_padded, dtype=np.float64)
+    top, bottom, left, right = pads
+    h, w = in_hw
+    out = np.zeros(grad_padded.shape[:-2] + (h, w))
+    for r in range(-top, h + bottom):
+        sr = source_index(r, h, mode)
+        for c in range(-left, w + right):
+            sc = source_index(c, w, mode)
+            if sr is not None and sc is not None:
+                out[..., sr, sc] += grad_padded[..., r + top, c + left]
+    return out
+
+
+def pad2d_input(grad_output, padding, mode="constant"):
+    """Gradient of pad2d(x, padding, mode) for x of grad_output's shape less the pads."""
+    pads = explicit_pads(padding)
+    top, bottom, left, right = pads
+    hp, wp = np.shape(grad_output)[-2:]
+    return fold_padding(grad_output, pads, mode, (hp - top - bottom, wp - left - right))
+
+
+def _conv_geometry(in_hw, kernel_hw, stride, padding, dilation):
+    """((sh, sw), (dh, dw), (top, bottom, left, right), (oh, ow)) of conv2d."""
+    (sh, sw), (dh, dw) = _pair(stride), _pair(dilation)
+    pads = conv_pads(padding, in_hw, kernel_hw, (sh, sw), (dh, dw))
+    oh = conv_out_size(in_hw[0], pads[0], pads[1], kernel_hw[0], sh, dh)
+    ow = conv_out_size(in_hw[1], pads[2], pads[3], kernel_hw[1], sw, dw)
+    return (sh, sw), (dh, dw), pads, (oh, ow)
+
+
+def conv2d_input(input_shape, w, grad_output, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):
+    """Gradient of conv2d with respect to x (of input_shape): out[n, f, i, j] took
+    xpad[n, c, i*sh + a*dh, j*sw + b*dw] * w[f, c, a, b], so every grad_output[n, f, i, j]
+    goes back to that padded position times w[f, c, a, b]; the padded gradient is then folded
+    back onto x (fold_padding)."""
+    w = np.asarray(w, dtype=np.float64)
+    go = np.asarray(grad_output, dtype=np.float64)
+    n, c, h, wd = input_shape
+    f, cg, kh, kw = w.shape
+    (sh, sw), (dh, dw), pads, (oh, ow) = _conv_geometry((h, wd), (kh, kw), stride, padding, dilation)
+    assert go.shape == (n, f, oh, ow), f"grad_output {go.shape} != conv2d's output {(n, f, oh, ow)}"
+    fg = f // groups
+    grad_padded = np.zeros((n, c, h + pads[0] + pads[1], wd + pads[2] + pads[3]))
+    for a in range(kh):
+        for b in range(kw):
+            rows = slice(a * dh, a * dh + (oh - 1) * sh + 1, sh)
+            cols = slice(b * dw, b * dw + (ow - 1) * sw + 1, sw)
+            for g in range(groups):
+                grad_padded[:, g * cg:(g + 1) * cg, rows, cols] += np.einsum(
+                    "nfhw,fc->nchw", go[:, g * fg:(g + 1) * fg], w[g * fg:(g + 1) * fg, :, a, b])
+    return fold_padding(grad_padded, pads, padding_mode, (h, wd))
+
+
+def conv2d_weight(x, weight_shape, grad_output, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):
+    """Gradient of conv2d with respect to w (of weight_shape):
+    dw[f, c, a, b] = sum_{n, i, j} grad_output[n, f, i, j] * xpad[n, g(f)*C/groups + c, i*sh + a*dh, j*sw + b*dw]."""
+    x = np.asarray(x, dtype=np.float64)
+    go = np.asarray(grad_output, dtype=np.float64)
+    n, c, h, wd = x.shape
+    f, cg, kh, kw = weight_shape
+    (sh, sw), (dh, dw), pads, (oh, ow) = _conv_geometry((h, wd), (kh, kw), stride, padding, dilation)
+    assert go.shape == (n, f, oh, ow), f"grad_output {go.shape} != conv2d's output {(n, f, oh, ow)}"
+    xp = pad2d(x, pads, padding_mode, 0.0)
+    fg = f // groups
+    out = np.zeros((f, cg, kh, kw))
+    for a in range(kh):
+        for b in range(kw):
+            patch = xp[:, :, a * dh:a * dh + (oh - 1) * sh + 1:sh, b * dw:b * dw + (ow - 1) * sw + 1:sw]
+            for g in range(groups):
+                out[g * fg:(g + 1) * fg, :, a, b] = np.einsum(
+                    "nfhw,nchw->fc", go[:, g * fg:(g + 1) * fg], patch[:, g * cg:(g + 1) * cg])
+    return out
+
+
+def conv2d_bias(grad_output):
+    """Gradient of conv2d with respect to bias: bias[f] is added to every output of channel f."""
+    return np.asarray(grad_output, dtype=np.float64).sum(axis=(0, 2, 3))
+
+
+def max_pool2d_input(grad_output, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """Gradient of max_pool2d with respect to x: each output's gradient goes to the element the
+    forward picked (max_pool2d's index: first maximum, NaN wins); overlapping windows add up;
+    a window with no input tap (index -1) passes nothing."""
+    x = np.asarray(x, dtype=np.float64)
+    go = np.asarray(grad_output, dtype=np.float64)
+    _, indices = max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
+    assert go.shape == indices.shape, f"grad_output {go.shape} != max_pool2d's output {indices.shape}"
+    h, w = x.shape[-2:]
+    out = np.zeros(x.shape[:-2] + (h * w,))
+    for pos in np.ndindex(*indices.shape):
+        if indices[pos] >= 0:
+            out[pos[:-2] + (indices[pos],)] += go[pos]
+    return out.reshape(x.shape)
+
+
+def avg_pool2d_input(grad_output, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
+                     count_include_pad=True, divisor_override=None):
+    """Gradient of avg_pool2d with respect to x: each output's gradient over its divisor goes to
+    every input tap of its window; overlapping windows add up."""
+    go = np.asarray(grad_output, dtype=np.float64)
+    out = np.zeros(tuple(input_shape))
+    for i, j, taps, divisor in _avg_windows(tuple(input_shape[-2:]), kernel_size, stride, padding, ceil_mode,
+                                            count_include_pad, divisor_override):
+        for r, c in taps:
+            out[..., r, c] += go[..., i, j] / divisor
+    return out
+
+
+def conv_transpose2d(x, w, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """PyTorch's conv_transpose2d: x (N, C_in, H, W), w (C_in, C_out/groups, KH, KW). Every input
+    x[n, c, i, j] adds x * w[c, o, a, b] to full[n, g(c)*C_out/groups + o, i*sh + a*dh, j*sw + b*dw];
+    the output is full less `padding` on each side, H_out = (H-1)*sh - top - bottom + dh*(KH-1)
+    + output_padding + 1. padding: int, (ph, pw), ((top, bottom), (left, right)), "valid", or
+    "same": H_out = H * sh, pads by TensorFlow's rule for a conv over H_out (rows no tap reaches are 0)."""
+    x = np.asarray(x, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    n, c, h, wd = x.shape
+    cin_g, cout_g, kh, kw = w.shape[0] // groups, w.shape[1], w.shape[2], w.shape[3]
+    (sh, sw), (dh, dw), (oph, opw) = _pair(stride), _pair(dilation), _pair(output_padding)
+    full_h, full_w = (h - 1) * sh + dh * (kh - 1) + 1 + oph, (wd - 1) * sw + dw * (kw - 1) + 1 + opw
+    if padding == "same":
+        top, bottom, left, right = conv_pads("same", (h * sh, wd * sw), (kh, kw), (sh, sw), (dh, dw))
+        out_hw = (h * sh, wd * sw)
+    else:
+        top, bottom, left, right = conv_pads(padding, None, None, None, None)
+        out_hw = (full_h - top - bottom, full_w - left - right)
+    full = np.zeros((n, cout_g * groups, max(full_h, top + out_hw[0]), max(full_w, left + out_hw[1])))
+    for a in range(kh):
+        for b in range(kw):
+            rows = slice(a * dh, a * dh + (h - 1) * sh + 1, sh)
+            cols = slice(b * dw, b * dw + (wd - 1) * sw + 1, sw)
+            for g in range(groups):
+                full[:, g * cout_g:(g + 1) * cout_g, rows, cols] += np.einsum(
+                    "nchw,co->nohw", x[:, g * cin_g:(g + 1) * cin_g], w[g * cin_g:(g + 1) * cin_g, :, a, b])
+    out = full[:, :, top:top + out_hw[0], left:left + out_hw[1]]
+    if bias is not None:
+        out = out + np.asarray(bias, dtype=np.float64)[None, :, None, None]
     return out
