@@ -132,7 +132,7 @@ max_pool2d_grad(const T* __restrict__ dy, const T* __restrict__ x, const long lo
     covering_windows<I>(ix, ow, kw, sw, dw, left, ox_lo, ox_hi);
     A sum = 0;
     for (I oy = oy_lo; oy <= oy_hi; ++oy) {
-      if ((iy + top - oy * sh) % dh) continue;  // falls between two dilated taps
+      if ((iy + top - oy * sh) % dh) continue;  // between two dilated taps: cannot pick i (a shortcut)
       for (I ox = ox_lo; ox <= ox_hi; ++ox) {
         if ((ix + left - ox * sw) % dw) continue;
         const I o = (plane * oh + oy) * ow + ox;
