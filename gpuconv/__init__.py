@@ -1,14 +1,14 @@
 """gpuconv: 2-D convolution, padding and pooling on NVIDIA GPUs (own CUDA kernels) and NumPy."""
-from ._api import (avg_pool1d, avg_pool2d, conv1d, conv2d, convolve2d, correlate2d, max_pool1d,
-                   max_pool2d, pad2d)
+from ._api import (avg_pool1d, avg_pool2d, conv1d, conv2d, conv_transpose1d, conv_transpose2d, convolve2d,
+                   correlate2d, max_pool1d, max_pool2d, pad2d)
 from ._config import set_num_threads, set_workspace_limit
 from .backends import BackendUnavailable, available_backends, use_backend
-from . import filters
+from . import filters, grad
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "conv1d", "conv2d", "correlate2d", "convolve2d", "max_pool1d", "max_pool2d", "avg_pool1d",
-    "avg_pool2d", "pad2d", "available_backends", "use_backend", "BackendUnavailable",
+    "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "correlate2d", "convolve2d", "max_pool1d",
+    "max_pool2d", "avg_pool1d", "avg_pool2d", "pad2d", "grad", "available_backends", "use_backend", "BackendUnavailable",
     "set_num_threads", "set_workspace_limit", "filters", "__version__",
 ]

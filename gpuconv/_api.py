@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from . import _backward
 from . import _geometry as geometry
 from ._validate import as_array, check_bool, check_ndim, result_dtype
 from .backends import is_cupy_array, select
@@ -18,13 +19,13 @@ def _array_module(x):
     return np
 
 
-def _on_device_of(x, a, name):
+def _on_device_of(x, a, name, x_name="x"):
     """a moved to x's array type (NumPy -> CuPy only; never silently back to the host)."""
     if a is None or is_cupy_array(a) == is_cupy_array(x):
         return a
     if is_cupy_array(x):
         return _array_module(x).asarray(a)
-    raise TypeError(f"{name} is a CuPy array but x is a NumPy array: pass both on the same device")
+    raise TypeError(f"{name} is a CuPy array but {x_name} is a NumPy array: pass both on the same device")
 
 
 def _empty(x, shape, dtype):
@@ -76,6 +77,50 @@ def conv1d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_m
     out = conv2d(x[..., None, :], w[:, :, None, :], bias, (1, _single(stride, "stride")),
                  _padding_1d(padding), (1, _single(dilation, "dilation")), groups, padding_mode,
                  algorithm=algorithm, backend=backend)
+    return out[..., 0, :]
+
+
+def conv_transpose2d(x, w, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *,
+                     algorithm="auto", backend=None):
+    """Transposed convolution (PyTorch's conv_transpose2d) of x (N, C_in, H, W) or (C_in, H, W) with
+    w (C_in, C_out/groups, KH, KW): the gradient of conv2d with respect to its input.
+
+    padding: int, (ph, pw), ((top, bottom), (left, right)), "valid", or "same" (output H*stride).
+    Output size: (H-1)*stride - top - bottom + dilation*(KH-1) + output_padding + 1."""
+    x = as_array(x, "x")
+    w = _on_device_of(x, as_array(w, "w"), "w")
+    bias = None if bias is None else _on_device_of(x, as_array(bias, "bias"), "bias")
+    check_ndim(x, "x", (3, 4), "(N, C_in, H, W) or unbatched (C_in, H, W)")
+    check_ndim(w, "w", (4,), "(C_in, C_out/groups, KH, KW)")
+    _check_algorithm(algorithm)
+    unbatched = x.ndim == 3
+    if unbatched:
+        x = x[None]
+    spec = geometry.conv_transpose_spec(x.shape, w.shape, stride, padding, output_padding, groups, dilation)
+    if bias is not None and tuple(bias.shape) != (spec.c,):
+        raise ValueError(f"bias has shape {tuple(bias.shape)}: expected (C_out,) = ({spec.c},)")
+    dtype = result_dtype(x, w, bias)
+    x, w = x.astype(dtype, copy=False), w.astype(dtype, copy=False)
+    if (spec.oh, spec.ow) != x.shape[2:]:  # output_padding >= stride: conv rows no input element reaches
+        x = _array_module(x).pad(x, ((0, 0), (0, 0), (0, spec.oh - x.shape[2]), (0, spec.ow - x.shape[3])))
+    out = _backward.conv_input(x, w, spec, algorithm, backend)
+    if bias is not None:
+        out += bias.astype(dtype, copy=False)[:, None, None]
+    return out[0] if unbatched else out
+
+
+def conv_transpose1d(x, w, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *,
+                     algorithm="auto", backend=None):
+    """conv_transpose2d on x (N, C_in, L) or (C_in, L) with w (C_in, C_out/groups, K).
+
+    padding: int, (left, right), "valid" or "same"."""
+    x = as_array(x, "x")
+    w = as_array(w, "w")
+    check_ndim(x, "x", (2, 3), "(N, C_in, L) or unbatched (C_in, L)")
+    check_ndim(w, "w", (3,), "(C_in, C_out/groups, K)")
+    out = conv_transpose2d(x[..., None, :], w[:, :, None, :], bias, (1, _single(stride, "stride")),
+                           _padding_1d(padding), (0, _single(output_padding, "output_padding")), groups,
+                           (1, _single(dilation, "dilation")), algorithm=algorithm, backend=backend)
     return out[..., 0, :]
 
 

@@ -226,3 +226,42 @@ def pad_spec(x_shape, padding, mode, value) -> PadSpec:
     if not math.isfinite(value):
         raise ValueError(f"value={value!r}: must be finite")
     return PadSpec(n, c, h, w, pads, mode, value)
+
+
+def conv_transpose_spec(x_shape, w_shape, stride, padding, output_padding, groups, dilation) -> ConvSpec:
+    """conv_transpose2d of x (n, c_in, h, w) with w (c_in, c_out/groups, kh, kw) is the input gradient
+    of the conv2d returned here: weights w read as (F=c_in, C/groups=c_out/groups, kh, kw), input
+    (n, c_out, H_out, W_out) with PyTorch's H_out = (h-1)*stride - top - bottom + dilation*(kh-1)
+    + output_padding + 1 (output_padding < max(stride, dilation)), or H_out = h*stride for
+    padding="same" (TensorFlow's rule for the conv). Its output rows are >= h: with
+    output_padding >= stride, rows past h exist that no input element reaches."""
+    n, c_in, h, w = x_shape
+    if not _is_int(groups) or groups < 1:
+        raise ValueError(f"groups={groups!r}: must be an int >= 1")
+    if min(w_shape) == 0:
+        raise ValueError(f"w has shape {tuple(w_shape)}: the kernel must not be empty (every dimension >= 1)")
+    if w_shape[0] != c_in:
+        raise ValueError(f"w has shape {tuple(w_shape)}: its first dimension C_in={w_shape[0]} must equal x's "
+                         f"channels C={c_in} (conv_transpose2d weights are (C_in, C_out/groups, KH, KW))")
+    if c_in % groups:
+        raise ValueError(f"w has shape {tuple(w_shape)}: in channels C_in={c_in} must be divisible by groups={groups}")
+    kh, kw = w_shape[2:]
+    stride = pair(stride, "stride", 1)
+    dilation = pair(dilation, "dilation", 1)
+    extra = pair(output_padding, "output_padding", 0)
+    if any(e >= max(s, d) for e, s, d in zip(extra, stride, dilation)):
+        raise ValueError(f"output_padding={output_padding!r}: must be smaller than stride={stride} or "
+                         f"dilation={dilation} (output_padding < max(stride, dilation) per dimension)")
+    if padding == "same":
+        if any(extra):
+            raise ValueError(f"output_padding={output_padding!r}: must be 0 with padding='same' "
+                             f"(the output is the input size times the stride)")
+        out_hw = (h * stride[0], w * stride[1])
+    else:
+        t, b, l, r = explicit_pads(padding, (h, w), (kh, kw), stride, dilation)
+        out_hw = ((h - 1) * stride[0] - t - b + dilation[0] * (kh - 1) + extra[0] + 1,
+                  (w - 1) * stride[1] - l - r + dilation[1] * (kw - 1) + extra[1] + 1)
+        if min(out_hw) < 1:
+            raise ValueError(f"padding={padding!r}: crops more than the whole output of x's {(h, w)} input "
+                             f"(output size {out_hw})")
+    return conv_spec((n, w_shape[1] * groups) + out_hw, w_shape, stride, padding, dilation, groups, "zeros")

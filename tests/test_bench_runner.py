@@ -268,6 +268,47 @@ def test_smoke_run_writes_every_case_and_figure(backend, tmp_path, capsys):
     assert f"gpuconv/{backend} [" in captured.out, "the table should name the conv algorithm gpuconv ran"
 
 
+def test_smoke_backward_pass_times_dx_and_dw_against_torch_autograd(grad_backend, tmp_path, capsys):
+    """--smoke --pass backward: every conv layer's dx + dw, checked against the first contender
+    (and PyTorch's autograd where installed), rates counting twice the forward FLOPs."""
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--smoke", "--pass", "backward", "--backend", grad_backend, "--json", str(out)])
+    captured = capsys.readouterr()
+    document = json.loads(out.read_text())
+    assert code == 0, document["problems"]
+    expected = select_cases(use_smoke=True, backward=True)
+    assert [c.layer.op for c in expected] == [CONV] * 8
+    assert [(c["layer"], c["pass"]) for c in document["cases"]] == [(c.layer.name, "backward") for c in expected]
+    ours = f"gpuconv/{grad_backend}"
+    implementation = get_backend(grad_backend)
+    for case, spec_case in zip(document["cases"], expected):
+        assert case["errors"] == {} and case["disagreements"] == {}
+        assert spec_case.flops == 2 * spec_case.spec.flops
+        figures = case["results"][ours]
+        assert figures["rate"] == pytest.approx(spec_case.flops / figures["time_s"] / 1e9)
+        choose = getattr(implementation, "choose_grad_algorithms", None)
+        if choose is not None:
+            assert figures["algorithm"] == "+".join(choose(spec_case.spec))
+        assert "scipy" in case["not_applicable"] or "scipy" in document["contenders"]["skipped"]
+        if "torch-cpu" in case["results"]:
+            assert figures["max_rel_difference"] <= runner.AGREEMENT_TOLERANCE["float32"]
+            assert case["ratios"][ours]["torch-cpu"] == pytest.approx(
+                case["results"]["torch-cpu"]["time_s"] / figures["time_s"])
+    if "torch-cpu" in document["contenders"]["measured"]:
+        assert "conv backward float32" in document["summary"][ours]["torch-cpu"]
+        assert "conv backward float32: geometric mean" in captured.out
+    assert "A backward" in captured.out
+
+
+def test_backward_results_are_compared_part_by_part():
+    """dx and dw are compared each on its own scale: an error in the small one is not hidden by the large one."""
+    dx, dw = np.ones((2, 3)), np.full((4,), 1000.0)
+    assert relative_difference((dx, dw), (dx, dw)) == 0
+    assert relative_difference((dx + 0.5, dw), (dx, dw)) == pytest.approx(0.5)
+    assert relative_difference((dx,), (dx, dw)) == math.inf
+    assert relative_difference(dx, (dx, dw)) == math.inf
+
+
 def test_implicit_gemm_shape_has_the_conv_flops():
     from gpuconv.benchmark.ceilings import implicit_gemm_shape
 

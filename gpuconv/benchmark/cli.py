@@ -1,5 +1,6 @@
-"""`python -m gpuconv bench`: conv2d and pooling on the layer set, for each selected backend
-and each available peer; prints the environment, a table and the speed ratios."""
+"""`python -m gpuconv bench`: conv2d and pooling on the layer set (or, with --pass backward, the
+conv layers' gradients dx + dw), for each selected backend and each available peer; prints the
+environment, a table and the speed ratios."""
 from __future__ import annotations
 
 import argparse
@@ -36,6 +37,9 @@ def add_arguments(parser) -> None:
                         help="gpuconv backends, repeatable or comma list (default: numpy, plus cuda when available)")
     parser.add_argument("--peers", type=_names(PEERS + ("none",)), action="extend",
                         help=f"peers to compare with (default: every one installed: {','.join(PEERS)}; 'none': none)")
+    parser.add_argument("--pass", choices=("forward", "backward"), default="forward", dest="pass_name",
+                        help="forward (default): conv2d and pooling; backward: the conv layers' input and weight "
+                             "gradients (dx + dw; PyTorch: autograd's backward of the conv)")
     parser.add_argument("--dtype", type=_names(DTYPES), action="extend", dest="dtypes",
                         help="float32 (default) and/or float64 (measured on layers B and F)")
     parser.add_argument("--repeat", type=_positive, default=None, help="timed calls per round (default 5)")
@@ -57,7 +61,7 @@ def _positive(value: str) -> int:
 
 
 def settings_from(args) -> Settings:
-    options = {"layers": args.layers}
+    options = {"layers": args.layers, "backward": args.pass_name == "backward"}
     if args.backends:
         options["backends"] = tuple(dict.fromkeys(args.backends))
     if args.peers:

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from .. import _api
+from .. import _api, grad
 from ..backends import BackendUnavailable, get_backend
 from .layers import CONV, MAX_POOL, Case
 from .timing import cupy_event_clock, host_clock, torch_event_clock
@@ -35,12 +35,16 @@ class Contender:
     prepare: Callable[[Case, dict], Callable[[], object] | str]
     # waits for the work a call queued (a GPU's); for timers that read the host clock
     synchronise: Callable[[], None] = lambda: None
-    # case -> the conv algorithm gpuconv's "auto" runs for it; None for peers and pooling
+    # case -> the conv algorithm gpuconv's "auto" runs for it ("input+weight" gradient algorithms
+    # backward); None for peers and pooling
     algorithm: Callable[[Case], str | None] = lambda case: None
 
 
-def to_numpy(result) -> np.ndarray:
-    """A CuPy array, a torch tensor or a NumPy array as a NumPy array on the host."""
+def to_numpy(result):
+    """A CuPy array, a torch tensor or a NumPy array as a NumPy array on the host (a tuple of
+    them, as a backward pass returns, as a tuple)."""
+    if isinstance(result, tuple):
+        return tuple(to_numpy(part) for part in result)
     module = type(result).__module__.split(".")[0]
     if module == "cupy":
         return result.get()
@@ -73,6 +77,12 @@ def gpuconv_contender(backend: str) -> Contender:
     def prepare(case, inputs):
         layer = case.layer
         x = to_device(inputs["x"])
+        if case.backward:
+            w, go = to_device(inputs["w"]), to_device(inputs["grad"])
+            return lambda: (grad.conv2d_input(x.shape, w, go, layer.stride, layer.padding, 1, layer.groups,
+                                              backend=backend),
+                            grad.conv2d_weight(x, w.shape, go, layer.stride, layer.padding, 1, layer.groups,
+                                               backend=backend))
         if layer.op == CONV:
             w = to_device(inputs["w"])
             return lambda: _api.conv2d(x, w, None, layer.stride, layer.padding, 1, layer.groups, backend=backend)
@@ -81,6 +91,9 @@ def gpuconv_contender(backend: str) -> Contender:
         return lambda: _api.avg_pool2d(x, layer.kernel, layer.stride, layer.padding, backend=backend)
 
     def algorithm(case):
+        if case.backward:
+            choose = getattr(implementation, "choose_grad_algorithms", None)
+            return None if choose is None else "+".join(choose(case.spec))
         return implementation.choose_algorithm(case.spec) if case.layer.op == CONV else None
 
     device = GPU if on_gpu else (EMULATOR if backend == "cuda-emu" else CPU)
@@ -109,6 +122,12 @@ def _torch_prepare(torch, device: str):
     def prepare(case, inputs):
         layer = case.layer
         x = torch.from_numpy(inputs["x"]).to(device)
+        if case.backward:  # autograd's backward of the conv alone: dx and dw
+            x.requires_grad_()
+            w = torch.from_numpy(inputs["w"]).to(device).requires_grad_()
+            y = functional.conv2d(x, w, None, layer.stride, layer.padding, 1, layer.groups)
+            go = torch.from_numpy(inputs["grad"]).to(device)
+            return lambda: torch.autograd.grad(y, (x, w), go, retain_graph=True)
         if layer.op == CONV:
             w = torch.from_numpy(inputs["w"]).to(device)
             return _no_grad(torch, lambda: functional.conv2d(x, w, None, layer.stride, layer.padding, 1, layer.groups))
@@ -149,6 +168,8 @@ def ndimage_rule(case: Case) -> str | None:
     stride 1, no dilation, zero padding and its output window inside ndimage's."""
     if case.layer.op != CONV:
         return "ndimage.correlate is a convolution; pooling is not compared with it"
+    if case.backward:
+        return "ndimage.correlate computes no gradients"
     spec = case.spec
     if spec.c != 1:
         return f"needs a single input channel (C={spec.c})"

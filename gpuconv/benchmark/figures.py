@@ -47,7 +47,11 @@ def geometric_mean(values) -> float:
 
 def relative_difference(actual, expected) -> float:
     """max |actual - expected| / max(1, max |expected|) for NumPy arrays; inf when the shapes
-    differ or either holds a NaN or an infinity."""
+    differ or either holds a NaN or an infinity. Tuples of arrays: the largest over the parts."""
+    if isinstance(actual, tuple) or isinstance(expected, tuple):
+        if not (isinstance(actual, tuple) and isinstance(expected, tuple) and len(actual) == len(expected)):
+            return math.inf
+        return max(relative_difference(a, e) for a, e in zip(actual, expected))
     if actual.shape != expected.shape:
         return math.inf
     expected = expected.astype(np.float64)

@@ -1,6 +1,7 @@
 """The benchmark cases: conv layers A-H of DESIGN.md §5 and two pooling shapes, max and avg.
 
-A case is one layer in one dtype. Every layer also has a tiny "smoke" version with the same
+A case is one layer in one dtype, forward or backward (a conv layer's backward pass: the
+gradients of its input and weights from an output gradient, dx + dw). Every layer also has a tiny "smoke" version with the same
 kernel, stride, padding and groups, small enough for the CUDA emulator to run in a moment.
 """
 from __future__ import annotations
@@ -41,10 +42,11 @@ class Layer:
 class Case:
     layer: Layer
     dtype: str
+    backward: bool = False  # conv layers only: dx + dw from an output gradient
 
     @property
     def label(self) -> str:
-        return f"{self.layer.name} {self.dtype}"
+        return f"{self.layer.name} {self.dtype}" + (" backward" if self.backward else "")
 
     @property
     def spec(self):
@@ -56,8 +58,10 @@ class Case:
 
     @property
     def flops(self) -> int | None:
-        """2*N*F*(C/groups)*KH*KW*OH*OW for a conv; None for pooling."""
-        return self.spec.flops if self.layer.op == CONV else None
+        """2*N*F*(C/groups)*KH*KW*OH*OW for a conv, twice that backward (dx and dw); None for pooling."""
+        if self.layer.op != CONV:
+            return None
+        return self.spec.flops * (2 if self.backward else 1)
 
     @property
     def nbytes(self) -> int:
@@ -67,14 +71,17 @@ class Case:
         return itemsize * sum(int(np.prod(s)) for s in shapes)
 
     def inputs(self, seed: int) -> dict:
-        """{"x": input, "w": weights or None}: seeded normal data, weights scaled by 1/sqrt(fan-in)
-        so that outputs stay near unit scale."""
+        """{"x": input, "w": weights or None, "grad": output gradient (backward only)}: seeded
+        normal data, weights scaled by 1/sqrt(fan-in) so that outputs stay near unit scale."""
         rng = np.random.default_rng(seed)
         x = rng.standard_normal(self.layer.x_shape).astype(self.dtype)
         w_shape = self.layer.w_shape
         w = None if w_shape is None else \
             (rng.standard_normal(w_shape) / np.sqrt(np.prod(w_shape[1:]))).astype(self.dtype)
-        return {"x": x, "w": w}
+        found = {"x": x, "w": w}
+        if self.backward:
+            found["grad"] = rng.standard_normal(self.spec.out_shape).astype(self.dtype)
+        return found
 
     def describe(self) -> str:
         layer = self.layer
@@ -130,13 +137,16 @@ def smoke(layer: Layer) -> Layer:
     return dataclasses.replace(layer, x_shape=x_shape, out_channels=out_channels, groups=groups)
 
 
-def select_cases(names=None, dtypes=("float32",), use_smoke=False) -> list[Case]:
-    """The cases of the named layers (all when None) in each dtype the layer is measured in."""
+def select_cases(names=None, dtypes=("float32",), use_smoke=False, backward=False) -> list[Case]:
+    """The cases of the named layers (all when None) in each dtype the layer is measured in;
+    backward: the backward pass of the conv layers among them."""
     by_name = {layer.name: layer for layer in LAYERS}
     unknown = [n for n in names or () if n not in by_name]
     if unknown:
         raise ValueError(f"--layers: unknown layer(s) {unknown}; expected names from {tuple(by_name)}")
     layers = [by_name[n] for n in names] if names else list(LAYERS)
+    if backward:
+        layers = [layer for layer in layers if layer.op == CONV]
     if use_smoke:
         layers = [smoke(layer) for layer in layers]
-    return [Case(layer, dtype) for dtype in dtypes for layer in layers if dtype in layer.dtypes]
+    return [Case(layer, dtype, backward) for dtype in dtypes for layer in layers if dtype in layer.dtypes]

@@ -27,6 +27,7 @@ class Settings:
     backends: tuple[str, ...] = ("numpy", "cuda")
     peers: tuple[str, ...] = PEERS
     dtypes: tuple[str, ...] = ("float32",)
+    backward: bool = False  # the conv layers' backward pass (dx + dw) instead of the forward ops
     warmup: int = 2  # calls before timing, the first of them checked against the reference
     rounds: int = 5
     repeat: int = 5  # timed calls per round
@@ -52,10 +53,11 @@ def _stderr(line: str) -> None:
 
 
 def run(settings: Settings, progress=_stderr) -> dict:
-    cases = select_cases(settings.layers, settings.dtypes, settings.smoke)
+    cases = select_cases(settings.layers, settings.dtypes, settings.smoke, settings.backward)
     if not cases:
-        raise ValueError(f"no case to run: layers {settings.layers} have no {settings.dtypes} version "
-                         f"(float64 is measured on layers B and F)")
+        raise ValueError(f"no case to run: layers {settings.layers} have no {settings.dtypes} "
+                         f"{'backward' if settings.backward else 'forward'} version (float64 is measured on "
+                         f"layers B and F; the backward pass on the conv layers A-H)")
     contenders, skipped = _contenders(settings)
     progress(f"gpuconv bench: {len(cases)} cases; timing {', '.join(c.label for c in contenders) or 'nothing'}"
              + "".join(f"; skipped {label}: {reason}" for label, reason in skipped.items()))
@@ -105,6 +107,7 @@ def _shared_ceilings(settings, cases, contenders, progress) -> dict:
 def _describe_case(case: Case) -> dict:
     layer = case.layer
     return {"layer": layer.name, "title": layer.title, "op": layer.op, "dtype": case.dtype,
+            "pass": "backward" if case.backward else "forward",
             "shape": case.describe(), "x_shape": list(layer.x_shape),
             "w_shape": None if layer.w_shape is None else list(layer.w_shape), "kernel": list(layer.kernel),
             "stride": layer.stride, "padding": layer.padding, "groups": layer.groups,
@@ -205,7 +208,8 @@ def summary(cases: list[dict]) -> dict:
     per dtype)."""
     collected: dict = {}
     for case in cases:
-        group = f"{'conv' if case['op'] == CONV else 'pool'} {case['dtype']}"
+        group = f"{'conv' if case['op'] == CONV else 'pool'}{' backward' if case['pass'] == 'backward' else ''} " \
+                f"{case['dtype']}"
         for mine, by_peer in case["ratios"].items():
             for other, value in by_peer.items():
                 collected.setdefault(mine, {}).setdefault(other, {}).setdefault(group, []).append(
@@ -222,7 +226,7 @@ def problems(cases: list[dict]) -> list[str]:
     """Errors and disagreements, one line each (the run's exit status is 1 when any)."""
     lines = []
     for case in cases:
-        name = f"{case['layer']} {case['dtype']}"
+        name = f"{case['layer']} {case['dtype']}" + (" backward" if case["pass"] == "backward" else "")
         lines += [f"{name}: {label} failed: {message}" for label, message in case["errors"].items()]
         lines += [f"{name}: {label} differs from {case['reference']} by {difference:.3g} of the result's scale"
                   for label, difference in case["disagreements"].items()]

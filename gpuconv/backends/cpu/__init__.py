@@ -1,7 +1,7 @@
 """The "numpy" backend: runs everywhere NumPy does."""
 from __future__ import annotations
 
-from . import conv, pad, pool
+from . import conv, conv_grad, pad, pad_grad, pool, pool_grad
 
 
 class NumpyBackend:
@@ -26,6 +26,35 @@ class NumpyBackend:
 
     def pad2d(self, x, spec):
         return pad.pad2d(x, spec)
+
+    # Gradients (GRAD_INTERFACE.md); spec is the forward op's.
+    input_grad_algorithms = conv_grad.INPUT_ALGORITHMS
+    weight_grad_algorithms = conv_grad.WEIGHT_ALGORITHMS
+
+    def applicable_input_grad_algorithms(self, spec):
+        return conv_grad.applicable_input_algorithms(spec)
+
+    def applicable_weight_grad_algorithms(self, spec):
+        return conv_grad.applicable_weight_algorithms(spec)
+
+    def choose_grad_algorithms(self, spec) -> tuple[str, str]:
+        """The (input, weight) gradient methods algorithm="auto" runs for spec (zero padding)."""
+        return conv_grad.choose_input(spec), conv_grad.choose_weight(spec)
+
+    def conv2d_input(self, grad_out, w, spec, algorithm="auto"):
+        return conv_grad.conv2d_input(grad_out, w, spec, algorithm)
+
+    def conv2d_weight(self, x, grad_out, spec, algorithm="auto"):
+        return conv_grad.conv2d_weight(x, grad_out, spec, algorithm)
+
+    def max_pool2d_input(self, grad_out, x, indices, spec):
+        return pool_grad.max_pool2d_input(grad_out, x, indices, spec)
+
+    def avg_pool2d_input(self, grad_out, spec):
+        return pool_grad.avg_pool2d_input(grad_out, spec)
+
+    def pad2d_input(self, grad_out, spec):
+        return pad_grad.pad2d_input(grad_out, spec)
 
 
 def load(name: str) -> NumpyBackend:

@@ -7,6 +7,8 @@ tiles as threads when the work can be split, and one thread for small convolutio
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from dataclasses import dataclass
 from typing import Callable
 
@@ -16,6 +18,9 @@ from ..._geometry import ConvSpec
 # Less work than this (in tile bytes) runs faster on the calling thread alone: handing tiles
 # to the pool and sharing the GIL cost more than they save (measured on layers E and F).
 MIN_PARALLEL_BYTES = 16 << 20
+# Tiles whose results are summed (gradients) are cut for this many threads whatever the thread
+# count, so that the sum runs in one order for every thread count (config's default maximum).
+FIXED_PARTITION_THREADS = 8
 TARGET_BYTES = 6 << 20  # measured on layers A-H: 2-4 MiB tiles pay too much per-tile overhead, 12 MiB lose the cache
 
 
@@ -29,31 +34,54 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+_fixed: contextvars.ContextVar[bool] = contextvars.ContextVar("gpuconv_fixed_partition", default=False)
+
+
+@contextlib.contextmanager
+def fixed_partition():
+    """Plans made inside the block cut their tiles for FIXED_PARTITION_THREADS threads (as if
+    every plan() passed partition_threads): the tiles, and so every BLAS call, are the same for
+    every thread count (Winograd's results depend on its matmuls' shapes)."""
+    token = _fixed.set(True)
+    try:
+        yield
+    finally:
+        _fixed.reset(token)
+
+
 _cache: dict[tuple, Plan] = {}
 _CACHE_SIZE = 256
 
 
 def plan(spec: ConvSpec, tile_bytes: Callable[[int, int], int], algorithm: str, key, row_step: int = 1,
-         reserved: int = 0, target_bytes: int | None = None) -> Plan:
+         reserved: int = 0, target_bytes: int | None = None, partition_threads: int | None = None) -> Plan:
     """Tiles for tile_bytes(images, rows); rows per tile is a multiple of row_step (but the last).
     `reserved` bytes of the cap are already taken (e.g. by transformed weights). The plan is
-    memoised on the hashable `key`, which must determine tile_bytes, with the spec and settings."""
+    memoised on the hashable `key`, which must determine tile_bytes, with the spec and settings.
+    partition_threads: cut the tiles for that many threads whatever config.num_threads is (and run
+    on at most that many), so that a sum over tiles adds in the same order for every thread count."""
     target_bytes = TARGET_BYTES if target_bytes is None else target_bytes
+    if partition_threads is None and _fixed.get():
+        partition_threads = FIXED_PARTITION_THREADS
     full_key = (key, spec, algorithm, row_step, reserved, target_bytes, MIN_PARALLEL_BYTES, config.workspace_bytes,
-                config.num_threads)
+                config.num_threads, partition_threads)
     found = _cache.get(full_key)
     if found is None:
         if len(_cache) >= _CACHE_SIZE:
             _cache.clear()
-        found = _cache[full_key] = _plan(spec, tile_bytes, algorithm, row_step, reserved, target_bytes)
+        found = _plan(spec, tile_bytes, algorithm, row_step, reserved, target_bytes,
+                      config.num_threads if partition_threads is None else partition_threads)
+        if partition_threads is not None:
+            found = Plan(min(found.threads, config.num_threads), found.tiles)
+        _cache[full_key] = found
     return found
 
 
 def _plan(spec: ConvSpec, tile_bytes: Callable[[int, int], int], algorithm: str, row_step: int,
-          reserved: int, target_bytes: int) -> Plan:
+          reserved: int, target_bytes: int, threads: int) -> Plan:
     cap = config.workspace_bytes - reserved
     smallest, one_image = tile_bytes(1, row_step), tile_bytes(1, spec.oh)
-    threads = max(1, config.num_threads)
+    threads = max(1, threads)
     if smallest * threads > cap or spec.n * one_image < MIN_PARALLEL_BYTES:
         threads = 1
     budget = cap // threads

@@ -27,23 +27,24 @@ def tap_outputs(n_out: int, stride: int, offset: int, size: int) -> slice:
     return slice(lo, max(hi + 1, lo))
 
 
-def _axis_taps(n_out: int, stride: int, dilation: int, k: int, pad: int, size: int):
-    """(output slice, input slice) of each kernel tap along one axis that reaches the input."""
+def axis_taps(n_out: int, stride: int, dilation: int, k: int, pad: int, size: int):
+    """(tap, output slice, input slice) of each kernel tap along one axis that reaches the input:
+    output o reads input o*stride + tap*dilation - pad."""
     taps = []
     for a in range(k):
         out = tap_outputs(n_out, stride, a * dilation - pad, size)
         if out.stop > out.start:
             start = out.start * stride + a * dilation - pad
-            taps.append((out, slice(start, (out.stop - 1) * stride + a * dilation - pad + 1, stride)))
+            taps.append((a, out, slice(start, (out.stop - 1) * stride + a * dilation - pad + 1, stride)))
     return taps
 
 
 def _taps(spec: PoolSpec) -> list[tuple[slice, slice, slice, slice]]:
     """(output rows, output cols, input rows, input cols) slices of every tap that reaches the
     input, in row-major tap order."""
-    rows = _axis_taps(spec.oh, spec.stride[0], spec.dilation[0], spec.kh, spec.pads[0], spec.h)
-    cols = _axis_taps(spec.ow, spec.stride[1], spec.dilation[1], spec.kw, spec.pads[2], spec.w)
-    return [(orow, ocol, irow, icol) for orow, irow in rows for ocol, icol in cols]
+    rows = axis_taps(spec.oh, spec.stride[0], spec.dilation[0], spec.kh, spec.pads[0], spec.h)
+    cols = axis_taps(spec.ow, spec.stride[1], spec.dilation[1], spec.kw, spec.pads[2], spec.w)
+    return [(orow, ocol, irow, icol) for _, orow, irow in rows for _, ocol, icol in cols]
 
 
 def _item_budget() -> int:
@@ -79,7 +80,7 @@ def _separable(planes: np.ndarray, spec: PoolSpec, op, fill_value, acc_dtype, ou
     """acc[p, i, j] = op-reduction over window (i, j)'s in-bounds taps of planes[p] (fill_value
     where it has none), work item by work item in the worker threads; finish(acc, p0, p1, i0, i1)
     turns it into out[p0:p1, i0:i1]. acc is that part of out itself when out has acc_dtype."""
-    cols = _axis_taps(spec.ow, spec.stride[1], spec.dilation[1], spec.kw, spec.pads[2], spec.w)
+    cols = axis_taps(spec.ow, spec.stride[1], spec.dilation[1], spec.kw, spec.pads[2], spec.w)
     (sh, dh), top = (spec.stride[0], spec.dilation[0]), spec.pads[0]
     items = _work_items(spec, np.dtype(acc_dtype).itemsize)
 
@@ -88,12 +89,12 @@ def _separable(planes: np.ndarray, spec: PoolSpec, op, fill_value, acc_dtype, ou
         def at(s):
             return (Ellipsis, s, slice(None)) if along_rows else (Ellipsis, s)
         rest = taps[1:]
-        if taps and taps[0][0] == slice(0, n_out):  # a tap that every output has initialises them
-            np.copyto(dst, src[at(taps[0][1])])
+        if taps and taps[0][1] == slice(0, n_out):  # a tap that every output has initialises them
+            np.copyto(dst, src[at(taps[0][2])])
         else:
             dst.fill(fill_value)
             rest = taps
-        for o, i in rest:
+        for _, o, i in rest:
             view = dst[at(o)]
             op(view, src[at(i)], out=view)
 
@@ -107,7 +108,7 @@ def _separable(planes: np.ndarray, spec: PoolSpec, op, fill_value, acc_dtype, ou
         if in_place:
             acc = out[p0:p1, i0:i1]
         reduce_taps(planes[p0:p1, r_lo:r_hi], cols, spec.ow, row_result, along_rows=False)
-        rows = _axis_taps(i1 - i0, sh, dh, spec.kh, top - i0 * sh + r_lo, r_hi - r_lo)
+        rows = axis_taps(i1 - i0, sh, dh, spec.kh, top - i0 * sh + r_lo, r_hi - r_lo)
         reduce_taps(row_result, rows, i1 - i0, acc, along_rows=True)
         finish(acc, p0, p1, i0, i1)
 

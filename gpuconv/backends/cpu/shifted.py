@@ -38,20 +38,50 @@ def applicable(spec: ConvSpec) -> str | None:
     return None
 
 
+def band_length(spec: ConvSpec, rows: int) -> int:
+    """Elements per channel of the band of input rows that `rows` output rows read, with its margins."""
+    return spec.pads[2] + (rows + (spec.kh - 1) * spec.dilation[0]) * spec.w + spec.pads[3]
+
+
+def fill_columns(x: np.ndarray, spec: ConvSpec, n: int, c0: int, c1: int, r0: int, rows: int, band: np.ndarray,
+                 cols: np.ndarray) -> None:
+    """cols (c1 - c0, kh, kw, rows * width) = every kernel tap's window over output rows r0:r0+rows of
+    image n's channels c0:c1, through band (c1 - c0, band_length(spec, rows)), filled here."""
+    kh, kw, (dh, dw), width = spec.kh, spec.kw, spec.dilation, spec.w
+    top, _, left, _ = spec.pads
+    channels, length = c1 - c0, rows * width
+    # band row k is input row r0 - top + k; rows outside the image are zero
+    first = r0 - top
+    lo, hi = max(first, 0), min(first + rows + (kh - 1) * dh, spec.h)
+    head = left + (lo - first) * width
+    tail = head + max(hi - lo, 0) * width
+    band[:, :head] = 0
+    band[:, tail:] = 0
+    if hi > lo:
+        view_as(band[:, head:tail], (channels, hi - lo, width))[...] = x[n, c0:c1, lo:hi]
+    step_c, item = band.strides
+    windows = as_strided(band, cols.shape, (step_c, dh * width * item, dw * item, item), writeable=False)
+    np.copyto(cols, windows)
+    # tap column b reads input column w + b*dw - left: outside [0, width) it wrapped to another row
+    grid = view_as(cols, (channels, kh, kw, rows, width))
+    for b in range(kw):
+        first_valid = min(max(left - b * dw, 0), width)
+        end_valid = max(min(width + left - b * dw, width), 0)
+        if first_valid > 0:
+            grid[:, :, b, :, :first_valid] = 0
+        if end_valid < width:
+            grid[:, :, b, :, end_valid:] = 0
+
+
 def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarray) -> None:
     """out (n, f, oh, ow) = conv of x; wmat is (groups, f/groups, c/groups*kh*kw) in the compute dtype."""
     g, cg, fg = spec.groups, spec.c // spec.groups, spec.f // spec.groups
-    kh, kw, (dh, dw), width = spec.kh, spec.kw, spec.dilation, spec.w
-    top, _, left, right = spec.pads
-    halo = (kh - 1) * dh  # input rows a band reads beyond its output rows
+    kh, kw, width = spec.kh, spec.kw, spec.w
     compute = wmat.dtype
     in_place = out.dtype == compute
 
-    def band_length(rows: int) -> int:
-        return left + (rows + halo) * width + right
-
     def tile_bytes(groups: int, rows: int) -> int:
-        per_group = cg * (band_length(rows) + kh * kw * rows * width) + (0 if in_place else fg * rows * width)
+        per_group = cg * (band_length(spec, rows) + kh * kw * rows * width) + (0 if in_place else fg * rows * width)
         return compute.itemsize * groups * per_group + 3 * 64
 
     units = dataclasses.replace(spec, n=spec.n * g)  # one unit per (image, group)
@@ -69,29 +99,9 @@ def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarra
         groups, rows = j1 - j0, r1 - r0
         channels, length = groups * cg, rows * width
         band, cols, result = _workspace.arrays(
-            ((channels, band_length(rows)), compute), ((channels, kh, kw, length), compute),
+            ((channels, band_length(spec, rows)), compute), ((channels, kh, kw, length), compute),
             ((groups, fg, 0 if in_place else length), compute))
-        # band row k is input row r0 - top + k; rows outside the image are zero
-        first = r0 - top
-        lo, hi = max(first, 0), min(first + rows + halo, spec.h)
-        head = left + (lo - first) * width
-        tail = head + max(hi - lo, 0) * width
-        band[:, :head] = 0
-        band[:, tail:] = 0
-        if hi > lo:
-            view_as(band[:, head:tail], (channels, hi - lo, width))[...] = x[n, j0 * cg:j1 * cg, lo:hi]
-        step_c, item = band.strides
-        windows = as_strided(band, cols.shape, (step_c, dh * width * item, dw * item, item), writeable=False)
-        np.copyto(cols, windows)
-        # tap column b reads input column w + b*dw - left: outside [0, width) it wrapped to another row
-        grid = view_as(cols, (channels, kh, kw, rows, width))
-        for b in range(kw):
-            first_valid = min(max(left - b * dw, 0), width)
-            end_valid = max(min(width + left - b * dw, width), 0)
-            if first_valid > 0:
-                grid[:, :, b, :, :first_valid] = 0
-            if end_valid < width:
-                grid[:, :, b, :, end_valid:] = 0
+        fill_columns(x, spec, n, j0 * cg, j1 * cg, r0, rows, band, cols)
         f0, f1 = j0 * fg, j1 * fg
         target = out[n, f0:f1, r0:r1]
         if in_place:

@@ -65,11 +65,12 @@ def transform_weights(wmat: np.ndarray, spec: ConvSpec, threads: int) -> np.ndar
     """U = G g G^T as (16, F, C), element 4k + l of each 4x4 transform, in this thread's
     "weights" workspace: matmuls (measured 2-3x faster than elementwise passes) over column
     blocks spread on the tile threads, BLAS at one thread each (waking BLAS's own threads here
-    left them spinning against the tile workers: B-D ran 1.3-1.6x slower)."""
+    left them spinning against the tile workers: B-D ran 1.3-1.6x slower). The blocks are the
+    same for every thread count: a matmul's bits depend on its shape."""
     fc = spec.f * spec.c
     (u,) = _workspace.arrays(((16, fc), wmat.dtype), slot="weights")
     g, taps = _G_BOTH.astype(wmat.dtype), wmat.reshape(fc, 9).T
-    parts = threads if fc >= PARALLEL_WEIGHTS else 1
+    parts = _tiles.FIXED_PARTITION_THREADS if fc >= PARALLEL_WEIGHTS else 1
     bounds = [fc * i // parts for i in range(parts + 1)]
 
     def transform(i: int) -> None:
