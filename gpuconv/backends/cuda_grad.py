@@ -41,7 +41,7 @@ def transposed_spec(spec):
     """The stride-1 forward convolution that computes spec's data gradient: input grad_out
     (n, f, oh, ow), weights (c, f/groups, kh, kw) flipped, pads (k-1)*d - pad (possibly negative:
     a crop), output (n, c, h, w)."""
-    (dh, dw), (top, bottom, left, right) = spec.dilation, spec.pads
+    (dh, dw), (top, _, left, _) = spec.dilation, spec.pads
     span_h, span_w = (spec.kh - 1) * dh, (spec.kw - 1) * dw
     pads = (span_h - top, spec.h + top - spec.oh, span_w - left, spec.w + left - spec.ow)
     return dataclasses.replace(spec, c=spec.f, h=spec.oh, w=spec.ow, f=spec.c, pads=pads, oh=spec.h, ow=spec.w)
@@ -50,6 +50,45 @@ def transposed_spec(spec):
 class CudaGradients:
     """Mixed into CudaBackend: uses its device, _plan, choose_algorithm, _launch_direct, _elementwise."""
 
+    input_grad_algorithms = INPUT_ALGORITHMS
+    weight_grad_algorithms = WEIGHT_ALGORITHMS
+
+    # ---- algorithm choice ----------------------------------------------------------------------
+    def _input_rule(self, spec, algorithm) -> str | None:
+        """Why `algorithm` cannot compute spec's data gradient, or None when it can."""
+        if algorithm == "direct" and spec.stride != (1, 1):
+            return f"conv2d_input runs the direct kernel for stride 1 only, got stride={spec.stride}"
+        try:
+            if algorithm == "direct":
+                self._plan(transposed_spec(spec), "direct", np.float32)
+            elif algorithm == "implicit_gemm":
+                self._gemm_plan("input", spec, "float")
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    def _gemm_plan(self, kind, spec, ctype, itype="int"):
+        groups, cg, fg, taps = spec.groups, spec.c // spec.groups, spec.f // spec.groups, spec.kh * spec.kw
+        m, n, k = {"input": (cg, spec.n * spec.h * spec.w, fg * taps),
+                   "weight": (fg, cg * taps, spec.n * spec.oh * spec.ow)}[kind]
+        return cuda_gemm.plan(kind, groups, m, n, k, ctype, itype, self.device.sm_count())
+
+    def applicable_input_grad_algorithms(self, spec) -> tuple[str, ...]:
+        return ("auto",) + tuple(a for a in INPUT_ALGORITHMS[1:] if self._input_rule(spec, a) is None)
+
+    def applicable_weight_grad_algorithms(self, spec) -> tuple[str, ...]:
+        try:
+            self._gemm_plan("weight", spec, "float")
+        except ValueError:
+            return ("auto",)
+        return WEIGHT_ALGORITHMS
+
+    def choose_grad_algorithms(self, spec) -> tuple[str, str]:
+        """The (input, weight) gradient algorithms "auto" runs for spec: the direct kernel for the data
+        gradient where the forward's rule picks it for the transposed convolution (stride 1)."""
+        direct = spec.stride == (1, 1) and self.choose_algorithm(transposed_spec(spec)) == "direct"
+        return ("direct" if direct else "implicit_gemm"), "implicit_gemm"
+
     # ---- convolution ---------------------------------------------------------------------------
     def conv2d_input(self, grad_out, w, spec, algorithm="auto"):
         _check_zero_padding(spec)
@@ -57,13 +96,10 @@ class CudaGradients:
         if algorithm not in INPUT_ALGORITHMS:
             raise ValueError(f"algorithm={algorithm!r}: the {self.name} backend's conv2d_input offers "
                              f"{INPUT_ALGORITHMS}")
-        unit_stride = spec.stride == (1, 1)
-        if algorithm == "direct" and not unit_stride:
-            raise ValueError(f"algorithm='direct': conv2d_input runs the direct kernel for stride 1 only, got "
-                             f"stride={spec.stride}; use 'implicit_gemm'")
         if algorithm == "auto":
-            algorithm = "direct" if unit_stride and self.choose_algorithm(transposed_spec(spec)) == "direct" \
-                else "implicit_gemm"
+            algorithm = self.choose_grad_algorithms(spec)[0]
+        elif algorithm == "direct" and spec.stride != (1, 1):
+            raise ValueError(f"algorithm='direct': {self._input_rule(spec, algorithm)}; use 'implicit_gemm'")
         with self.device.scope(grad_out):
             if algorithm == "direct":
                 return self._conv2d_input_direct(grad_out, w, spec)
@@ -74,8 +110,7 @@ class CudaGradients:
         itype, I = _cuda._conv_index_type(spec, grad_out.dtype)
         ctype = _cuda._ctype(grad_out.dtype)
         groups, cg, fg, taps = spec.groups, spec.c // spec.groups, spec.f // spec.groups, spec.kh * spec.kw
-        plan = cuda_gemm.plan("input", groups, cg, spec.n * spec.h * spec.w, fg * taps, ctype, itype,
-                              dev.sm_count())
+        plan = self._gemm_plan("input", spec, ctype, itype)
         dyd, wd = dev.to_work(grad_out), dev.to_work(w)
         dx = dev.xp.empty((spec.n, spec.c, spec.h, spec.w), dtype=dyd.dtype)
         # wt[g][(fi, a, b)][ci] = w[g*fg + fi][ci][a][b]: loads along the M = C/groups rows coalesce.
@@ -107,11 +142,10 @@ class CudaGradients:
                              f"{WEIGHT_ALGORITHMS}")
         with self.device.scope(x):
             dev = self.device
-            groups, cg, fg = spec.groups, spec.c // spec.groups, spec.f // spec.groups
+            cg = spec.c // spec.groups
             itype, I = _cuda._conv_index_type(spec, x.dtype)
             ctype = _cuda._ctype(x.dtype)
-            plan = cuda_gemm.plan("weight", groups, fg, cg * spec.kh * spec.kw, spec.n * spec.oh * spec.ow, ctype,
-                                  itype, dev.sm_count())
+            plan = self._gemm_plan("weight", spec, ctype, itype)
             xd, dyd = dev.to_work(x), dev.to_work(grad_out)
             dw = dev.xp.empty((spec.f, cg, spec.kh, spec.kw), dtype=xd.dtype)
             cuda_gemm.launch(dev, plan, ctype, itype, I, (xd, dyd), dw, (I(spec.n), *_cuda._conv_geometry(spec, I)))
@@ -125,7 +159,7 @@ class CudaGradients:
             _check_shape("indices", indices, spec.out_shape)
         with self.device.scope(grad_out):
             dev = self.device
-            picked = indices if indices is not None else dev.xp.empty(1, dtype=np.int64)
+            picked = indices.astype(np.int64, copy=False) if indices is not None else dev.xp.empty(1, dtype=np.int64)
             top, _, left, _ = spec.pads
             dx = self._elementwise("pool.cu", "POOL_THREADS", "max_pool2d_grad", (grad_out, x, picked),
                                    (spec.n, spec.c, spec.h, spec.w), lambda I: (
