@@ -128,3 +128,79 @@ conv2d_grad_weight(const T* __restrict__ x, const T* __restrict__ dy, T* __restr
     }
   }
 }
+
+// ---- direct weight gradient: one block per (filter, channel) pair ------------------------------------
+// For few filters or few taps per group (depthwise layers, single-channel images) a GEMM tile would be
+// mostly empty (a depthwise 3x3 layer fills 1 x 9 of a 64 x 64 tile). Here a block reduces the kh*kw
+// taps of one (filter f, channel ci) pair over its split's output pixels, WDIRECT_TAPS taps per pass:
+// thread t takes pixels k_begin + t, + WDIRECT_THREADS, ... (consecutive threads read consecutive dy
+// and, at stride 1, consecutive x; a pixel's taps share cache lines), accumulating one value per tap.
+// The block then sums its threads in a fixed order (a shuffle tree per warp, then the warps in order)
+// and writes one value per tap (or, with split-K, one partial sum for splitk_reduce). grid.x = F*C/g
+// pairs, grid.z = splits.
+#define WDIRECT_THREADS 256
+#define WDIRECT_TAPS 9   // accumulators per thread (taps per pass): a 3x3 kernel in one pass
+
+template <typename T, typename I>
+__global__ void __launch_bounds__(WDIRECT_THREADS, 2)
+conv2d_grad_weight_direct(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ dw,
+                          typename Acc<T>::type* __restrict__ partial, I k_split, I n, I c, I h, I wd, I f, I oh,
+                          I ow, int kh, int kw, int groups, int sh, int sw, int dil_h, int dil_w, int top,
+                          int left) {
+  typedef typename Acc<T>::type A;
+  constexpr int WARPS = WDIRECT_THREADS / 32;
+  __shared__ A s_warp[WARPS][WDIRECT_TAPS];
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const I cg = c / groups, fg = f / groups;
+  const I pair = blockIdx.x, fo = pair / cg, ci = pair - fo * cg;
+  const int taps = kh * kw;
+  const I pixels = oh * ow, plane = h * wd, k_total = n * pixels;
+  const T* dy_f = dy + fo * pixels;                          // filter fo of image 0
+  const T* x_c = x + ((fo / fg) * cg + ci) * plane;          // channel g*C/g + ci of image 0
+  I k_begin, k_end;
+  split_k_range<I>(k_total, k_split, k_begin, k_end);
+  // WDIRECT_THREADS pixels = (step_img, step_oy, step_ox), each carry at most 1 (as in the GEMM).
+  const I step_img = WDIRECT_THREADS / pixels, step_oy = (WDIRECT_THREADS - step_img * pixels) / ow;
+  const I step_ox = WDIRECT_THREADS - step_img * pixels - step_oy * ow;
+
+  for (int tap0 = 0; tap0 < taps; tap0 += WDIRECT_TAPS) {
+    int tap_y[WDIRECT_TAPS], tap_x[WDIRECT_TAPS];  // the taps' offsets from the window origin
+    A acc[WDIRECT_TAPS];
+    #pragma unroll
+    for (int t = 0; t < WDIRECT_TAPS; ++t) {
+      const int a = (tap0 + t) / kw, b = tap0 + t - a * kw;
+      tap_y[t] = a * dil_h - top;
+      tap_x[t] = b * dil_w - left;
+      acc[t] = 0;
+    }
+    I k = k_begin + tid, img = k / pixels, oy = (k - img * pixels) / ow, ox = k - img * pixels - oy * ow;
+    for (; k < k_end; k += WDIRECT_THREADS) {
+      const A d = to_acc(dy_f[img * f * pixels + oy * ow + ox]);
+      const T* x_img = x_c + img * c * plane;
+      #pragma unroll
+      for (int t = 0; t < WDIRECT_TAPS; ++t) {
+        const I iy = oy * sh + tap_y[t], ix = ox * sw + tap_x[t];
+        if (tap0 + t < taps && iy >= 0 && iy < h && ix >= 0 && ix < wd) acc[t] += d * to_acc(x_img[iy * wd + ix]);
+      }
+      ox += step_ox;
+      if (ox >= ow) ox -= ow, ++oy;
+      oy += step_oy;
+      if (oy >= oh) oy -= oh, ++img;
+      img += step_img;
+    }
+    #pragma unroll
+    for (int t = 0; t < WDIRECT_TAPS; ++t) {
+      A v = acc[t];
+      #pragma unroll
+      for (int offset = 16; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
+      if (lane == 0) s_warp[warp][t] = v;
+    }
+    __syncthreads();
+    if (tid < WDIRECT_TAPS && tap0 + tid < taps) {
+      A sum = s_warp[0][tid];
+      for (int w = 1; w < WARPS; ++w) sum += s_warp[w][tid];
+      store_result<T, I>(dw, partial, f * cg * taps, pair * taps + tap0 + tid, sum);
+    }
+    __syncthreads();  // s_warp is rewritten by the next pass
+  }
+}

@@ -92,6 +92,7 @@ def _all_instantiations() -> dict[str, tuple[str, ...]]:
                                           for fb in DIRECT_FILTER_BATCHES for staged in (True, False)]
             for kind, (file, _, _) in GEMM_KERNELS.items():
                 sources[file] += [gemm_kernel(kind, ctype, itype, t) for t in gemm_tilings(kind, ctype)]
+            sources["conv_grad_weight.cu"].append(f"conv2d_grad_weight_direct<{ctype}, {itype}>")
             sources["splitk_reduce.cu"].append(f"splitk_reduce<{ctype}, {itype}>")
             sources["pool.cu"] += [f"{op}<{ctype}, {itype}>"
                                    for op in ("max_pool2d", "avg_pool2d", "max_pool2d_grad", "avg_pool2d_grad")]

@@ -1,7 +1,7 @@
 """The CUDA gradient kernels and split-K in the emulator ("cuda-emu"), through the backend methods.
 
 Data gradient (conv2d_grad_input, and the direct kernel on the transposed convolution), weight
-gradient (conv2d_grad_weight), the split-K reduction (splitk_reduce) of all three GEMMs, pooling and
+gradient (conv2d_grad_weight and conv2d_grad_weight_direct), the split-K reduction (splitk_reduce) of all three GEMMs, pooling and
 padding gradients: tile edges of every tiling, strides/dilations/asymmetric pads/groups, 64-bit
 indices, split-K on and off, the scratch cap, the three thread orders. Every result is compared
 with the float64 reference in tests/reference.py, outputs (and split-K scratch) NaN-poisoned before
@@ -60,11 +60,11 @@ def input_grad(emu, x_shape, w_shape, dtype=np.float32, algorithm="implicit_gemm
     return dx, ref.conv2d_input(x_shape, as_reference_input(w), as_reference_input(dy), **conv)
 
 
-def weight_grad(emu, x_shape, w_shape, dtype=np.float32, seed=0, **conv):
+def weight_grad(emu, x_shape, w_shape, dtype=np.float32, algorithm="implicit_gemm", seed=0, **conv):
     """(cuda-emu conv2d_weight, float64 reference)."""
     x, _, dy, spec, conv = conv_case(x_shape, w_shape, dtype, seed, **conv)
     with poisoned_numpy_backend():
-        dw = emu.conv2d_weight(x, dy, spec)
+        dw = emu.conv2d_weight(x, dy, spec, algorithm)
     return dw, ref.conv2d_weight(as_reference_input(x), w_shape, as_reference_input(dy), **conv)
 
 
@@ -73,9 +73,9 @@ def check_input(emu, x_shape, w_shape, dtype=np.float32, algorithm="implicit_gem
     assert_close(dx, expected, dtype, f"cuda-emu conv2d_input[{algorithm}] x={x_shape} w={w_shape} {conv}")
 
 
-def check_weight(emu, x_shape, w_shape, dtype=np.float32, seed=0, **conv):
-    dw, expected = weight_grad(emu, x_shape, w_shape, dtype, seed, **conv)
-    assert_close(dw, expected, dtype, f"cuda-emu conv2d_weight x={x_shape} w={w_shape} {conv}")
+def check_weight(emu, x_shape, w_shape, dtype=np.float32, algorithm="implicit_gemm", seed=0, **conv):
+    dw, expected = weight_grad(emu, x_shape, w_shape, dtype, algorithm, seed, **conv)
+    assert_close(dw, expected, dtype, f"cuda-emu conv2d_weight[{algorithm}] x={x_shape} w={w_shape} {conv}")
 
 
 # Geometry every gradient must handle: stride > 1 with dilation (the phase test of the data
@@ -125,12 +125,30 @@ def test_input_gradient_tile_edges(emu, force, tiling, channels):
 @pytest.mark.parametrize("case", CONV_CASES)
 def test_weight_gradient_geometry(emu, case):
     x_shape, w_shape, conv = _split(case)
-    check_weight(emu, x_shape, w_shape, **conv)
+    for algorithm in ("implicit_gemm", "direct"):
+        check_weight(emu, x_shape, w_shape, algorithm=algorithm, **conv)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_weight_gradient_dtypes(emu, dtype):
-    check_weight(emu, (2, 4, 7, 8), (6, 2, 3, 3), dtype, groups=2, padding=(2, 1), dilation=(2, 1), stride=2)
+    for algorithm in ("implicit_gemm", "direct"):
+        check_weight(emu, (2, 4, 7, 8), (6, 2, 3, 3), dtype, algorithm, groups=2, padding=(2, 1), dilation=(2, 1),
+                     stride=2)
+
+
+@pytest.mark.parametrize("kernel", [(5, 5), (7, 3), (1, 10)])
+def test_direct_weight_gradient_in_several_tap_passes(emu, kernel):
+    """More taps than WDIRECT_TAPS = 9 accumulators: 25, 21 and 10 taps take 3, 3 and 2 passes."""
+    check_weight(emu, (2, 3, 12, 13), (4, 3, *kernel), algorithm="direct", padding=(2, 3), groups=1)
+
+
+def test_auto_takes_the_direct_weight_gradient_where_a_gemm_tile_would_be_empty(emu):
+    depthwise = conv_spec((8, 64, 56, 56), (64, 1, 3, 3), 1, 1, 1, 64, "zeros")
+    dense = conv_spec((8, 256, 14, 14), (256, 256, 3, 3), 1, 1, 1, 1, "zeros")
+    assert emu.choose_grad_algorithms(depthwise) == ("direct", "direct")
+    assert emu.choose_grad_algorithms(dense) == ("implicit_gemm", "implicit_gemm")
+    assert emu.choose_grad_algorithms(conv_spec((8, 256, 14, 14), (256, 256, 3, 3), 2, 1, 1, 1, "zeros"))[0] \
+        == "implicit_gemm"  # the direct data gradient needs stride 1
 
 
 @pytest.mark.parametrize("tiling, filters, channels", [("small", 65, 8), ("large", 129, 15)])
@@ -144,17 +162,20 @@ def test_weight_gradient_tile_edges(emu, force, tiling, filters, channels):
 # ---- split-K -------------------------------------------------------------------------------------
 def _three_gemms(emu, dtype, integers, seed=0):
     """The forward, data-gradient and weight-gradient GEMMs of one convolution with bias, K long
-    enough for 9 / 11 / 4 k steps; returns {name: (result, float64 reference)}."""
+    enough for 9 / 11 / 4 k steps, and the direct weight gradient (60 pixels per (filter, channel)
+    pair); returns {name: (result, float64 reference)}."""
     x, w, dy, spec, conv = conv_case((2, 8, 6, 5), (9, 8, 3, 3), dtype, seed, integers, padding=1)
     b = (np.arange(9) % 5 - 2).astype(dtype)
     with poisoned_numpy_backend():
         y = emu.conv2d(x, w, b, spec, "implicit_gemm")
         dx = emu.conv2d_input(dy, w, spec, "implicit_gemm")
-        dw = emu.conv2d_weight(x, dy, spec)
+        dw = emu.conv2d_weight(x, dy, spec, "implicit_gemm")
+        dw_direct = emu.conv2d_weight(x, dy, spec, "direct")
     rx, rw, rdy = map(as_reference_input, (x, w, dy))
+    rdw = ref.conv2d_weight(rx, w.shape, rdy, padding=1)
     return {"forward": (y, ref.conv2d(rx, rw, as_reference_input(b), padding=1)),
-            "input": (dx, ref.conv2d_input(x.shape, rw, rdy, padding=1)),
-            "weight": (dw, ref.conv2d_weight(rx, w.shape, rdy, padding=1))}
+            "input": (dx, ref.conv2d_input(x.shape, rw, rdy, padding=1)), "weight": (dw, rdw),
+            "direct weight": (dw_direct, rdw)}
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -197,6 +218,17 @@ def test_scratch_cap_lowers_the_splits(emu, force, monkeypatch):
     assert plan.splits == 2 and plan.scratch_elements * 4 <= config.workspace_bytes
     got, expected = _three_gemms(emu, np.float32, integers=False)["weight"]
     assert_close(got, expected, np.float32, "weight gradient under a scratch cap")
+
+
+def test_direct_weight_gradient_splits(emu):
+    """One block per (filter, channel) pair: split until the pairs fill two blocks per SM once, with at
+    least 4 pixels per thread per split, within the cap; forced counts land on whole pixel ranges."""
+    depthwise = cuda_gemm.plan_weight_direct(64, 9, 8 * 56 * 56, "float", 132, 256 << 20)
+    assert depthwise.grid[:2] == (64, 1) and depthwise.splits == 5 and depthwise.splits * 64 >= 264
+    assert cuda_gemm.plan_weight_direct(64, 9, 2000, "float", 132, 256 << 20).splits == 1  # 2000 < 4 * 2 * 256
+    assert cuda_gemm.plan_weight_direct(64, 9, 8 * 56 * 56, "float", 132, 2 * 64 * 9 * 4).splits == 2
+    forced = cuda_gemm.plan_weight_direct(9 * 8, 9, 60, "float", 132, 256 << 20, 8)
+    assert (forced.splits, forced.k_split, forced.scratch_elements) == (8, 8, 8 * 72 * 9)
 
 
 def test_emulator_plans_split_k_by_itself_for_a_long_reduction(emu, force):
@@ -249,7 +281,9 @@ def test_conv_gradients_with_64bit_indices(emu, force, dtype):
     force(splits=2, index64=True)
     check_input(emu, (2, 4, 9, 10), (6, 2, 3, 3), dtype, stride=2, padding=((2, 1), (0, 1)), dilation=(1, 2), groups=2)
     check_input(emu, (2, 4, 9, 10), (6, 2, 3, 3), dtype, "direct", padding=1, groups=2)
-    check_weight(emu, (2, 4, 9, 10), (6, 2, 3, 3), dtype, stride=2, padding=((2, 1), (0, 1)), dilation=(1, 2), groups=2)
+    for algorithm in ("implicit_gemm", "direct"):
+        check_weight(emu, (2, 4, 9, 10), (6, 2, 3, 3), dtype, algorithm, stride=2, padding=((2, 1), (0, 1)),
+                     dilation=(1, 2), groups=2)
     got, expected = _three_gemms(emu, dtype, integers=False)["forward"]
     assert_close(got, expected, dtype, "forward GEMM, 2 splits, 64-bit indices")
 
@@ -354,7 +388,8 @@ def test_gradients_are_bit_identical_in_every_thread_order(emu, force):
     from gpuconv import emulator
 
     force(splits=3)
-    x, w, dy, spec, _ = conv_case((2, 6, 9, 17), (4, 3, 3, 3), np.float32, 5, padding=1, groups=2, stride=2)
+    x, w, dy, spec, _ = conv_case((2, 6, 9, 17), (4, 3, 3, 3), np.float32, 5, padding=1, groups=2)
+    x5, _, dy5, spec5, _ = conv_case((2, 3, 9, 11), (4, 3, 5, 5), np.float32, 6, padding=2)  # 3 tap passes
     px = pool_input(np.float32, 6, (2, 3, 11, 13))
     pspec = pool_spec(px.shape, 3, 2, 1, 1, True, False)
     pdy = random_array(np.random.default_rng(7), pspec.out_shape, np.float32)
@@ -364,7 +399,9 @@ def test_gradients_are_bit_identical_in_every_thread_order(emu, force):
     try:
         for order in ORDERS:
             emulator.set_order(order, seed=11)
-            results[order] = [emu.conv2d_input(dy, w, spec, "implicit_gemm"), emu.conv2d_weight(x, dy, spec),
+            results[order] = [emu.conv2d_input(dy, w, spec, "implicit_gemm"), emu.conv2d_input(dy, w, spec, "direct"),
+                              emu.conv2d_weight(x, dy, spec, "implicit_gemm"), emu.conv2d_weight(x, dy, spec, "direct"),
+                              emu.conv2d_weight(x5, dy5, spec5, "direct"),
                               emu.max_pool2d_input(pdy, px, None, pspec), emu.avg_pool2d_input(pdy, pspec),
                               emu.pad2d_input(ddy, dspec)]
     finally:
@@ -380,8 +417,8 @@ def test_gradient_errors_name_the_argument(emu):
     dy, w = np.ones(spec.out_shape, np.float32), np.ones((3, 2, 3, 3), np.float32)
     with pytest.raises(ValueError, match="algorithm='winograd'"):
         emu.conv2d_input(dy, w, spec, "winograd")
-    with pytest.raises(ValueError, match="algorithm='direct'"):
-        emu.conv2d_weight(np.ones((1, 2, 6, 6), np.float32), dy, spec, "direct")
+    with pytest.raises(ValueError, match="algorithm='winograd'"):
+        emu.conv2d_weight(np.ones((1, 2, 6, 6), np.float32), dy, spec, "winograd")
     with pytest.raises(ValueError, match="stride 1 only"):
         emu.conv2d_input(dy, w, spec, "direct")
     with pytest.raises(ValueError, match="grad_out has shape"):

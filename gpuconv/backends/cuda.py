@@ -230,7 +230,7 @@ class CudaBackend(CudaGradients):
         else:
             groups, fg = spec.groups, spec.f // spec.groups
             wt = dev.xp.ascontiguousarray(wd.reshape(groups, fg, -1).transpose(0, 2, 1))  # (groups, K, F/groups)
-            cuda_gemm.launch(dev, plan, ctype, itype, I, (xd, wt, bd), out,
+            cuda_gemm.launch(dev, plan, itype, I, (xd, wt, bd), out,
                              (np.int32(has_bias), I(spec.n), *_conv_geometry(spec, I),
                               np.int32(MODE_CODES[spec.padding_mode])),
                              bias=bd if has_bias else None, bias_period=spec.oh * spec.ow, bias_count=spec.f)

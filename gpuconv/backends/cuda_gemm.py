@@ -52,6 +52,29 @@ class GemmPlan:
     scratch_elements: int  # partial sums of the splits (0 with one split)
     estimate_s: float  # the model's time, for comparing plans only
 
+    @property
+    def file(self) -> str:
+        return _kernels.GEMM_KERNELS[self.kind][0]
+
+    def kernel_name(self, ctype: str, itype: str) -> str:
+        return _kernels.gemm_kernel(self.kind, ctype, itype, self.tiling)
+
+
+@dataclass(frozen=True)
+class DirectWeightPlan:
+    """conv2d_grad_weight_direct (conv_grad_weight.cu): one block per (filter, channel) pair, split-K
+    over the output pixels until the blocks fill the device once (WDIRECT_WAVE_BLOCKS per SM), each
+    split keeping at least WDIRECT_MIN_PIXELS_PER_THREAD pixels per thread, within the scratch cap."""
+    block: tuple[int, int, int]
+    grid: tuple[int, int, int]  # (pairs, 1, splits)
+    splits: int
+    k_split: int
+    scratch_elements: int
+    file = "conv_grad_weight.cu"
+
+    def kernel_name(self, ctype: str, itype: str) -> str:
+        return f"conv2d_grad_weight_direct<{ctype}, {itype}>"
+
 
 def blocks_per_sm(tiling: str, ctype: str, itype: str) -> int:
     """Resident blocks per SM the kernels' __launch_bounds__ ask for (IGEMM_MIN_BLOCKS and
@@ -133,16 +156,44 @@ def plan(kind: str, groups: int, m: int, n: int, k: int, ctype: str, itype: str,
                      FORCE_SPLITS)
 
 
-def launch(device, plan: GemmPlan, ctype: str, itype: str, index, inputs: tuple, out, geometry: tuple,
-           bias=None, bias_period: int = 1, bias_count: int = 1) -> None:
-    """Run the plan's GEMM kernel(ctype, itype) as kernel(*inputs, out, partial, k_split, *geometry),
-    then, with several splits, splitk_reduce over the partial sums (adding bias[(i / bias_period) %
-    bias_count] when bias is given; with one split the GEMM kernel adds it itself)."""
-    file = _kernels.GEMM_KERNELS[plan.kind][0]
+WDIRECT_WAVE_BLOCKS = 2           # blocks per SM the direct weight gradient aims for (its launch bounds)
+WDIRECT_MIN_PIXELS_PER_THREAD = 4
+
+
+@functools.lru_cache(maxsize=4096)
+def plan_weight_direct(pairs: int, taps: int, k: int, ctype: str, sm_count: int, scratch_cap: int,
+                       force_splits: int | None = None) -> DirectWeightPlan:
+    """Splits for `pairs` blocks, each reducing `taps` values over k output pixels (DirectWeightPlan)."""
+    if pairs > MAX_GRID_X:
+        raise ValueError(f"algorithm='direct' (weight gradient): F * C/groups = {pairs} (filter, channel) pairs "
+                         f"exceed the CUDA grid limit {MAX_GRID_X}")
+    threads = _kernels.constants("conv_grad_weight.cu")["WDIRECT_THREADS"]
+    by_cap = min(scratch_cap, MAX_SCRATCH_BYTES) // (pairs * taps * acc_itemsize(ctype))
+    if force_splits is None:
+        requested = min(_ceil_div(sm_count * WDIRECT_WAVE_BLOCKS, pairs), k // (threads * WDIRECT_MIN_PIXELS_PER_THREAD))
+    else:
+        requested = force_splits
+    k_split = _ceil_div(k, max(1, min(requested, by_cap, MAX_SPLITS, k)))
+    splits = _ceil_div(k, k_split)  # every split gets at least one pixel
+    return DirectWeightPlan((threads, 1, 1), (pairs, 1, splits), splits, k_split,
+                            splits * pairs * taps if splits > 1 else 0)
+
+
+def plan_direct_weight(pairs: int, taps: int, k: int, ctype: str, sm_count: int) -> DirectWeightPlan:
+    """plan_weight_direct with the workspace cap and the FORCE_SPLITS hook."""
+    return plan_weight_direct(pairs, taps, k, ctype, sm_count, config.workspace_bytes, FORCE_SPLITS)
+
+
+def launch(device, plan, itype: str, index, inputs: tuple, out, geometry: tuple, bias=None, bias_period: int = 1,
+           bias_count: int = 1) -> None:
+    """Run the plan's kernel<T, itype> as kernel(*inputs, out, partial, k_split, *geometry), T out's element
+    type; then, with several splits, splitk_reduce over the partial sums (adding bias[(i / bias_period) %
+    bias_count] when bias is given; with one split the kernel adds it itself)."""
+    ctype = _kernels.ELEMENT_TYPES[out.dtype.name]
     acc = np.float64 if ctype == "double" else np.float32
     partial = device.xp.empty(max(1, plan.scratch_elements), dtype=acc)
-    name = _kernels.gemm_kernel(plan.kind, ctype, itype, plan.tiling)
-    device.launch(file, name, plan.grid, plan.block, (*inputs, out, partial, index(plan.k_split), *geometry))
+    device.launch(plan.file, plan.kernel_name(ctype, itype), plan.grid, plan.block,
+                  (*inputs, out, partial, index(plan.k_split), *geometry))
     if plan.splits > 1:
         threads = _kernels.constants("splitk_reduce.cu")["REDUCE_THREADS"]
         grid = (min(_ceil_div(out.size, threads), 65536), 1, 1)

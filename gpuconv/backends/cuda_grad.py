@@ -8,7 +8,11 @@ respect to the forward's input (or weights) in the input's array type and dtype.
   the flipped, transposed weights and pads (k-1)*d - pad: conv_direct.cu runs it, as it runs
   depthwise and few-channel forward layers where a GEMM tile would be mostly padding. "auto" asks
   the forward's rule (CudaBackend.choose_algorithm) about that convolution.
-- conv2d_weight: "implicit_gemm" (conv_grad_weight.cu) with split-K.
+- conv2d_weight: "implicit_gemm" (conv2d_grad_weight in conv_grad_weight.cu), or "direct"
+  (conv2d_grad_weight_direct: one block per (filter, channel) pair reducing its taps), which "auto"
+  takes where the forward's rule would leave the GEMM tile mostly empty (fewer than
+  IGEMM_MIN_FILTERS filters per group, or fewer than IGEMM_MIN_REDUCTION columns C/groups*kh*kw).
+  Both split K (the output pixels) with a deterministic reduction.
 - pooling and padding gradients: gathers (pool.cu, pad.cu), one thread per input element.
 Tiling and split-K of the GEMMs: cuda_gemm.py.
 """
@@ -22,7 +26,7 @@ from . import cuda as _cuda  # the launcher's helpers (a circular import: used a
 from . import cuda_gemm
 
 INPUT_ALGORITHMS = ("auto", "implicit_gemm", "direct")
-WEIGHT_ALGORITHMS = ("auto", "implicit_gemm")
+WEIGHT_ALGORITHMS = ("auto", "implicit_gemm", "direct")
 
 
 def _check_shape(name: str, array, expected) -> None:
@@ -76,18 +80,31 @@ class CudaGradients:
     def applicable_input_grad_algorithms(self, spec) -> tuple[str, ...]:
         return ("auto",) + tuple(a for a in INPUT_ALGORITHMS[1:] if self._input_rule(spec, a) is None)
 
+    def _weight_plan(self, spec, algorithm, ctype, itype="int"):
+        if algorithm == "direct":
+            cg = spec.c // spec.groups
+            return cuda_gemm.plan_direct_weight(spec.f * cg, spec.kh * spec.kw, spec.n * spec.oh * spec.ow, ctype,
+                                                self.device.sm_count())
+        return self._gemm_plan("weight", spec, ctype, itype)
+
     def applicable_weight_grad_algorithms(self, spec) -> tuple[str, ...]:
-        try:
-            self._gemm_plan("weight", spec, "float")
-        except ValueError:
-            return ("auto",)
-        return WEIGHT_ALGORITHMS
+        usable = ["auto"]
+        for algorithm in WEIGHT_ALGORITHMS[1:]:
+            try:
+                self._weight_plan(spec, algorithm, "float")
+                usable.append(algorithm)
+            except ValueError:
+                pass
+        return tuple(usable)
 
     def choose_grad_algorithms(self, spec) -> tuple[str, str]:
-        """The (input, weight) gradient algorithms "auto" runs for spec: the direct kernel for the data
-        gradient where the forward's rule picks it for the transposed convolution (stride 1)."""
-        direct = spec.stride == (1, 1) and self.choose_algorithm(transposed_spec(spec)) == "direct"
-        return ("direct" if direct else "implicit_gemm"), "implicit_gemm"
+        """The (input, weight) gradient algorithms "auto" runs for spec: the direct kernels where the
+        forward's rule (CudaBackend.choose_algorithm) would pick it: for the data gradient, applied to the
+        transposed convolution (stride 1 only); for the weight gradient, to the GEMM's shape."""
+        direct_input = spec.stride == (1, 1) and self.choose_algorithm(transposed_spec(spec)) == "direct"
+        cg, fg = spec.c // spec.groups, spec.f // spec.groups
+        direct_weight = fg < _cuda.IGEMM_MIN_FILTERS or cg * spec.kh * spec.kw < _cuda.IGEMM_MIN_REDUCTION
+        return ("direct" if direct_input else "implicit_gemm"), ("direct" if direct_weight else "implicit_gemm")
 
     # ---- convolution ---------------------------------------------------------------------------
     def conv2d_input(self, grad_out, w, spec, algorithm="auto"):
@@ -115,7 +132,7 @@ class CudaGradients:
         dx = dev.xp.empty((spec.n, spec.c, spec.h, spec.w), dtype=dyd.dtype)
         # wt[g][(fi, a, b)][ci] = w[g*fg + fi][ci][a][b]: loads along the M = C/groups rows coalesce.
         wt = dev.xp.ascontiguousarray(wd.reshape(groups, fg, cg, taps).transpose(0, 1, 3, 2))
-        cuda_gemm.launch(dev, plan, ctype, itype, I, (dyd, wt), dx, (I(spec.n), *_cuda._conv_geometry(spec, I)))
+        cuda_gemm.launch(dev, plan, itype, I, (dyd, wt), dx, (I(spec.n), *_cuda._conv_geometry(spec, I)))
         return dev.like(dx, grad_out)
 
     def _conv2d_input_direct(self, grad_out, w, spec):
@@ -140,15 +157,15 @@ class CudaGradients:
         if algorithm not in WEIGHT_ALGORITHMS:
             raise ValueError(f"algorithm={algorithm!r}: the {self.name} backend's conv2d_weight offers "
                              f"{WEIGHT_ALGORITHMS}")
+        if algorithm == "auto":
+            algorithm = self.choose_grad_algorithms(spec)[1]
         with self.device.scope(x):
             dev = self.device
-            cg = spec.c // spec.groups
             itype, I = _cuda._conv_index_type(spec, x.dtype)
-            ctype = _cuda._ctype(x.dtype)
-            plan = self._gemm_plan("weight", spec, ctype, itype)
+            plan = self._weight_plan(spec, algorithm, _cuda._ctype(x.dtype), itype)
             xd, dyd = dev.to_work(x), dev.to_work(grad_out)
-            dw = dev.xp.empty((spec.f, cg, spec.kh, spec.kw), dtype=xd.dtype)
-            cuda_gemm.launch(dev, plan, ctype, itype, I, (xd, dyd), dw, (I(spec.n), *_cuda._conv_geometry(spec, I)))
+            dw = dev.xp.empty((spec.f, spec.c // spec.groups, spec.kh, spec.kw), dtype=xd.dtype)
+            cuda_gemm.launch(dev, plan, itype, I, (xd, dyd), dw, (I(spec.n), *_cuda._conv_geometry(spec, I)))
             return dev.like(dw, x)
 
     # ---- pooling and padding: gathers, one thread per input element ------------------------------
