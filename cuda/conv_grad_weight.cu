@@ -66,11 +66,10 @@ conv2d_grad_weight(const T* __restrict__ x, const T* __restrict__ dy, T* __restr
     col_dx[j] = b * dil_w - left;
   }
 
-  // This thread's k = (img, oy, ox), advanced by BK = (step_img, step_oy, step_ox) per step with
-  // carries instead of divisions (step_ox < ow and step_oy < oh, so each carry is at most 1).
-  I k = k_begin + lane_k, img = k / pixels, oy = (k - img * pixels) / ow, ox = k - img * pixels - oy * ow;
-  const I step_img = BK / pixels, step_oy = (BK - step_img * pixels) / ow;
-  const I step_ox = BK - step_img * pixels - step_oy * ow;
+  // This thread's k = (img, oy, ox), advanced by BK per step with carries (igemm_core.cuh).
+  I k = k_begin + lane_k, img, oy, ox, step_img, step_oy, step_ox;
+  split_index<I, I>(k, oh, ow, img, oy, ox);
+  split_index<I, I>(BK, oh, ow, step_img, step_oy, step_ox);
 
   A next_dy[LOADS_M], next_x[LOADS_N];
   auto load = [&]() {  // global -> registers, zeros outside M, N and the split's k range; then advance k
@@ -92,11 +91,7 @@ conv2d_grad_weight(const T* __restrict__ x, const T* __restrict__ dy, T* __restr
       next_x[j] = v;
     }
     k += BK;
-    ox += step_ox;
-    if (ox >= ow) ox -= ow, ++oy;
-    oy += step_oy;
-    if (oy >= oh) oy -= oh, ++img;
-    img += step_img;
+    advance_index<I, I>(img, oy, ox, step_img, step_oy, step_ox, oh, ow);
   };
   auto store = [&](int buf) {  // registers -> shared, transposed: k rows of M (N) values
     #pragma unroll
@@ -159,9 +154,8 @@ conv2d_grad_weight_direct(const T* __restrict__ x, const T* __restrict__ dy, T* 
   const T* x_c = x + ((fo / fg) * cg + ci) * plane;          // channel g*C/g + ci of image 0
   I k_begin, k_end;
   split_k_range<I>(k_total, k_split, k_begin, k_end);
-  // WDIRECT_THREADS pixels = (step_img, step_oy, step_ox), each carry at most 1 (as in the GEMM).
-  const I step_img = WDIRECT_THREADS / pixels, step_oy = (WDIRECT_THREADS - step_img * pixels) / ow;
-  const I step_ox = WDIRECT_THREADS - step_img * pixels - step_oy * ow;
+  I step_img, step_oy, step_ox;  // WDIRECT_THREADS pixels, for advance_index
+  split_index<I, I>(WDIRECT_THREADS, oh, ow, step_img, step_oy, step_ox);
 
   for (int tap0 = 0; tap0 < taps; tap0 += WDIRECT_TAPS) {
     int tap_y[WDIRECT_TAPS], tap_x[WDIRECT_TAPS];  // the taps' offsets from the window origin
@@ -173,7 +167,8 @@ conv2d_grad_weight_direct(const T* __restrict__ x, const T* __restrict__ dy, T* 
       tap_x[t] = b * dil_w - left;
       acc[t] = 0;
     }
-    I k = k_begin + tid, img = k / pixels, oy = (k - img * pixels) / ow, ox = k - img * pixels - oy * ow;
+    I k = k_begin + tid, img, oy, ox;
+    split_index<I, I>(k, oh, ow, img, oy, ox);
     for (; k < k_end; k += WDIRECT_THREADS) {
       const A d = to_acc(dy_f[img * f * pixels + oy * ow + ox]);
       const T* x_img = x_c + img * c * plane;
@@ -182,11 +177,7 @@ conv2d_grad_weight_direct(const T* __restrict__ x, const T* __restrict__ dy, T* 
         const I iy = oy * sh + tap_y[t], ix = ox * sw + tap_x[t];
         if (tap0 + t < taps && iy >= 0 && iy < h && ix >= 0 && ix < wd) acc[t] += d * to_acc(x_img[iy * wd + ix]);
       }
-      ox += step_ox;
-      if (ox >= ow) ox -= ow, ++oy;
-      oy += step_oy;
-      if (oy >= oh) oy -= oh, ++img;
-      img += step_img;
+      advance_index<I, I>(img, oy, ox, step_img, step_oy, step_ox, oh, ow);
     }
     #pragma unroll
     for (int t = 0; t < WDIRECT_TAPS; ++t) {

@@ -82,14 +82,12 @@ __device__ __forceinline__ void conv_igemm(const T* __restrict__ src, const T* _
     }
   }
 
-  // This thread's k row of the next tile load, as (channel, tap row, tap column); advanced by BK
-  // = (step_ci, step_a, step_b) per step with carries instead of divisions (step_b < kw and
-  // step_a < kh, so each carry is at most 1).
-  I k = k_begin + k_row, ci = k / taps;
-  int a = (int)((k - ci * taps) / kw), b = (int)(k - ci * taps - (I)a * kw);
-  const I step_ci = BK / taps;
-  const int step_tap = (int)(BK - step_ci * taps);
-  const int step_a = step_tap / kw, step_b = step_tap - step_a * kw;
+  // This thread's k row of the next tile load, as (channel, tap row, tap column), advanced by BK
+  // per step with carries (igemm_core.cuh).
+  I k = k_begin + k_row, ci, step_ci;
+  int a, b, step_a, step_b;
+  split_index<I, int>(k, kh, kw, ci, a, b);
+  split_index<I, int>(BK, kh, kw, step_ci, step_a, step_b);
 
   A next_w[LOADS_M], next_g[LOADS_N];
   auto load = [&]() {  // global -> registers, zeros outside M, N and the split's k range; then advance k
@@ -125,11 +123,7 @@ __device__ __forceinline__ void conv_igemm(const T* __restrict__ src, const T* _
       }
     }
     k += BK;
-    b += step_b;
-    if (b >= kw) b -= kw, ++a;
-    a += step_a;
-    if (a >= kh) a -= kh, ++ci;
-    ci += step_ci;
+    advance_index<I, int>(ci, a, b, step_ci, step_a, step_b, kh, kw);
   };
   auto store = [&](int buf) {  // registers -> shared: a warp writes 32 consecutive values
     #pragma unroll

@@ -57,6 +57,28 @@ __device__ __forceinline__ void double_buffered_k_loop(I steps, Load& load, Stor
   }
 }
 
+// A k index as a mixed-radix position (hi, mid, lo) with mid < mid_size and lo < lo_size: (channel,
+// tap row, tap column) or (image, output row, output column).
+template <typename I, typename J>
+__device__ __forceinline__ void split_index(I k, J mid_size, J lo_size, I& hi, J& mid, J& lo) {
+  hi = k / ((I)mid_size * lo_size);
+  const I rest = k - hi * mid_size * lo_size;
+  mid = (J)(rest / lo_size);
+  lo = (J)(rest - (I)mid * lo_size);
+}
+
+// pos += step for positions split as above: since step's mid and lo digits are below mid_size and
+// lo_size, each carry is at most 1, so a k loop advances without a division per step.
+template <typename I, typename J>
+__device__ __forceinline__ void advance_index(I& hi, J& mid, J& lo, I step_hi, J step_mid, J step_lo, J mid_size,
+                                              J lo_size) {
+  lo += step_lo;
+  if (lo >= lo_size) lo -= lo_size, ++mid;
+  mid += step_mid;
+  if (mid >= mid_size) mid -= mid_size, ++hi;
+  hi += step_hi;
+}
+
 // Split-K: the grid's z dimension splits K into gridDim.z ranges of k_split values (a multiple of
 // the kernel's BK, chosen by the launcher so that every split has at least one k step). This
 // block's range is [k_begin, k_end).

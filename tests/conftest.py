@@ -41,3 +41,12 @@ def backend(request) -> str:
 def grad_backend(backend) -> str:
     """`backend`, for the gradient tests (every backend has the gradient methods)."""
     return backend
+
+
+@pytest.fixture(scope="session")
+def emu():
+    """The "cuda-emu" backend object, for the kernel-level tests (skipped when the emulator cannot run)."""
+    try:
+        return get_backend("cuda-emu")
+    except BackendUnavailable as exc:
+        pytest.skip(str(exc))

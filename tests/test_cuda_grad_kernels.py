@@ -14,20 +14,12 @@ import pytest
 
 import reference as ref
 from gpuconv._geometry import conv_spec, pad_spec, pool_spec
-from gpuconv.backends import BackendUnavailable, cuda_gemm, get_backend
+from gpuconv.backends import cuda_gemm
 from support import DTYPES, as_reference_input, assert_close, assert_same, poisoned_numpy_backend, random_array
 
 pytestmark = pytest.mark.emulator
 
 ORDERS = ("forward", "reverse", "random")
-
-
-@pytest.fixture(scope="module")
-def emu():
-    try:
-        return get_backend("cuda-emu")
-    except BackendUnavailable as exc:
-        pytest.skip(str(exc))
 
 
 @pytest.fixture

@@ -14,20 +14,11 @@ import pytest
 import gpuconv
 import reference as ref
 from gpuconv._geometry import conv_spec
-from gpuconv.backends import BackendUnavailable, get_backend
 from support import DTYPES, as_reference_input, assert_close, assert_same, poisoned_numpy_backend, random_array
 
 pytestmark = pytest.mark.emulator
 
 ALGORITHMS = ("direct", "implicit_gemm")
-
-
-@pytest.fixture(scope="module")
-def emu():
-    try:
-        return get_backend("cuda-emu")
-    except BackendUnavailable as exc:
-        pytest.skip(str(exc))
 
 
 @pytest.fixture

@@ -224,7 +224,6 @@ class CudaBackend(CudaGradients):
         has_bias = bias is not None
         bd = dev.to_work(bias) if has_bias else dev.xp.zeros(1, dtype=x.dtype)
         out = dev.xp.empty(spec.out_shape, dtype=x.dtype)
-        ctype = _ctype(x.dtype)
         if algorithm == "direct":
             self._launch_direct(plan, spec, xd, wd, bd, has_bias, out, itype, I)
         else:
