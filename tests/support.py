@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 
 import numpy as np
@@ -116,3 +117,14 @@ def poisoned_numpy_backend(huge=False):
         for module in patched:
             module.np = np
 
+
+
+def assert_raises_naming(call, exc_type, argument: str, case: str = "") -> None:
+    """call() raises exc_type whose message names `argument` as a word."""
+    import pytest
+
+    with pytest.raises(exc_type) as info:
+        call()
+    message = str(info.value)
+    assert re.search(rf"(?<!\w){re.escape(argument)}(?!\w)", message), \
+        f"{case}: the message does not name {argument!r}: {message!r}"

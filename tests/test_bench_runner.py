@@ -307,6 +307,10 @@ def test_backward_results_are_compared_part_by_part():
     assert relative_difference((dx + 0.5, dw), (dx, dw)) == pytest.approx(0.5)
     assert relative_difference((dx,), (dx, dw)) == math.inf
     assert relative_difference(dx, (dx, dw)) == math.inf
+    ratios = {"gpuconv/numpy": {"torch-cpu": 2.0}}
+    cases = [{"layer": "B", "op": CONV, "dtype": "float32", "pass": pass_name, "ratios": ratios}
+             for pass_name in ("forward", "backward")]
+    assert set(runner.summary(cases)["gpuconv/numpy"]["torch-cpu"]) == {"conv float32", "conv backward float32"}
 
 
 def test_implicit_gemm_shape_has_the_conv_flops():

@@ -1,8 +1,12 @@
 """Backend registry and dispatch.
 
 A backend is an object with `name` and the methods conv2d(x, w, bias, spec, algorithm),
-max_pool2d(x, spec, return_indices), avg_pool2d(x, spec) and pad2d(x, spec). Inputs are
-4-D arrays of one float dtype (float16/32/64); the result has x's array type and dtype.
+max_pool2d(x, spec, return_indices), avg_pool2d(x, spec) and pad2d(x, spec), and the gradients
+(spec is the forward op's): conv2d_input(grad_out, w, spec, algorithm),
+conv2d_weight(x, grad_out, spec, algorithm) (zero padding only: gpuconv._backward folds the other
+modes), max_pool2d_input(grad_out, x, indices, spec), avg_pool2d_input(grad_out, spec) and
+pad2d_input(grad_out, spec). Inputs are 4-D arrays of one float dtype (float16/32/64); the result
+has the input's array type and dtype.
 
 Choice, first match wins: the `backend=` argument, the innermost `use_backend(...)`,
 the GPUCONV_BACKEND environment variable, then the input's array type (CuPy -> "cuda",

@@ -58,7 +58,7 @@ def table(cases: list[dict]) -> list[str]:
         [f"x {p}" for p in peers]
     rows = [header]
     for case in cases:
-        first = [case["layer"] + (" backward" if case["pass"] == "backward" else ""), case["dtype"], case["shape"]]
+        first = [case["layer"] + (" backward" if case.get("pass") == "backward" else ""), case["dtype"], case["shape"]]
         for label, figures in case["results"].items():
             share = figures["ceiling_share"]
             ratio_cells = [_ratio_cell(case, label, p) for p in peers]

@@ -202,14 +202,17 @@ def ratios(results: dict) -> dict:
             for mine in ours}
 
 
+def _backward_suffix(case: dict) -> str:
+    return " backward" if case.get("pass") == "backward" else ""
+
+
 def summary(cases: list[dict]) -> dict:
     """{gpuconv contender: {peer: {"conv float32": {geomean, min, worst, cases}, ...}}}: the
     geometric mean and the minimum of the speed ratios per group of cases (conv or pooling,
     per dtype)."""
     collected: dict = {}
     for case in cases:
-        group = f"{'conv' if case['op'] == CONV else 'pool'}{' backward' if case['pass'] == 'backward' else ''} " \
-                f"{case['dtype']}"
+        group = f"{'conv' if case['op'] == CONV else 'pool'}{_backward_suffix(case)} {case['dtype']}"
         for mine, by_peer in case["ratios"].items():
             for other, value in by_peer.items():
                 collected.setdefault(mine, {}).setdefault(other, {}).setdefault(group, []).append(
@@ -226,7 +229,7 @@ def problems(cases: list[dict]) -> list[str]:
     """Errors and disagreements, one line each (the run's exit status is 1 when any)."""
     lines = []
     for case in cases:
-        name = f"{case['layer']} {case['dtype']}" + (" backward" if case["pass"] == "backward" else "")
+        name = f"{case['layer']} {case['dtype']}{_backward_suffix(case)}"
         lines += [f"{name}: {label} failed: {message}" for label, message in case["errors"].items()]
         lines += [f"{name}: {label} differs from {case['reference']} by {difference:.3g} of the result's scale"
                   for label, difference in case["disagreements"].items()]

@@ -27,7 +27,7 @@ class NumpyBackend:
     def pad2d(self, x, spec):
         return pad.pad2d(x, spec)
 
-    # Gradients (GRAD_INTERFACE.md); spec is the forward op's.
+    # Gradients; spec is the forward op's (see gpuconv.backends).
     input_grad_algorithms = conv_grad.INPUT_ALGORITHMS
     weight_grad_algorithms = conv_grad.WEIGHT_ALGORITHMS
 

@@ -84,7 +84,10 @@ def conv2d_input(grad: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
         if converted:
             np.copyto(gmat, source)
             source = gmat
-        np.matmul(wt, view_as(source, (nt, g, fg, length)), out=cols)
+        if fg == 1:  # an outer product: NumPy's matmul over an inner dimension of 1 is 5-10x slower
+            np.multiply(wt, view_as(source, (nt, g, 1, length)), out=cols)
+        else:
+            np.matmul(wt, view_as(source, (nt, g, fg, length)), out=cols)
         taps = view_as(cols, (nt, spec.c, kh, kw, rows, spec.ow))
         block.fill(0)
         for a in range(kh):

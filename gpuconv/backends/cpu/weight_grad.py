@@ -55,6 +55,7 @@ def _reduce(tile_count: int, slots: int, threads: int, result_shape, compute, ru
     total = acc[0].copy()
     for k in range(1, slots):
         total += acc[k]
+    _workspace.release()
     return total
 
 
