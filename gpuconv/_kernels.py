@@ -45,10 +45,10 @@ INDEX_TYPES = ("int", "long long")  # 32-bit index arithmetic when the tensors a
 
 # Direct convolution: filters per block (FB) and whether the input tile is staged in shared memory.
 DIRECT_FILTER_BATCHES = (1, 4)
-# Implicit GEMM register tilings (BM, BN, TM, TN), all 256 threads: 128x128 tiles of 8x8 per thread
-# for large GEMMs, 64x128 of 4x8 for 33-96 filters per group, 64x64 of 4x4 for small GEMMs and
-# float64 (whose registers hold half as many values). The forward and the data gradient
-# (conv_implicit_gemm.cu) use all three; the weight gradient (conv_grad_weight.cu) "large" and "small".
+# Implicit GEMM register tilings (BM, BN, TM, TN), all 256 threads: 128x128 tiles of 8x8 per thread,
+# 64x128 of 4x8, 64x64 of 4x4 (float64's only: its registers hold half as many values). The forward
+# and the data gradient (conv_implicit_gemm.cu) have all three, the weight gradient
+# (conv_grad_weight.cu) "large" and "small"; backends/cuda_gemm.py picks one per call.
 IGEMM_TILINGS = {"large": (128, 128, 8, 8), "wide": (64, 128, 4, 8), "small": (64, 64, 4, 4)}
 WGRAD_TILINGS = ("large", "small")
 # GEMM kernels by the convolution pass they compute: (file, kernel template, tilings).
@@ -68,18 +68,10 @@ def gemm_kernel(kind: str, ctype: str, itype: str, tiling: str) -> str:
     return f"{GEMM_KERNELS[kind][1]}<{ctype}, {itype}, {', '.join(map(str, IGEMM_TILINGS[tiling]))}>"
 
 
-def implicit_gemm_kernel(ctype: str, itype: str, tiling: str) -> str:
-    return gemm_kernel("forward", ctype, itype, tiling)
-
-
 def gemm_tilings(kind: str, ctype: str) -> tuple[str, ...]:
     """The tilings the `kind` GEMM is instantiated with: float64 only "small" (an 8x8 double tile
     needs more than 128 registers for its accumulators alone)."""
     return ("small",) if ctype == "double" else GEMM_KERNELS[kind][2]
-
-
-def igemm_tilings(ctype: str) -> tuple[str, ...]:
-    return gemm_tilings("forward", ctype)
 
 
 def _all_instantiations() -> dict[str, tuple[str, ...]]:
