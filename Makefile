@@ -1,24 +1,32 @@
 # Two commands do everything on a fresh machine with python3 (>= 3.10), make and g++:
-#   make demo   - virtual environment, install, run the demo
-#   make test   - virtual environment, install, run the whole test suite
+#   make demo   - virtual environment, install gpuconv with what the demo needs (Pillow), run the demo
+#   make test   - virtual environment, install gpuconv with its test extras, run the whole test suite
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+CONFIG := $(shell cksum pyproject.toml | cut -d' ' -f1)
 
 .PHONY: demo test bench clean
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test,demo]"
-	rm -f $(VENV)/.installed-*
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# One stamp per set of extras and pyproject.toml version: `make demo` stays small (NumPy and
+# Pillow), `make test` adds the test extra to the same environment.
+$(VENV)/.demo-$(CONFIG): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e ".[demo]"
+	rm -f $(VENV)/.demo-*
 	touch $@
 
-demo: $(STAMP)
+$(VENV)/.test-$(CONFIG): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e ".[test,demo]"
+	rm -f $(VENV)/.test-* $(VENV)/.demo-*
+	touch $@ $(VENV)/.demo-$(CONFIG)
+
+demo: $(VENV)/.demo-$(CONFIG)
 	$(PY) -m gpuconv demo --out out/demo.png
 
-test: $(STAMP)
+test: $(VENV)/.test-$(CONFIG)
 	$(PY) -m pytest -q
 
 # PyTorch is only a peer the benchmark measures against. Without an NVIDIA GPU its CPU build is
@@ -31,7 +39,7 @@ TORCH ?= $(if $(wildcard /dev/nvidiactl),torch>=2.1,torch==2.13.0)
 # them. The runner prints the BLAS kernel it got. Tests and CI leave them as they are.
 BENCH_ENV ?= env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE
 
-bench: $(STAMP)
+bench: $(VENV)/.test-$(CONFIG)
 	$(PY) -m pip install -q -e ".[bench]" "$(TORCH)"
 	$(BENCH_ENV) $(PY) -m gpuconv bench --dtype float32,float64 --json out/bench.json --plot out/bench.png
 

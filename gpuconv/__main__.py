@@ -15,7 +15,10 @@ COMMANDS = {
 
 
 def main(argv=None) -> int:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="python -m gpuconv", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"gpuconv {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     modules = {}
     for name, (module_name, help_text) in COMMANDS.items():

@@ -13,15 +13,12 @@ import dataclasses
 import numpy as np
 
 from . import _geometry as geometry
-from .backends import is_cupy_array, select
+from ._validate import array_module
+from .backends import select
 
 
 def _zeros(like, shape, dtype):
-    if is_cupy_array(like):
-        import cupy
-
-        return cupy.zeros(shape, dtype=dtype)
-    return np.zeros(shape, dtype=dtype)
+    return array_module(like).zeros(shape, dtype=dtype)
 
 
 def backend_spec(spec: geometry.ConvSpec) -> geometry.ConvSpec:
@@ -40,13 +37,21 @@ def _mode_pad(spec: geometry.ConvSpec) -> geometry.PadSpec | None:
     return geometry.PadSpec(spec.n, spec.c, spec.h, spec.w, spec.pads, spec.padding_mode, 0.0)
 
 
-def conv_input(grad_out, w, spec: geometry.ConvSpec, algorithm: str, backend):
-    """Gradient of conv2d (spec) with respect to its input x, shape (n, c, h, w)."""
+def conv_input(grad_out, w, spec: geometry.ConvSpec, algorithm: str, backend, bias=None):
+    """Gradient of conv2d (spec) with respect to its input x, shape (n, c, h, w), plus `bias` per
+    channel (conv_transpose2d's)."""
     if spec.n == 0:
         return _zeros(grad_out, (spec.n, spec.c, spec.h, spec.w), grad_out.dtype)
-    chosen, pad = select(grad_out, backend), _mode_pad(spec)
+    chosen, pad, dtype = select(grad_out, backend), _mode_pad(spec), grad_out.dtype
+    if dtype == np.float16 and (pad is not None or bias is not None):
+        # steps after the backend's add to its result: all in float32, float16 rounded once at the end
+        grad_out, w = grad_out.astype(np.float32), w.astype(np.float32)
     dx = chosen.conv2d_input(grad_out, w, backend_spec(spec), algorithm)
-    return dx if pad is None else chosen.pad2d_input(dx, pad)
+    if pad is not None:
+        dx = chosen.pad2d_input(dx, pad)
+    if bias is not None:
+        dx += bias.astype(dx.dtype, copy=False)[:, None, None]
+    return dx.astype(dtype, copy=False)
 
 
 def conv_weight(x, grad_out, spec: geometry.ConvSpec, algorithm: str, backend):

@@ -1,24 +1,30 @@
 """`python -m gpuconv check`: what a user runs after installing on a new machine.
 
-1. Compile every kernel instantiation (gpuconv._compile) and print the resource table.
+1. Compile every kernel instantiation (gpuconv._compile) for each target architecture and print
+   the resource table. An architecture no NVRTC here can target, or no NVRTC or CUDA headers at
+   all, is skipped with what to install; a compile error, spill, stack frame or warning fails.
 2. Run a parity suite on every available backend (a real GPU, the emulator, NumPy): each op,
-   each dtype, each conv algorithm, against a float64 reference written here from the
-   definitions; one line per op/dtype/backend with the max error relative to the result's scale.
-Exit status 1 on any failure (compile error, spill, stack frame, warning, or an error above tolerance).
+   each dtype, each conv algorithm, on random data from a printed seed, against the float64
+   oracle (gpuconv._reference), with the tests' error metric and tolerances (gpuconv._tolerance).
+   One line per op/dtype/backend as it completes; backends that cannot run here are listed with
+   the reason.
+Exit status 1 on any failure, 0 otherwise (skips included, and listed at the end).
 """
 from __future__ import annotations
 
+import random
 import time
 
 import numpy as np
 
 import gpuconv
-from .backends import available_backends, get_backend
+from . import _geometry as geometry
+from . import _reference as ref
+from ._tolerance import describe, error_ratio
+from .backends import _MODULES, available_backends, get_backend, unavailable_reasons
 
-TOLERANCE = {"float16": 1e-2, "float32": 1e-5, "float64": 1e-12}
-DTYPES = ("float16", "float32", "float64")
-NP_PAD_MODES = {"zeros": "constant", "constant": "constant", "reflect": "reflect", "replicate": "edge",
-                "circular": "wrap"}
+# "tf32": float32 data with precision="tf32" (convolutions only): inputs rounded to 10-bit mantissas.
+DTYPES = ("float16", "float32", "float64", "tf32")
 
 # (x shape, w shape, conv2d keyword arguments): stride, dilation, groups, every padding mode,
 # sizes that cross the direct kernel's 16x32 tile and the GEMM kernel's 64-wide tiles.
@@ -33,150 +39,89 @@ POOL_CASES = (
     ((1, 2, 10, 9), dict(kernel_size=(2, 3), stride=(3, 2), padding=(1, 1), ceil_mode=True)),
 )
 PAD_CASES = (((2, 3, 7, 9), (2, 3)), ((1, 2, 5, 4), ((4, 1), (0, 3))))
+PAD_MODES = ("constant", "reflect", "replicate", "circular")
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--backend", action="append", dest="backends",
+    parser.add_argument("--backend", action="append", dest="backends", choices=tuple(_MODULES),
                         help="check only this backend (repeatable); default: every available one")
     parser.add_argument("--no-compile", action="store_true", help="skip the compile report")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the random test data (default: a fresh one, printed; the same seed replays "
+                             "a run)")
 
 
-# ---- float64 references, from the definitions -------------------------------------------------
-def _padded(x, pads, mode, value=0.0):
-    t, b, l, r = pads
-    mode = NP_PAD_MODES.get(mode, mode)
-    extra = {"constant_values": value} if mode == "constant" else {}
-    return np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)), mode=mode, **extra)
-
-
-def _windows(xp, k, stride, dilation, out_hw):
-    """Yield (a, b, xp[..., tap rows, tap cols]) for every kernel tap."""
-    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = k, stride, dilation, out_hw
-    for a in range(kh):
-        for b in range(kw):
-            yield a, b, xp[:, :, a * dh:a * dh + (oh - 1) * sh + 1:sh, b * dw:b * dw + (ow - 1) * sw + 1:sw]
-
-
-def reference_conv2d(x, w, bias, spec):
-    xp = _padded(x.astype(np.float64), spec.pads, spec.padding_mode)
-    g, fg, cg = spec.groups, spec.f // spec.groups, spec.c // spec.groups
-    out = np.zeros(spec.out_shape)
-    for a, b, tap in _windows(xp, (spec.kh, spec.kw), spec.stride, spec.dilation, (spec.oh, spec.ow)):
-        for gi in range(g):
-            out[:, gi * fg:(gi + 1) * fg] += np.einsum("nchw,fc->nfhw", tap[:, gi * cg:(gi + 1) * cg],
-                                                       w[gi * fg:(gi + 1) * fg, :, a, b].astype(np.float64))
-    return out + bias.astype(np.float64)[None, :, None, None]
-
-
-def _pool_taps(xp, spec, fill):
-    """Every tap's view of xp (the input already padded by spec.pads), extended by `fill` for
-    ceil_mode's last windows, which may reach past the bottom/right padding."""
-    extra_h = (spec.oh - 1) * spec.stride[0] + (spec.kh - 1) * spec.dilation[0] + 1 - xp.shape[2]
-    extra_w = (spec.ow - 1) * spec.stride[1] + (spec.kw - 1) * spec.dilation[1] + 1 - xp.shape[3]
-    xp = np.pad(xp, ((0, 0), (0, 0), (0, max(extra_h, 0)), (0, max(extra_w, 0))), constant_values=fill)
-    return _windows(xp, (spec.kh, spec.kw), spec.stride, spec.dilation, (spec.oh, spec.ow))
-
-
-def reference_max_pool2d(x, spec):
-    """(values, int64 flat indices), PyTorch's rule: taps row-major, a tap replaces the running max
-    when strictly greater or NaN, the index starts at the first in-bounds tap (-1 if none)."""
-    xp = _padded(x.astype(np.float64), spec.pads, "constant", -np.inf)
-    positions = np.arange(spec.h * spec.w, dtype=np.int64).reshape(1, 1, spec.h, spec.w)
-    positions = _padded(positions, spec.pads, "constant", -1)
-    best = np.full(spec.out_shape, -np.inf)
-    index = np.full(spec.out_shape, -1, dtype=np.int64)
-    for (_, _, tap), (_, _, pos) in zip(_pool_taps(xp, spec, -np.inf), _pool_taps(positions, spec, -1)):
-        inside = pos >= 0
-        index = np.where(inside & (index < 0), pos, index)
-        better = inside & ((tap > best) | np.isnan(tap))
-        best, index = np.where(better, tap, best), np.where(better, pos, index)
-    return best, index
-
-
-def reference_avg_pool2d(x, spec):
-    """Sum of the taps over the number of taps inside the input, or inside input + padding when
-    count_include_pad (PyTorch's rule; ceil_mode's overhang never counts)."""
-    total = sum(tap for _, _, tap in _pool_taps(_padded(x.astype(np.float64), spec.pads, "constant"), spec, 0.0))
-    ones = _padded(np.ones((1, 1, spec.h, spec.w)), spec.pads, "constant", float(spec.count_include_pad))
-    count = sum(tap for _, _, tap in _pool_taps(ones, spec, 0.0))
-    return total / (spec.divisor_override or count)
-
-
-def reference_pad2d(x, spec):
-    return _padded(x.astype(np.float64), spec.pads, spec.mode, spec.value)
-
-
-# ---- the run -----------------------------------------------------------------------------------
-def _error(got, expected) -> float:
-    """Max error relative to the scale of expected; for integer results (indices), the number of
-    mismatches. NaN and infinities must sit where the reference has them."""
-    got = np.asarray(got.get() if hasattr(got, "get") else got)
-    if got.shape != expected.shape:
-        return float("inf")
-    if expected.dtype.kind == "i":
-        return float(np.count_nonzero(got != expected))
-    got = got.astype(np.float64)
-    special = ~np.isfinite(expected)
-    if not np.array_equal(got[special], expected[special], equal_nan=True):
-        return float("inf")
-    finite = ~special
-    if not finite.any():
-        return 0.0
-    scale = max(1.0, float(np.abs(expected[finite]).max()))
-    return float(np.abs(got[finite] - expected[finite]).max()) / scale
-
-
+# ---- parity -------------------------------------------------------------------------------------
 def _cases(backend, dtype, rng):
-    """Yield (label, callable returning the result, float64 expected)."""
-    from . import _geometry as geometry
-
+    """Yield (label, callable returning the result, float64 expected) for every op and algorithm.
+    Labels of ops that move values (max pooling, its indices, padding) must match exactly."""
+    precision, dtype = ("tf32", "float32") if dtype == "tf32" else ("highest", dtype)
     for xs, ws, kwargs in CONV_CASES:
         x, w, bias = (rng.standard_normal(s).astype(dtype) for s in (xs, ws, ws[:1]))
+        args = [a.astype(np.float64) for a in (x, w, bias)]
+        expected = ref.conv2d(*args, **kwargs)
         spec = geometry.conv_spec(xs, ws, kwargs.get("stride", 1), kwargs.get("padding", 0), kwargs.get("dilation", 1),
                                   kwargs.get("groups", 1), kwargs.get("padding_mode", "zeros"))
-        expected = reference_conv2d(x, w, bias, spec)
-        for algorithm in backend.applicable_algorithms(spec):
+        for algorithm in backend.applicable_algorithms(spec, dtype, precision):
             yield (f"conv2d[{algorithm}]", lambda a=algorithm, x=x, w=w, b=bias, k=kwargs:
-                   gpuconv.conv2d(x, w, b, **k, algorithm=a, backend=backend.name), expected)
+                   gpuconv.conv2d(x, w, b, **k, algorithm=a, precision=precision, backend=backend.name), expected)
+    if precision == "tf32":
+        return
     for xs, kwargs in POOL_CASES:
         x = rng.standard_normal(xs).astype(dtype)
         x[rng.random(xs) < 0.05] = np.nan  # max pooling propagates NaN, and its index is the last NaN's
-        spec = geometry.pool_spec(xs, kwargs["kernel_size"], kwargs.get("stride"), kwargs.get("padding", 0), 1,
-                                  kwargs.get("ceil_mode", False))
-        values, indices = reference_max_pool2d(x, spec)
+        values, indices = ref.max_pool2d(x.astype(np.float64), **kwargs)
         yield ("max_pool2d", lambda x=x, k=kwargs: gpuconv.max_pool2d(x, **k, backend=backend.name), values)
         yield ("max_pool2d[indices]", lambda x=x, k=kwargs: gpuconv.max_pool2d(x, **k, return_indices=True,
                                                                                  backend=backend.name)[1], indices)
         yield ("avg_pool2d", lambda x=x, k=kwargs: gpuconv.avg_pool2d(x, **k, backend=backend.name),
-               reference_avg_pool2d(x, spec))
+               ref.avg_pool2d(x.astype(np.float64), **kwargs))
     for xs, padding in PAD_CASES:
         x = rng.standard_normal(xs).astype(dtype)
-        for mode in ("constant", "reflect", "replicate", "circular"):
+        for mode in PAD_MODES:
             value = 1.5 if mode == "constant" else 0.0
-            spec = geometry.pad_spec(xs, padding, mode, value)
             yield (f"pad2d[{mode}]", lambda x=x, p=padding, m=mode, v=value:
-                   gpuconv.pad2d(x, p, m, v, backend=backend.name), reference_pad2d(x, spec))
+                   gpuconv.pad2d(x, p, m, v, backend=backend.name),
+                   ref.pad2d(x.astype(np.float64), ref.explicit_pads(padding), mode, value))
+
+
+EXACT = ("max_pool2d", "pad2d")
+
+
+def _error(label, result, expected, dtype) -> float:
+    """Exact ops: the number of elements that differ (NaN equals NaN); others: the tests' error
+    ratio (<= 1 agrees)."""
+    result = np.asarray(result.get() if hasattr(result, "get") else result)
+    if not label.startswith(EXACT):
+        return error_ratio(result, expected, dtype)
+    if result.shape != expected.shape:
+        return float("inf")
+    same = (result == expected) | (np.isnan(result) & np.isnan(expected) if expected.dtype.kind == "f" else False)
+    return float(np.count_nonzero(~same))
 
 
 def check_backend(name: str, rng) -> bool:
     backend = get_backend(name)
     ok = True
     for dtype in DTYPES:
-        worst: dict[str, float] = {}
+        by_label: dict[str, list] = {}
         for label, compute, expected in _cases(backend, dtype, rng):
-            try:
-                err = _error(compute(), expected)
-            except Exception as exc:  # report and go on: the user wants the whole picture
-                print(f"  {label:<24} {dtype:<8} {name:<9} ERROR {type(exc).__name__}: {exc}")
-                err = float("inf")
-            worst[label] = max(worst.get(label, 0.0), err)
-        for label, err in worst.items():
-            passed = err <= TOLERANCE[dtype]
+            by_label.setdefault(label, []).append((compute, expected))
+        for label, runs in by_label.items():
+            worst, failure = 0.0, ""
+            for compute, expected in runs:
+                try:
+                    worst = max(worst, _error(label, compute(), expected, dtype))
+                except Exception as exc:  # report and go on: the user wants the whole picture
+                    worst, failure = float("inf"), f"  {type(exc).__name__}: {exc}"
+            passed = worst <= (0.0 if label.startswith(EXACT) else 1.0)
             ok &= passed
-            print(f"  {label:<24} {dtype:<8} {name:<9} error {err:9.2e}  {'ok' if passed else 'FAIL'}")
+            print(f"  {label:<24} {dtype:<8} {name:<9} error {worst:9.2e}  {'ok' if passed else 'FAIL'}{failure}",
+                  flush=True)
     return ok
 
 
+# ---- compile report -------------------------------------------------------------------------------
 # NVRTC 12 notes that sm_70 is deprecated on every compile for it: a toolchain notice, not a finding.
 TOOLCHAIN_NOTICES = ("Architectures prior to",)
 
@@ -190,17 +135,40 @@ def is_clean(record) -> bool:
     return not (record.spill_bytes or record.stack_frame_bytes or kernel_warnings(record))
 
 
-def compile_check() -> bool:
-    try:
-        from ._compile import CompileCheckError, compile_report
-    except ImportError as exc:
-        print(f"compile report: not available ({exc})")
+EMULATOR_EXTRA = "pip install 'gpuconv[emulator]'"
+
+
+def compile_check(skipped: list[str]) -> bool:
+    """The compile report, architecture by architecture; what cannot be compiled here is appended
+    to `skipped` (with how to enable it) rather than failed."""
+    from . import _compile, _kernels
+
+    reason = None
+    if _kernels.CUDA_INCLUDE_DIR is None:
+        reason = f"CUDA's headers (cuda_fp16.h) not found ({EMULATOR_EXTRA}, or set CUDA_PATH)"
+    elif not _compile._nvrtc_libraries():
+        reason = f"no NVRTC library found ({EMULATOR_EXTRA} installs NVRTC 13 and 12)"
+    if reason:
+        skipped.append(f"compile report: {reason}")
+        print(f"compile report: skipped: {reason}")
         return True
-    try:
-        records = compile_report()
-    except CompileCheckError as exc:
-        print(f"compile report: FAILED\n{exc}")
-        return False
+    records = []
+    for arch in _compile.DEFAULT_ARCHS:
+        try:
+            nvrtc = _compile.nvrtc_for(arch)
+        except _compile.CompileCheckError as exc:
+            skipped.append(f"compile report for {arch}: {exc}")
+            print(f"compile report: {arch} skipped: {exc}", flush=True)
+            continue
+        files = len(_kernels.KERNEL_SOURCES)
+        print(f"compile report: {arch}: compiling {files} files with NVRTC {nvrtc.version} ...", flush=True)
+        try:
+            records += _compile.compile_report(archs=(arch,))
+        except _compile.CompileCheckError as exc:
+            print(f"compile report: FAILED\n{exc}")
+            return False
+    if not records:
+        return True
     print(f"{'file':<22} {'kernel':<56} {'arch':<6} {'regs':>4} {'smem':>6} {'spill':>5} {'stack':>5}  "
           f"compiler     warnings")
     ok = True
@@ -215,14 +183,24 @@ def compile_check() -> bool:
 
 
 def run(args) -> int:
-    ok = True if args.no_compile else compile_check()
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
+    print(f"gpuconv {gpuconv.__version__} check, seed {seed} (python -m gpuconv check --seed {seed} replays the "
+          f"same data)", flush=True)
+    skipped: list[str] = []
+    ok = True if args.no_compile else compile_check(skipped)
     names = args.backends or available_backends()
-    rng = np.random.default_rng(int(time.time()))
-    print(f"parity against a float64 reference: error = max |result - reference| / max(1, max |reference|) "
-          f"(tolerance {TOLERANCE}); for indices, the number of mismatches")
-    for name in names:
+    if not args.backends:
+        skipped += [f"backend {name}: {reason}" for name, reason in unavailable_reasons().items()]
+    rng = np.random.default_rng(seed)
+    print(f"parity against the float64 reference: error = max over elements of |result - reference| / allowed, "
+          f"<= 1 agrees ({describe()}); max pooling, its indices and padding: the number of elements that "
+          f"differ", flush=True)
+    for i, name in enumerate(names, start=1):
+        print(f"[{i}/{len(names)}] backend {name}", flush=True)
         started = time.perf_counter()
         ok &= check_backend(name, rng)
-        print(f"  ({name}: {time.perf_counter() - started:.1f} s)")
-    print("check passed" if ok else "check FAILED")
+        print(f"  ({name}: {time.perf_counter() - started:.1f} s)", flush=True)
+    for line in skipped:
+        print(f"skipped: {line}")
+    print(("check passed" if ok else "check FAILED") + (f" ({len(skipped)} skipped, listed above)" if skipped else ""))
     return 0 if ok else 1

@@ -2,6 +2,7 @@
 on every available backend, and a PNG grid of the image and its feature maps."""
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -17,17 +18,40 @@ FILTERS = ["identity", "box", "gaussian", "sharpen", "sobel_x", "sobel_y", "prew
 EMULATED_CROP = 48
 
 
+MIN_SIZE = 16
+
+
 def add_arguments(parser):
-    parser.add_argument("--image", type=Path, help="an image file to filter (default: a generated test image)")
+    parser.add_argument("--image", type=_existing_file,
+                        help="an image file to filter (default: a generated test image)")
     parser.add_argument("--out", type=Path, default=Path("out/demo.png"), help="where to write the PNG grid")
-    parser.add_argument("--size", type=int, default=256, help="side of the generated test image")
-    parser.add_argument("--pool", type=int, default=2, help="pooling window (and stride)")
+    parser.add_argument("--size", type=_at_least(MIN_SIZE), default=256, help="side of the generated test image")
+    parser.add_argument("--pool", type=_at_least(1), default=2, help="pooling window (and stride)")
+
+
+def _existing_file(value: str) -> Path:
+    if not Path(value).is_file():
+        raise argparse.ArgumentTypeError(f"{value!r}: no such file")
+    return Path(value)
+
+
+def _at_least(minimum: int):
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = minimum - 1
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"{value!r}: must be an integer >= {minimum}")
+        return number
+
+    return parse
 
 
 def test_image(size: int) -> np.ndarray:
     """(3, size, size) float32 in [0, 1]: a colour gradient, a disc, a square, stripes."""
-    if size < 16:
-        raise ValueError(f"--size={size}: must be at least 16")
+    if size < MIN_SIZE:
+        raise ValueError(f"--size={size}: must be at least {MIN_SIZE}")
     y, x = np.mgrid[0:size, 0:size] / (size - 1)
     img = np.stack([0.2 + 0.5 * x, 0.2 + 0.5 * y, 0.6 - 0.4 * x * y])
     disc = (x - 0.35) ** 2 + (y - 0.4) ** 2 < 0.18 ** 2
@@ -40,7 +64,11 @@ def test_image(size: int) -> np.ndarray:
 
 
 def read_image(path: Path) -> np.ndarray:
-    image = _pillow().open(path).convert("RGB")
+    Image = _pillow()
+    try:
+        image = Image.open(path).convert("RGB")
+    except OSError as exc:  # PIL.UnidentifiedImageError among them
+        raise SystemExit(f"gpuconv demo: error: --image {str(path)!r}: cannot read it as an image ({exc})") from None
     return (np.asarray(image, dtype=np.float32) / 255.0).transpose(2, 0, 1).copy()
 
 
@@ -91,6 +119,7 @@ def grid_png(image: np.ndarray, maps: np.ndarray, names, path: Path, columns: in
 
 
 def run(args) -> int:
+    _pillow()  # before the work: the PNG needs it
     image = read_image(args.image) if args.image else test_image(args.size)
     weights = filters.bank(FILTERS, in_channels=3)
     print(f"image {image.shape} float32, filter bank {weights.shape} ({', '.join(FILTERS)})")

@@ -1,9 +1,13 @@
 """`python -m gpuconv info`: versions, backends (and why the others are unavailable), the GPU,
-CuPy/CUDA, NumPy's BLAS and the cache directories, as plain text (or JSON with --json)."""
+CuPy/CUDA, NumPy's BLAS, the CUDA toolchain the emulator and the compile check use (g++, CUDA's
+headers, NVRTC, nvcc) and the cache directories, as plain text (or JSON with --json)."""
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +35,62 @@ def collect() -> dict:
         "versions": {"numpy": np.__version__, **record["versions"]},
         "numpy_blas": record["cpu"]["numpy_blas"],
         "kernels": {"cuda_dir": str(_kernels.CUDA_DIR), "nvrtc_options": list(_kernels.NVRTC_OPTIONS)},
+        "toolchain": toolchain(),
         "cache_directories": _cache_directories(),
     }
+
+
+_EXTRA = "pip install 'gpuconv[emulator]'"
+
+
+def toolchain() -> dict:
+    """What the emulator and the compile check find here: version (and place) of each tool, or why not."""
+    return {"g++": _gxx(), "cuda_headers": _cuda_headers(), "nvrtc": _nvrtc(), "nvcc": _nvcc()}
+
+
+def _gxx() -> str:
+    from .emulator import _toolchain
+
+    try:
+        first_line = _toolchain.compiler_version().splitlines()[0]
+    except (_toolchain.ToolchainMissing, OSError, subprocess.CalledProcessError) as exc:
+        return f"not found ({exc})"
+    return f"{first_line} ({_toolchain.compiler()})"
+
+
+def _cuda_headers() -> str:
+    directory = _kernels.CUDA_INCLUDE_DIR
+    if directory is None:
+        return f"not found: no cuda_fp16.h ({_EXTRA}, or set CUDA_PATH)"
+    version = None
+    for header in ("cuda_runtime_api.h", "cuda.h"):
+        path = Path(directory) / header
+        text = path.read_text(errors="replace") if path.is_file() else ""
+        found = re.search(r"#define\s+CUDART?_VERSION\s+(\d+)", text)
+        if found:
+            number = int(found.group(1))
+            version = f"CUDA {number // 1000}.{number % 1000 // 10}"
+            break
+    return f"{version or 'version unknown'} ({directory})"
+
+
+def _nvrtc() -> list[str] | str:
+    from . import _compile
+
+    libraries = _compile._nvrtc_libraries()
+    if not libraries:
+        return f"not found ({_EXTRA})"
+    return [f"NVRTC {lib.version}: {', '.join(sorted(lib.archs, key=lambda a: int(a[3:])))} ({lib.path})"
+            for lib in libraries]
+
+
+def _nvcc() -> str:
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        return "not on the PATH (optional: the compile check uses NVRTC)"
+    banner = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
+    release = re.search(r"release (\d+\.\d+)", banner)
+    return f"{release.group(1) if release else 'version unknown'} ({nvcc})"
 
 
 def _cache_directories() -> dict:
@@ -57,6 +115,10 @@ def _print_text(info: dict) -> None:
         blas = (f"{blas['library']} {blas['version']} (kernel {blas['kernel']}, {blas['threads']} threads) "
                 f"{blas['path']}")
     print(f"NumPy BLAS: {blas}")
+    print("CUDA toolchain (the emulator and the compile check):")
+    for key, value in info["toolchain"].items():
+        for line in (value if isinstance(value, list) else [value]):
+            print(f"  {key}: {line}")
     print(f"kernel sources: {info['kernels']['cuda_dir']}")
     print(f"NVRTC options: {' '.join(info['kernels']['nvrtc_options'])}")
     for key, value in info["cache_directories"].items():

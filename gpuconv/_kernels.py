@@ -74,9 +74,19 @@ def gemm_tilings(kind: str, ctype: str) -> tuple[str, ...]:
     return ("small",) if ctype == "double" else GEMM_KERNELS[kind][2]
 
 
+def implicit_gemm_tc_kernel(ctype: str, itype: str, block_m: int) -> str:
+    return f"conv2d_implicit_gemm_tc<{ctype}, {itype}, {block_m}>"
+
+
+# The tensor-core kernel: float16, and float32 computed in TF32 (sm_80+); block tiles of 128 filters,
+# or 64 for groups of at most 64 filters.
+TENSOR_CORE_TYPES = ("__half", "float")
+TENSOR_CORE_BLOCK_M = (128, 64)
+
+
 def _all_instantiations() -> dict[str, tuple[str, ...]]:
-    files = ("conv_direct.cu", "conv_implicit_gemm.cu", "conv_grad_weight.cu", "splitk_reduce.cu", "pool.cu",
-             "pad.cu")
+    files = ("conv_direct.cu", "conv_implicit_gemm.cu", "conv_implicit_gemm_tc.cu", "conv_grad_weight.cu",
+             "splitk_reduce.cu", "pool.cu", "pad.cu")
     sources: dict[str, list[str]] = {file: [] for file in files}
     for ctype in ELEMENT_TYPES.values():
         for itype in INDEX_TYPES:
@@ -84,6 +94,9 @@ def _all_instantiations() -> dict[str, tuple[str, ...]]:
                                           for fb in DIRECT_FILTER_BATCHES for staged in (True, False)]
             for kind, (file, _, _) in GEMM_KERNELS.items():
                 sources[file] += [gemm_kernel(kind, ctype, itype, t) for t in gemm_tilings(kind, ctype)]
+            if ctype in TENSOR_CORE_TYPES:
+                sources["conv_implicit_gemm_tc.cu"] += [implicit_gemm_tc_kernel(ctype, itype, bm)
+                                                        for bm in TENSOR_CORE_BLOCK_M]
             sources["conv_grad_weight.cu"].append(f"conv2d_grad_weight_direct<{ctype}, {itype}>")
             sources["splitk_reduce.cu"].append(f"splitk_reduce<{ctype}, {itype}>")
             sources["pool.cu"] += [f"{op}<{ctype}, {itype}>"

@@ -1,6 +1,10 @@
 """Argument checks and array/dtype normalisation shared by every public op."""
 from __future__ import annotations
 
+import math
+import numbers
+import reprlib
+
 import numpy as np
 
 from .backends import is_cupy_array
@@ -9,20 +13,49 @@ SUPPORTED_DTYPES = (np.float16, np.float32, np.float64)
 DLPACK_CUDA_DEVICES = (2, 3, 13)  # kDLCUDA, kDLCUDAHost, kDLCUDAManaged
 
 
-def _on_cuda_device(x) -> bool:
+def shown(value) -> str:
+    """repr of an argument for a message, shortened (an array argument can be huge)."""
+    return reprlib.repr(value)
+
+
+def array_module(x):
+    """cupy for CuPy arrays, else numpy."""
+    if is_cupy_array(x):
+        import cupy
+
+        return cupy
+    return np
+
+
+def _on_cuda_device(x, name: str) -> bool:
     if hasattr(x, "__cuda_array_interface__"):
         return True
-    try:
-        return x.__dlpack_device__()[0] in DLPACK_CUDA_DEVICES
-    except (AttributeError, TypeError, ValueError):
+    if not hasattr(x, "__dlpack_device__"):
         return False
+    try:
+        device = x.__dlpack_device__()
+    except Exception as exc:
+        raise TypeError(f"{name} ({type(x).__module__}.{type(x).__name__}): its __dlpack_device__() raised "
+                        f"{type(exc).__name__}: {exc}") from exc
+    try:
+        return device[0] in DLPACK_CUDA_DEVICES
+    except (TypeError, IndexError):
+        raise TypeError(f"{name} ({type(x).__module__}.{type(x).__name__}): __dlpack_device__() returned "
+                        f"{shown(device)}, not (device type, device id)") from None
 
 
 def as_array(x, name: str):
     """x as an array: CuPy arrays, and device arrays of other libraries (through
     __cuda_array_interface__ or DLPack, zero-copy as CuPy arrays), stay on the device; anything
-    else becomes a NumPy array. Rejects non-numeric and complex data."""
-    if not is_cupy_array(x) and _on_cuda_device(x):
+    else becomes a NumPy array. Rejects non-numeric, complex and bfloat16 data, ragged nested
+    sequences and masked arrays with masked elements, naming the argument."""
+    if "bfloat16" in str(getattr(x, "dtype", "")):
+        raise TypeError(f"{name} has dtype bfloat16: supported are float16, float32 and float64 "
+                        f"(convert it first, e.g. x.float() or x.astype(numpy.float32))")
+    if np.ma.isMaskedArray(x) and np.ma.is_masked(x):
+        raise TypeError(f"{name} is a masked array with {int(np.ma.count_masked(x))} masked elements: gpuconv has no "
+                        f"masked semantics; pass {name}.filled(value) with the value the masked elements should take")
+    if not is_cupy_array(x) and _on_cuda_device(x, name):
         try:
             import cupy
         except ImportError:
@@ -31,7 +64,11 @@ def as_array(x, name: str):
 
         x = cupy.asarray(x) if hasattr(x, "__cuda_array_interface__") else cupy.from_dlpack(x)
     elif not is_cupy_array(x):
-        x = np.asarray(x)
+        try:
+            x = np.asarray(x.data if np.ma.isMaskedArray(x) else x)
+        except (TypeError, ValueError) as exc:
+            error = ValueError if isinstance(exc, ValueError) else TypeError
+            raise error(f"{name} ({type(x).__module__}.{type(x).__name__}) cannot be read as an array: {exc}") from None
     kind = x.dtype.kind
     if kind == "c":
         raise TypeError(f"{name} has complex dtype {x.dtype}: gpuconv supports real inputs only")
@@ -59,3 +96,36 @@ def check_bool(value, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name}={value!r}: must be a bool")
     return bool(value)
+
+
+def check_choice(value, name: str, choices: tuple[str, ...], shown_choices: str | None = None) -> str:
+    """value must be one of the strings in choices (TypeError for a non-string)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name}={shown(value)}: must be a string, one of {shown_choices or choices}")
+    if value not in choices:
+        raise ValueError(f"{name}={value!r}: expected one of {shown_choices or choices}")
+    return value
+
+
+def real_number(value, name: str) -> float:
+    """value as a finite float; it must be a real number (a Python or NumPy int or float, or a
+    0-d array of one), not a string, a complex number, None or a sequence."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, (str, bytes)) or not isinstance(value, (numbers.Real, np.bool_)):
+        raise TypeError(f"{name}={shown(value)}: must be a real number")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise ValueError(f"{name}={shown(value)}: must be finite")
+    return number
+
+
+def check_value_fits(value: float, name: str, dtype) -> None:
+    """A fill value must be finite in the result's dtype (1e5 would be inf in float16)."""
+    largest = float(np.finfo(dtype).max)
+    if abs(value) > largest:
+        raise ValueError(f"{name}={value!r}: not representable in the result's dtype {np.dtype(dtype)} "
+                         f"(largest finite value {largest:g})")

@@ -1,7 +1,12 @@
 """Classic 2-D image kernels, as float64 (KH, KW) arrays for correlation (conv2d, correlate2d)."""
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
+
+from ._validate import as_array
 
 
 def identity(size: int = 3) -> np.ndarray:
@@ -74,7 +79,7 @@ NAMED = {
 }
 
 
-def bank(kernels, in_channels: int = 1, dtype=np.float32) -> np.ndarray:
+def bank(kernels: Iterable[str | ArrayLike], in_channels: int = 1, dtype: DTypeLike = np.float32) -> np.ndarray:
     """Stack 2-D kernels (arrays or names from NAMED) into a conv2d weight (F, in_channels, KH, KW).
 
     Every kernel is applied to each input channel and the channel responses are averaged,
@@ -89,7 +94,8 @@ def bank(kernels, in_channels: int = 1, dtype=np.float32) -> np.ndarray:
     for i, k in enumerate(kernels):
         if isinstance(k, str) and k not in NAMED:
             raise ValueError(f"kernels[{i}]={k!r}: unknown name; expected one of {sorted(NAMED)}")
-    mats = [NAMED[k]() if isinstance(k, str) else np.asarray(k, dtype=np.float64) for k in kernels]
+    mats = [NAMED[k]() if isinstance(k, str) else as_array(k, f"kernels[{i}]").astype(np.float64)
+            for i, k in enumerate(kernels)]
     for i, m in enumerate(mats):
         if m.ndim != 2 or m.size == 0:
             raise ValueError(f"kernels[{i}] has shape {m.shape}: expected a non-empty 2-D kernel")

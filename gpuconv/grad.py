@@ -23,7 +23,7 @@ import numpy as np
 
 from . import _backward
 from . import _geometry as geometry
-from ._api import _check_algorithm, _on_device_of, _padding_1d, _single
+from ._api import _check_algorithm, _on_device_of
 from ._validate import as_array, check_bool, check_ndim, result_dtype
 
 __all__ = ["conv2d_input", "conv2d_weight", "conv2d_bias", "max_pool2d_input", "avg_pool2d_input", "pad2d_input",
@@ -38,23 +38,25 @@ def _shape(value, name: str, lengths: tuple[int, ...], layout: str) -> tuple[int
     return tuple(int(v) for v in items)
 
 
-def _spec(build, name: str, shape, array_name: str, *args):
-    """build(shape, *args), its errors about `array_name` (the forward op's array, here known only by
-    its shape) also naming the shape argument."""
+def _spec(build, name: str, shape, array_name: str):
+    """build(shape), its errors about `array_name` (the forward op's array, here known only by its
+    shape) also naming the shape argument."""
     try:
-        return build(shape, *args)
+        return build(shape)
     except ValueError as exc:
         if re.search(rf"\b{array_name}\b", str(exc)):
             raise ValueError(f"{exc} ({array_name} being the forward op's {array_name}: {name}={shape})") from None
         raise
 
 
-def _grad_output(grad_output, expected: tuple[int, ...], unbatched: bool, op: str):
-    """grad_output as a 4-D array, checked against the forward op's output shape."""
-    expected = expected[1:] if unbatched else expected
-    if tuple(grad_output.shape) != tuple(expected):
-        raise ValueError(f"grad_output has shape {tuple(grad_output.shape)}: expected {tuple(expected)}, the shape "
-                         f"of {op}'s output for these arguments")
+def _grad_output(grad_output, expected: tuple[int, ...], unbatched: bool, op: str, ndim: int):
+    """grad_output as a 4-D array, checked against the forward op's output shape (a 1-D op's
+    arrays have a height axis of 1 here; messages leave it out)."""
+    expected = tuple(expected[1:] if unbatched else expected)
+    if tuple(grad_output.shape) != expected:
+        shown = [tuple(a[:-2]) + tuple(a[-1:]) if ndim == 1 else tuple(a) for a in (grad_output.shape, expected)]
+        raise ValueError(f"grad_output has shape {shown[0]}: expected {shown[1]}, the shape of {op}'s output for "
+                         f"these arguments")
     return grad_output[None] if unbatched else grad_output
 
 
@@ -65,14 +67,33 @@ def conv2d_input(input_shape, w, grad_output, stride=1, padding=0, dilation=1, g
                  algorithm="auto", backend=None):
     """Gradient of conv2d(x, w, ...) with respect to x, for x of input_shape ((N, C, H, W) or (C, H, W))."""
     input_shape = _shape(input_shape, "input_shape", (3, 4), "(N, C, H, W) or unbatched (C, H, W)")
-    grad_output = as_array(grad_output, "grad_output")
-    w = _on_device_of(grad_output, as_array(w, "w"), "w", "grad_output")
+    w = as_array(w, "w")
     check_ndim(w, "w", (4,), "(F, C/groups, KH, KW)")
+    return _conv_input(input_shape, w, as_array(grad_output, "grad_output"), stride, padding, dilation, groups,
+                       padding_mode, algorithm, backend, ndim=2)
+
+
+def conv1d_input(input_shape, w, grad_output, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", *,
+                 algorithm="auto", backend=None):
+    """Gradient of conv1d(x, w, ...) with respect to x, for x of input_shape ((N, C, L) or (C, L))."""
+    input_shape = _shape(input_shape, "input_shape", (2, 3), "(N, C, L) or unbatched (C, L)")
+    w, grad_output = as_array(w, "w"), as_array(grad_output, "grad_output")
+    check_ndim(w, "w", (3,), "(F, C/groups, K)")
+    check_ndim(grad_output, "grad_output", (len(input_shape),), "(N, F, OL) or unbatched (F, OL)")
+    dx = _conv_input(input_shape[:-1] + (1, input_shape[-1]), w[:, :, None, :], grad_output[..., None, :], stride,
+                     padding, dilation, groups, padding_mode, algorithm, backend, ndim=1)
+    return dx[..., 0, :]
+
+
+def _conv_input(input_shape, w, grad_output, stride, padding, dilation, groups, padding_mode, algorithm, backend,
+                ndim):
+    """conv2d_input of a 2-D layout; ndim=1: a 1-D op's (height 1), its arguments its own."""
+    w = _on_device_of(grad_output, w, "w", "grad_output")
     _check_algorithm(algorithm)
     unbatched = len(input_shape) == 3
-    spec = _spec(geometry.conv_spec, "input_shape", (1,) * unbatched + input_shape, "x", w.shape, stride, padding,
-                 dilation, groups, padding_mode)
-    grad_output = _grad_output(grad_output, spec.out_shape, unbatched, "conv2d")
+    spec = _spec(lambda shape: geometry.conv_spec(shape, w.shape, stride, padding, dilation, groups, padding_mode,
+                                                  ndim), "input_shape", (1,) * unbatched + input_shape, "x")
+    grad_output = _grad_output(grad_output, spec.out_shape, unbatched, "conv2d" if ndim == 2 else "conv1d", ndim)
     dtype = result_dtype(w, grad_output)
     dx = _backward.conv_input(grad_output.astype(dtype, copy=False), w.astype(dtype, copy=False), spec, algorithm,
                               backend)
@@ -83,15 +104,34 @@ def conv2d_weight(x, weight_shape, grad_output, stride=1, padding=0, dilation=1,
                   algorithm="auto", backend=None):
     """Gradient of conv2d(x, w, ...) with respect to w, for w of weight_shape (F, C/groups, KH, KW)."""
     x = as_array(x, "x")
-    grad_output = _on_device_of(x, as_array(grad_output, "grad_output"), "grad_output")
     check_ndim(x, "x", (3, 4), "(N, C, H, W) or unbatched (C, H, W)")
     weight_shape = _shape(weight_shape, "weight_shape", (4,), "(F, C/groups, KH, KW)")
+    return _conv_weight(x, weight_shape, as_array(grad_output, "grad_output"), stride, padding, dilation, groups,
+                        padding_mode, algorithm, backend, ndim=2)
+
+
+def conv1d_weight(x, weight_shape, grad_output, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", *,
+                  algorithm="auto", backend=None):
+    """Gradient of conv1d(x, w, ...) with respect to w, for w of weight_shape (F, C/groups, K)."""
+    x, grad_output = as_array(x, "x"), as_array(grad_output, "grad_output")
+    check_ndim(x, "x", (2, 3), "(N, C, L) or unbatched (C, L)")
+    check_ndim(grad_output, "grad_output", (x.ndim,), "(N, F, OL) or unbatched (F, OL)")
+    f, cg, k = _shape(weight_shape, "weight_shape", (3,), "(F, C/groups, K)")
+    dw = _conv_weight(x[..., None, :], (f, cg, 1, k), grad_output[..., None, :], stride, padding, dilation, groups,
+                      padding_mode, algorithm, backend, ndim=1)
+    return dw[:, :, 0, :]
+
+
+def _conv_weight(x, weight_shape, grad_output, stride, padding, dilation, groups, padding_mode, algorithm, backend,
+                 ndim):
+    """conv2d_weight of a 2-D layout; ndim=1: a 1-D op's (height 1), its arguments its own."""
+    grad_output = _on_device_of(x, grad_output, "grad_output")
     _check_algorithm(algorithm)
     unbatched = x.ndim == 3
     x = x[None] if unbatched else x
-    spec = _spec(lambda shape, *args: geometry.conv_spec(x.shape, shape, *args), "weight_shape", weight_shape, "w",
-                 stride, padding, dilation, groups, padding_mode)
-    grad_output = _grad_output(grad_output, spec.out_shape, unbatched, "conv2d")
+    spec = _spec(lambda shape: geometry.conv_spec(x.shape, shape, stride, padding, dilation, groups, padding_mode,
+                                                  ndim), "weight_shape", weight_shape, "w")
+    grad_output = _grad_output(grad_output, spec.out_shape, unbatched, "conv2d" if ndim == 2 else "conv1d", ndim)
     dtype = result_dtype(x, grad_output)
     return _backward.conv_weight(x.astype(dtype, copy=False), grad_output.astype(dtype, copy=False), spec, algorithm,
                                  backend)
@@ -101,6 +141,18 @@ def conv2d_bias(grad_output):
     """Gradient of conv2d(x, w, bias) with respect to bias: grad_output summed over all but the channel axis."""
     grad_output = as_array(grad_output, "grad_output")
     check_ndim(grad_output, "grad_output", (3, 4), "(N, F, OH, OW) or unbatched (F, OH, OW)")
+    return _bias(grad_output)
+
+
+def conv1d_bias(grad_output):
+    """Gradient of conv1d(x, w, bias) with respect to bias: grad_output (N, F, OL) or (F, OL) summed
+    over all but the channel axis."""
+    grad_output = as_array(grad_output, "grad_output")
+    check_ndim(grad_output, "grad_output", (2, 3), "(N, F, OL) or unbatched (F, OL)")
+    return _bias(grad_output[..., None, :])
+
+
+def _bias(grad_output):
     dtype = result_dtype(grad_output)
     axes = (0, 2, 3) if grad_output.ndim == 4 else (1, 2)
     accumulate = np.float32 if dtype == np.float16 else dtype
@@ -115,16 +167,38 @@ def max_pool2d_input(grad_output, x, kernel_size, stride=None, padding=0, dilati
     """Gradient of max_pool2d(x, ...) with respect to x. indices: the forward's return_indices
     (int flat index within H*W, -1 for none), or None to find the maxima again."""
     x = as_array(x, "x")
-    grad_output = _on_device_of(x, as_array(grad_output, "grad_output"), "grad_output")
     check_ndim(x, "x", (3, 4), "(N, C, H, W) or unbatched (C, H, W)")
+    return _max_pool_input(as_array(grad_output, "grad_output"), x, kernel_size, stride, padding, dilation, ceil_mode,
+                           None if indices is None else as_array(indices, "indices"), backend, ndim=2)
+
+
+def max_pool1d_input(grad_output, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *,
+                     indices=None, backend=None):
+    """Gradient of max_pool1d(x, ...) with respect to x (N, C, L) or (C, L); indices are positions along L."""
+    x, grad_output = as_array(x, "x"), as_array(grad_output, "grad_output")
+    check_ndim(x, "x", (2, 3), "(N, C, L) or unbatched (C, L)")
+    check_ndim(grad_output, "grad_output", (x.ndim,), "(N, C, OL) or unbatched (C, OL)")
+    if indices is not None:
+        indices = as_array(indices, "indices")
+        check_ndim(indices, "indices", (x.ndim,), "grad_output's shape")
+        indices = indices[..., None, :]
+    dx = _max_pool_input(grad_output[..., None, :], x[..., None, :], kernel_size, stride, padding, dilation,
+                         ceil_mode, indices, backend, ndim=1)
+    return dx[..., 0, :]
+
+
+def _max_pool_input(grad_output, x, kernel_size, stride, padding, dilation, ceil_mode, indices, backend, ndim):
+    """max_pool2d_input of a 2-D layout; ndim=1: a 1-D op's (height 1), its arguments its own."""
+    grad_output = _on_device_of(x, grad_output, "grad_output")
     unbatched = x.ndim == 3
     x = x[None] if unbatched else x
-    spec = geometry.pool_spec(x.shape, kernel_size, stride, padding, dilation, check_bool(ceil_mode, "ceil_mode"))
+    spec = geometry.pool_spec(x.shape, kernel_size, stride, padding, dilation, check_bool(ceil_mode, "ceil_mode"),
+                              ndim=ndim)
     given_shape = tuple(grad_output.shape)
-    grad_output = _grad_output(grad_output, spec.out_shape, unbatched, "max_pool2d")
+    grad_output = _grad_output(grad_output, spec.out_shape, unbatched, "max_pool2d" if ndim == 2 else "max_pool1d",
+                               ndim)
     if indices is not None:
-        indices = _checked_indices(_on_device_of(x, as_array(indices, "indices"), "indices"), given_shape,
-                                   spec.h * spec.w)
+        indices = _checked_indices(_on_device_of(x, indices, "indices"), given_shape, spec.h * spec.w)
         indices = indices[None] if unbatched else indices
     dtype = result_dtype(x, grad_output)
     dx = _backward.max_pool_input(grad_output.astype(dtype, copy=False), x.astype(dtype, copy=False), indices, spec,
@@ -147,12 +221,32 @@ def avg_pool2d_input(grad_output, input_shape, kernel_size, stride=None, padding
                      count_include_pad=True, divisor_override=None, *, backend=None):
     """Gradient of avg_pool2d(x, ...) with respect to x, for x of input_shape."""
     input_shape = _shape(input_shape, "input_shape", (3, 4), "(N, C, H, W) or unbatched (C, H, W)")
+    return _avg_pool_input(as_array(grad_output, "grad_output"), input_shape, kernel_size, stride, padding, ceil_mode,
+                           count_include_pad, divisor_override, backend, ndim=2)
+
+
+def avg_pool1d_input(grad_output, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
+                     count_include_pad=True, *, backend=None):
+    """Gradient of avg_pool1d(x, ...) with respect to x, for x of input_shape ((N, C, L) or (C, L))."""
+    input_shape = _shape(input_shape, "input_shape", (2, 3), "(N, C, L) or unbatched (C, L)")
     grad_output = as_array(grad_output, "grad_output")
+    check_ndim(grad_output, "grad_output", (len(input_shape),), "(N, C, OL) or unbatched (C, OL)")
+    dx = _avg_pool_input(grad_output[..., None, :], input_shape[:-1] + (1, input_shape[-1]), kernel_size, stride,
+                         padding, ceil_mode, count_include_pad, None, backend, ndim=1)
+    return dx[..., 0, :]
+
+
+def _avg_pool_input(grad_output, input_shape, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                    divisor_override, backend, ndim):
+    """avg_pool2d_input of a 2-D layout; ndim=1: a 1-D op's (height 1), its arguments its own."""
     unbatched = len(input_shape) == 3
-    spec = _spec(geometry.pool_spec, "input_shape", (1,) * unbatched + input_shape, "x", kernel_size, stride,
-                 padding, 1, check_bool(ceil_mode, "ceil_mode"), check_bool(count_include_pad, "count_include_pad"),
-                 divisor_override)
-    grad_output = _grad_output(grad_output, spec.out_shape, unbatched, "avg_pool2d")
+    spec = _spec(lambda shape: geometry.pool_spec(shape, kernel_size, stride, padding, 1,
+                                                  check_bool(ceil_mode, "ceil_mode"),
+                                                  check_bool(count_include_pad, "count_include_pad"),
+                                                  divisor_override, ndim),
+                 "input_shape", (1,) * unbatched + input_shape, "x")
+    grad_output = _grad_output(grad_output, spec.out_shape, unbatched, "avg_pool2d" if ndim == 2 else "avg_pool1d",
+                               ndim)
     dx = _backward.avg_pool_input(grad_output.astype(result_dtype(grad_output), copy=False), spec, backend)
     return dx[0] if unbatched else dx
 
@@ -173,69 +267,3 @@ def pad2d_input(grad_output, padding, mode="constant", *, backend=None):
     spec = geometry.pad_spec(g4.shape[:2] + (hp - t - b, wp - l - r), padding, mode, 0.0)
     dx = _backward.pad_input(g4.astype(result_dtype(g4), copy=False), spec, backend)
     return dx.reshape(lead + dx.shape[-2:])
-
-
-# ---- 1-D forms: the 2-D ops on (N, C, 1, L) ----------------------------------------------------
-
-
-def conv1d_input(input_shape, w, grad_output, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", *,
-                 algorithm="auto", backend=None):
-    """Gradient of conv1d(x, w, ...) with respect to x, for x of input_shape ((N, C, L) or (C, L))."""
-    input_shape = _shape(input_shape, "input_shape", (2, 3), "(N, C, L) or unbatched (C, L)")
-    w, grad_output = as_array(w, "w"), as_array(grad_output, "grad_output")
-    check_ndim(w, "w", (3,), "(F, C/groups, K)")
-    check_ndim(grad_output, "grad_output", (len(input_shape),), "(N, F, OL) or unbatched (F, OL)")
-    dx = conv2d_input(input_shape[:-1] + (1, input_shape[-1]), w[:, :, None, :], grad_output[..., None, :],
-                      (1, _single(stride, "stride")), _padding_1d(padding), (1, _single(dilation, "dilation")), groups,
-                      padding_mode, algorithm=algorithm, backend=backend)
-    return dx[..., 0, :]
-
-
-def conv1d_weight(x, weight_shape, grad_output, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", *,
-                  algorithm="auto", backend=None):
-    """Gradient of conv1d(x, w, ...) with respect to w, for w of weight_shape (F, C/groups, K)."""
-    x, grad_output = as_array(x, "x"), as_array(grad_output, "grad_output")
-    check_ndim(x, "x", (2, 3), "(N, C, L) or unbatched (C, L)")
-    check_ndim(grad_output, "grad_output", (x.ndim,), "(N, F, OL) or unbatched (F, OL)")
-    f, cg, k = _shape(weight_shape, "weight_shape", (3,), "(F, C/groups, K)")
-    dw = conv2d_weight(x[..., None, :], (f, cg, 1, k), grad_output[..., None, :], (1, _single(stride, "stride")),
-                       _padding_1d(padding), (1, _single(dilation, "dilation")), groups, padding_mode,
-                       algorithm=algorithm, backend=backend)
-    return dw[:, :, 0, :]
-
-
-def conv1d_bias(grad_output):
-    """Gradient of conv1d(x, w, bias) with respect to bias: grad_output (N, F, OL) or (F, OL) summed
-    over all but the channel axis."""
-    grad_output = as_array(grad_output, "grad_output")
-    check_ndim(grad_output, "grad_output", (2, 3), "(N, F, OL) or unbatched (F, OL)")
-    return conv2d_bias(grad_output[..., None, :])
-
-
-def max_pool1d_input(grad_output, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *,
-                     indices=None, backend=None):
-    """Gradient of max_pool1d(x, ...) with respect to x (N, C, L) or (C, L); indices are positions along L."""
-    x, grad_output = as_array(x, "x"), as_array(grad_output, "grad_output")
-    check_ndim(x, "x", (2, 3), "(N, C, L) or unbatched (C, L)")
-    check_ndim(grad_output, "grad_output", (x.ndim,), "(N, C, OL) or unbatched (C, OL)")
-    if indices is not None:
-        indices = as_array(indices, "indices")
-        check_ndim(indices, "indices", (x.ndim,), "grad_output's shape")
-        indices = indices[..., None, :]
-    dx = max_pool2d_input(grad_output[..., None, :], x[..., None, :], (1, _single(kernel_size, "kernel_size")),
-                          None if stride is None else (1, _single(stride, "stride")), (0, _single(padding, "padding")),
-                          (1, _single(dilation, "dilation")), ceil_mode, indices=indices, backend=backend)
-    return dx[..., 0, :]
-
-
-def avg_pool1d_input(grad_output, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
-                     count_include_pad=True, *, backend=None):
-    """Gradient of avg_pool1d(x, ...) with respect to x, for x of input_shape ((N, C, L) or (C, L))."""
-    input_shape = _shape(input_shape, "input_shape", (2, 3), "(N, C, L) or unbatched (C, L)")
-    grad_output = as_array(grad_output, "grad_output")
-    check_ndim(grad_output, "grad_output", (len(input_shape),), "(N, C, OL) or unbatched (C, OL)")
-    dx = avg_pool2d_input(grad_output[..., None, :], input_shape[:-1] + (1, input_shape[-1]),
-                          (1, _single(kernel_size, "kernel_size")),
-                          None if stride is None else (1, _single(stride, "stride")), (0, _single(padding, "padding")),
-                          ceil_mode, count_include_pad, backend=backend)
-    return dx[..., 0, :]

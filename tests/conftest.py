@@ -1,8 +1,11 @@
-"""Shared fixtures: the `backend` parametrisation of every parity test (contracts.md §4)."""
+"""Shared fixtures: the `backend` parametrisation of every parity test, `rng` (random data from a
+printed seed) and `torch` (the oracle is checked against it; required in CI)."""
 from __future__ import annotations
 
 import os
+import random
 
+import numpy as np
 import pytest
 
 from gpuconv.backends import BackendUnavailable, get_backend
@@ -35,6 +38,28 @@ def backend(request) -> str:
             pytest.fail(f"{exc} (required here: CI=true for cuda-emu, GPUCONV_REQUIRE_GPU=1 for cuda)")
         pytest.skip(str(exc))
     return name
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """Random test data: a fresh seed each run, printed (pytest shows it with a failure's output);
+    GPUCONV_TEST_SEED=<seed> replays it exactly."""
+    seed = int(os.environ.get("GPUCONV_TEST_SEED") or random.SystemRandom().randrange(2**32))
+    print(f"test data seed {seed} (GPUCONV_TEST_SEED={seed} replays it)")
+    return np.random.default_rng(seed)
+
+
+@pytest.fixture(scope="session")
+def torch():
+    """PyTorch, which the float64 oracle is checked against: in the test extra, so required in CI
+    (CI=true); skipped elsewhere when it is not installed."""
+    try:
+        import torch
+    except ImportError as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"PyTorch must be installed in CI to check the oracle against it: {exc}")
+        pytest.skip(f"PyTorch is not installed ({exc})")
+    return torch
 
 
 @pytest.fixture(scope="session")

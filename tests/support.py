@@ -4,13 +4,18 @@ from __future__ import annotations
 import contextlib
 import re
 import sys
+import zlib
 
 import numpy as np
 
+from gpuconv._tolerance import describe, error_ratio
+
 DTYPES = (np.float16, np.float32, np.float64)
 
-# Allowed error relative to the scale of the float64 result (max |ref|, at least 1).
-RELATIVE_TOL = {np.dtype(np.float16): 1e-2, np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
+
+def stable_seed(*parts) -> int:
+    """A seed from a test's parameters, the same in every process (hash() of a str is not)."""
+    return zlib.crc32(repr(parts).encode())
 
 
 def random_array(rng: np.random.Generator, shape, dtype=np.float64) -> np.ndarray:
@@ -39,24 +44,24 @@ def to_numpy(a) -> np.ndarray:
 
 
 def assert_close(actual, expected: np.ndarray, dtype, what: str = "") -> None:
-    """actual has expected's shape and `dtype`, the same NaN/inf pattern, and finite values within
-    the dtype's tolerance relative to the scale of expected."""
+    """actual has expected's shape and `dtype`, the same NaN/inf pattern, and agrees with expected
+    element by element within the tolerance of `dtype` (gpuconv._tolerance: the same rule as
+    `python -m gpuconv check`)."""
     actual = to_numpy(actual)
     dtype = np.dtype(dtype)
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != expected {expected.shape}"
     assert actual.dtype == dtype, f"{what}: dtype {actual.dtype} != expected {dtype}"
     got = actual.astype(np.float64)
     assert np.array_equal(np.isnan(got), np.isnan(expected)), f"{what}: NaN pattern differs from the reference"
-    finite = np.isfinite(expected)
-    assert np.array_equal(got[~finite & ~np.isnan(expected)], expected[~finite & ~np.isnan(expected)]), \
-        f"{what}: infinities differ from the reference"
-    assert np.isfinite(got[finite]).all(), f"{what}: non-finite values where the reference is finite"
-    if not finite.any():
-        return
-    scale = max(1.0, float(np.abs(expected[finite]).max()))
-    err = float(np.abs(got[finite] - expected[finite]).max())
-    assert err <= RELATIVE_TOL[dtype] * scale, \
-        f"{what}: max error {err:.3g} > {RELATIVE_TOL[dtype]:g} * scale {scale:.3g} ({dtype})"
+    special = ~np.isfinite(expected) & ~np.isnan(expected)
+    assert np.array_equal(got[special], expected[special]), f"{what}: infinities differ from the reference"
+    assert np.isfinite(got[np.isfinite(expected)]).all(), f"{what}: non-finite values where the reference is finite"
+    ratio = error_ratio(got, expected, dtype)
+    if ratio > 1:
+        worst = np.unravel_index(np.nanargmax(np.where(np.isfinite(expected), np.abs(got - expected), -1)),
+                                 expected.shape)
+        raise AssertionError(f"{what}: error {ratio:.3g} x the tolerance ({dtype}: {describe()}); worst element "
+                             f"{tuple(int(i) for i in worst)}: {got[worst]!r} vs {expected[worst]!r}")
 
 
 def assert_same(actual, expected: np.ndarray, dtype=None, what: str = "") -> None:

@@ -12,6 +12,8 @@ import types
 import numpy as np
 import pytest
 
+import gpuconv
+
 from gpuconv.__main__ import main
 from gpuconv.backends import BackendUnavailable, get_backend
 from gpuconv.benchmark import contenders, report, runner, timing
@@ -311,6 +313,31 @@ def test_backward_results_are_compared_part_by_part():
     cases = [{"layer": "B", "op": CONV, "dtype": "float32", "pass": pass_name, "ratios": ratios}
              for pass_name in ("forward", "backward")]
     assert set(runner.summary(cases)["gpuconv/numpy"]["torch-cpu"]) == {"conv float32", "conv backward float32"}
+
+
+def test_float16_and_tf32_rows_at_a_chosen_batch():
+    """--dtype float16,tf32 adds layers A-D in float16 and in TF32 (float32 data, precision='tf32');
+    --batch sets N; gpuconv's rows name the algorithm auto takes for that dtype and precision."""
+    assert [c.label for c in select_cases(dtypes=("float16", "tf32"))] == \
+        [f"{n} {d}" for d in ("float16", "tf32") for n in "ABCD"]
+    tf32, fp16 = Case(LAYER["B"], "tf32"), Case(LAYER["B"], "float16")
+    assert (tf32.array_dtype, tf32.precision, fp16.array_dtype, fp16.precision) == \
+        ("float32", "tf32", "float16", "highest")
+    assert tf32.nbytes == Case(LAYER["B"], "float32").nbytes == 2 * fp16.nbytes
+    assert tf32.inputs(0)["x"].dtype == np.float32 and fp16.inputs(0)["w"].dtype == np.float16
+    assert {c.layer.x_shape[0] for c in select_cases(["B", "max2"], batch=128) if c.layer.op == CONV} == {128}
+    assert select_cases(["max2"], batch=128)[0].layer.x_shape[0] == 8  # pooling keeps its shape
+    backends = ("numpy", "cuda-emu") if "cuda-emu" in gpuconv.available_backends() else ("numpy",)
+    document = runner.run(runner.Settings.for_smoke(layers=["C", "D"], backends=backends, peers=(),
+                                                    dtypes=("float16", "tf32"), batch=3), progress=lambda line: None)
+    assert document["problems"] == []
+    assert [(c["layer"], c["dtype"], c["x_shape"][0]) for c in document["cases"]] == \
+        [(n, d, 3) for d in ("float16", "tf32") for n in "CD"]
+    for case, spec_case in zip(document["cases"], select_cases(["C", "D"], ("float16", "tf32"), True, 3)):
+        for backend in backends:
+            expected = get_backend(backend).choose_algorithm(spec_case.spec, spec_case.array_dtype, spec_case.precision)
+            assert case["results"][f"gpuconv/{backend}"]["algorithm"] == expected
+    assert "cpu_matmul_float16" not in document["ceilings"] and "cpu_matmul_float32" in document["ceilings"]
 
 
 def test_implicit_gemm_shape_has_the_conv_flops():

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import gpuconv
-import reference as ref
+from gpuconv import _reference as ref
 from gpuconv import _kernels
 from gpuconv.__main__ import main
 from gpuconv._geometry import conv_spec

@@ -33,13 +33,14 @@ GEMMS = ("conv2d_implicit_gemm", "conv2d_grad_input", "conv2d_grad_weight")
 
 def test_register_budgets_follow_the_launch_bounds(records):
     """__launch_bounds__(threads, min blocks) caps registers: direct 64 (FB = 1) or 128 (FB = 4), GEMMs 128
-    for 32-bit-index float tiles up to 4x8 (else 255), pool/pad and their gradients and the split-K
-    reduction 64, the direct weight gradient 128. The GEMM planner's blocks per SM (cuda_gemm.blocks_per_sm) must fit those registers."""
+    for 32-bit-index float tiles up to 4x8 (else 255), tensor-core GEMM 255, pool/pad and their gradients
+    and the split-K reduction 64, the direct weight gradient 128. The GEMM planner's blocks per SM
+    (cuda_gemm.blocks_per_sm) must fit those registers."""
     from gpuconv.backends import cuda_gemm
 
     limits = {name: 64 for name in ("max_pool2d", "avg_pool2d", "pad2d", "max_pool2d_grad", "avg_pool2d_grad",
                                     "pad2d_grad", "splitk_reduce")}
-    limits["conv2d_grad_weight_direct"] = 128  # __launch_bounds__(256, 2)
+    limits.update(conv2d_implicit_gemm_tc=255, conv2d_grad_weight_direct=128)  # __launch_bounds__(256, 2)
     for r in records:
         name = r.name_expression.split("<")[0]
         wide = r.name_expression.endswith("8, 8>") or "<double" in r.name_expression or "long long" in r.name_expression
@@ -55,7 +56,8 @@ def test_register_budgets_follow_the_launch_bounds(records):
 
 def test_gemm_shared_memory_is_the_double_buffered_tiles(records):
     """BK x (BM + BN) tiles of the accumulation type, twice: BK = 8 for the forward and data gradient,
-    WGRAD_BK = 16 with rows padded by WGRAD_PAD = 4 for the weight gradient."""
+    WGRAD_BK = 16 with rows padded by WGRAD_PAD = 4 for the weight gradient; the tensor-core kernel's
+    shared memory is all dynamic (> 48 KB)."""
     for r in records:
         name = r.name_expression.split("<")[0]
         if name not in GEMMS:
@@ -64,3 +66,5 @@ def test_gemm_shared_memory_is_the_double_buffered_tiles(records):
         acc = 8 if "<double" in r.name_expression else 4
         bk, pad = (16, 4) if name == "conv2d_grad_weight" else (8, 0)
         assert r.static_shared_bytes == 2 * bk * (bm + pad + bn + pad) * acc, r
+    tensor_cores = [r for r in records if r.name_expression.startswith("conv2d_implicit_gemm_tc<")]
+    assert tensor_cores and all(r.static_shared_bytes == 0 for r in tensor_cores)

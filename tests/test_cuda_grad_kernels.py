@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import reference as ref
+from gpuconv import _reference as ref
 from gpuconv._geometry import conv_spec, pad_spec, pool_spec
 from gpuconv.backends import cuda_gemm
 from support import DTYPES, as_reference_input, assert_close, assert_same, poisoned_numpy_backend, random_array
@@ -126,6 +126,15 @@ def test_weight_gradient_dtypes(emu, dtype):
     for algorithm in ("implicit_gemm", "direct"):
         check_weight(emu, (2, 4, 7, 8), (6, 2, 3, 3), dtype, algorithm, groups=2, padding=(2, 1), dilation=(2, 1),
                      stride=2)
+
+
+@pytest.mark.parametrize("algorithm", ["implicit_gemm", "direct"])
+def test_weight_gradient_of_an_empty_batch_is_zero(emu, algorithm):
+    """K = n*oh*ow = 0: one split whose k loop reads nothing and writes zeros (output poisoned first)."""
+    spec = conv_spec((0, 4, 6, 5), (6, 2, 3, 3), 1, 1, 1, 2, "zeros")
+    with poisoned_numpy_backend():
+        dw = emu.conv2d_weight(np.ones((0, 4, 6, 5), np.float32), np.ones(spec.out_shape, np.float32), spec, algorithm)
+    assert_same(dw, np.zeros((6, 2, 3, 3), np.float32), np.float32, f"empty batch, {algorithm}")
 
 
 @pytest.mark.parametrize("kernel", [(5, 5), (7, 3), (1, 10)])

@@ -90,6 +90,8 @@ BAD_INPUTS = {
                                        "divisor_override"),
     "avg pool divisor_override float": (lambda: gpuconv.avg_pool2d(X, 2, divisor_override=1.5), ValueError,
                                         "divisor_override"),
+    "avg pool divisor_override 10**400": (lambda: gpuconv.avg_pool2d(X, 2, divisor_override=10**400), ValueError,
+                                          "divisor_override"),
     "max pool ceil_mode not bool": (lambda: gpuconv.max_pool2d(X, 2, ceil_mode="yes"), TypeError, "ceil_mode"),
     "max pool return_indices not bool": (lambda: gpuconv.max_pool2d(X, 2, return_indices=None), TypeError,
                                          "return_indices"),
@@ -132,7 +134,7 @@ BAD_INPUTS = {
                                   "boundary"),
     "correlate fillvalue nan": (lambda: gpuconv.correlate2d(IMG, np.ones((3, 3)), fillvalue=np.nan), ValueError,
                                 "fillvalue"),
-    "correlate fillvalue complex": (lambda: gpuconv.correlate2d(IMG, np.ones((3, 3)), fillvalue=1j), ValueError,
+    "correlate fillvalue complex": (lambda: gpuconv.correlate2d(IMG, np.ones((3, 3)), fillvalue=1j), TypeError,
                                     "fillvalue"),
     "correlate image 3-D": (lambda: gpuconv.correlate2d(X[0], np.ones((3, 3))), ValueError, "image"),
     "convolve kernel 1-D": (lambda: gpuconv.convolve2d(IMG, np.ones(3)), ValueError, "kernel"),
@@ -148,7 +150,59 @@ BAD_INPUTS = {
     "workspace limit float": (lambda: gpuconv.set_workspace_limit(1e9), ValueError, "nbytes"),
     "num threads zero": (lambda: gpuconv.set_num_threads(0), ValueError, "n"),
     "use_backend unknown": (lambda: gpuconv.use_backend("nope").__enter__(), ValueError, "backend"),
+    # issue 13, item 5: arguments of the wrong type were not named
+    "backend a list": (lambda: gpuconv.conv2d(X, W, backend=["numpy"]), TypeError, "backend"),
+    "backend zero": (lambda: gpuconv.conv2d(X, W, backend=0), TypeError, "backend"),
+    "backend empty string": (lambda: gpuconv.max_pool2d(X, 2, backend=""), ValueError, "backend"),
+    "use_backend a list": (lambda: gpuconv.use_backend(["numpy"]).__enter__(), TypeError, "backend"),
+    "padding_mode an array": (lambda: gpuconv.conv2d(X, W, padding=1, padding_mode=np.array(["zeros", "reflect"])),
+                              TypeError, "padding_mode"),
+    "pad mode an array": (lambda: gpuconv.pad2d(X, 1, np.array(["reflect"])), TypeError, "mode"),
+    "correlate mode an array": (lambda: gpuconv.correlate2d(IMG, np.ones((3, 3)), np.array(["full", "same"])),
+                                TypeError, "mode"),
+    "correlate boundary an array": (lambda: gpuconv.correlate2d(IMG, np.ones((3, 3)), boundary=np.array([1, 2])),
+                                    TypeError, "boundary"),
+    "correlate fillvalue None": (lambda: gpuconv.correlate2d(IMG, np.ones((3, 3)), fillvalue=None), TypeError,
+                                 "fillvalue"),
+    "correlate fillvalue pair": (lambda: gpuconv.correlate2d(IMG, np.ones((3, 3)), fillvalue=(1, 2)), TypeError,
+                                 "fillvalue"),
+    "ragged nested list x": (lambda: gpuconv.conv2d([[[[1.0, 2.0]], [[3.0]]]], W), ValueError, "x"),
+    "ragged nested list image": (lambda: gpuconv.correlate2d([[1.0, 2.0], [3.0]], np.ones((1, 1))), ValueError,
+                                 "image"),
+    "conv padding 2**100": (lambda: gpuconv.conv2d(X, W, padding=2**100), ValueError, "padding"),
+    "pad padding 2**100": (lambda: gpuconv.pad2d(X, (0, 2**100)), ValueError, "padding"),
+    "dlpack device raises": (lambda: gpuconv.conv2d(_RaisingDlpack(), W), TypeError, "x"),
+    # issue 13, item 7
+    "pad value a string": (lambda: gpuconv.pad2d(X, 1, value="1.5"), TypeError, "value"),
+    "correlate fillvalue a string": (lambda: gpuconv.correlate2d(IMG, np.ones((3, 3)), fillvalue="2"), TypeError,
+                                     "fillvalue"),
+    "correlate fillvalue complex64": (lambda: gpuconv.correlate2d(IMG, np.ones((3, 3)), fillvalue=np.complex64(1j)),
+                                      TypeError, "fillvalue"),
+    "pad float16 value out of range": (lambda: gpuconv.pad2d(X.astype(np.float16), 1, value=1e5), ValueError, "value"),
+    "correlate float16 fillvalue out of range": (lambda: gpuconv.correlate2d(
+        IMG.astype(np.float16), np.ones((3, 3), np.float16), fillvalue=-7e4), ValueError, "fillvalue"),
+    "masked x": (lambda: gpuconv.conv2d(np.ma.masked_less(X, 2.0), W), TypeError, "x"),
+    "empty x unknown algorithm": (lambda: gpuconv.conv2d(np.ones((0, 3, 8, 8)), W, algorithm="fft"), ValueError,
+                                  "algorithm"),
+    "empty x inapplicable algorithm": (lambda: gpuconv.conv2d(np.ones((0, 3, 8, 8)), W, stride=2,
+                                                              algorithm="winograd"), ValueError, "algorithm"),
+    "empty x unknown backend": (lambda: gpuconv.conv2d(np.ones((0, 3, 8, 8)), W, backend="nope"), ValueError,
+                                "backend"),
+    "empty pool unknown backend": (lambda: gpuconv.max_pool2d(np.ones((0, 3, 8, 8)), 2, backend="nope"), ValueError,
+                                   "backend"),
+    "empty avg pool unknown backend": (lambda: gpuconv.avg_pool2d(np.ones((0, 3, 8, 8)), 2, backend="nope"),
+                                       ValueError, "backend"),
+    "filters.bank complex kernel": (lambda: gpuconv.filters.bank([np.ones((3, 3)), np.eye(3) * 1j]), TypeError,
+                                    "kernels[1]"),
+    "empty pad unknown backend": (lambda: gpuconv.pad2d(np.ones((0, 8)), 1, backend="nope"), ValueError, "backend"),
 }
+
+
+class _RaisingDlpack:
+    """An object whose DLPack device query fails."""
+
+    def __dlpack_device__(self):
+        raise RuntimeError("device lost")
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)
@@ -176,3 +230,54 @@ def test_unavailable_backend_says_why(monkeypatch):
             pass
     assert "fake" not in gpuconv.available_backends() and "numpy" in gpuconv.available_backends()
     assert "_no_such_backend_module" in backends.unavailable_reasons()["fake"]
+
+
+X1, W1 = np.ones((1, 3, 8)), np.ones((4, 3, 3))
+# issue 13, item 6: 1-D ops reported the 2-D call they make:
+# (call, what the message must say, what it said before: the 2-D form)
+ONE_D_MESSAGES = {
+    "conv1d stride -1": (lambda: gpuconv.conv1d(X1, W1, stride=-1), "stride=-1", "(1, -1)"),
+    "conv1d dilation 0": (lambda: gpuconv.conv1d(X1, W1, dilation=(0,)), "dilation=(0,)", "(1, 0)"),
+    "conv1d padding -2": (lambda: gpuconv.conv1d(X1, W1, padding=-2), "padding=-2", "(0, -2)"),
+    "conv1d kernel longer than the input": (lambda: gpuconv.conv1d(np.ones((1, 3, 2)), W1, dilation=2), "kernel 3",
+                                            "(1, 3)"),
+    "conv1d channel mismatch": (lambda: gpuconv.conv1d(np.ones((1, 2, 8)), W1), "shape (4, 3, 3)", "(4, 3, 1, 3)"),
+    "conv1d reflect pad = length": (lambda: gpuconv.conv1d(X1, W1, padding=(8, 1), padding_mode="reflect"),
+                                    "padding (8, 1)", "(0, 0, 8, 1)"),
+    "max_pool1d padding > kernel/2": (lambda: gpuconv.max_pool1d(X1, 2, padding=2), "padding=2", "(0, 2)"),
+    "max_pool1d stride 0": (lambda: gpuconv.max_pool1d(X1, 2, stride=0), "stride=0", "(1, 0)"),
+    "avg_pool1d kernel 0": (lambda: gpuconv.avg_pool1d(X1, 0), "kernel_size=0", "(1, 0)"),
+    "max_pool1d kernel longer than the input": (lambda: gpuconv.max_pool1d(X1, 5, dilation=2), "input size 8",
+                                                "(1, 8)"),
+}
+
+
+@pytest.mark.parametrize("case", ONE_D_MESSAGES)
+def test_one_dimensional_ops_speak_of_their_own_arguments(case):
+    call, expected, two_d = ONE_D_MESSAGES[case]
+    with pytest.raises(ValueError) as info:
+        call()
+    message = str(info.value)
+    assert expected in message and two_d not in message, f"{case}: {message!r} (expected {expected!r})"
+
+
+@pytest.mark.parametrize("value", [2**31, 2**62, 10**30])
+def test_huge_limits_are_value_errors_naming_the_argument(value):
+    """Issue 13, item 4: bare OverflowError before; a result (tests in test_conv/test_pool) or a
+    ValueError naming the argument and its limit."""
+    with pytest.raises(ValueError, match=r"divisor_override=.*2\*\*31 - 1"):
+        gpuconv.avg_pool2d(X, 2, divisor_override=value)
+    with pytest.raises(ValueError, match=r"padding=.*2\*\*31 - 1"):
+        gpuconv.conv2d(X, W, padding=(0, value))
+    with pytest.raises(ValueError, match=r"padding=.*2\*\*31 - 1"):
+        gpuconv.pad2d(X, value)
+
+
+def test_a_bfloat16_torch_tensor_is_named(torch):
+    """Issue 13: 'Got unsupported ScalarType BFloat16' did not name the argument."""
+    with pytest.raises(TypeError, match=r"^x has dtype bfloat16"):
+        gpuconv.conv2d(torch.ones((1, 3, 8, 8), dtype=torch.bfloat16), W)
+    with pytest.raises(TypeError, match=r"^w has dtype bfloat16"):
+        gpuconv.conv2d(X, torch.ones((4, 3, 3, 3), dtype=torch.bfloat16))
+    np.testing.assert_array_equal(gpuconv.conv2d(torch.ones((1, 3, 8, 8), dtype=torch.float32), W.astype(np.float32)),
+                                  np.full((1, 4, 6, 6), 27, np.float32))

@@ -1,5 +1,10 @@
-"""The worked examples of the tutorials this project started from, on every backend."""
+"""The worked examples of the tutorials this project started from, on every backend, and the
+README's Python examples as written."""
 from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,3 +84,28 @@ def test_3x3_pooling_on_known_matrices(backend):
     np.testing.assert_array_equal(to_numpy(indices)[0, 0], [[10, 11], [14, 15]])
     np.testing.assert_allclose(to_numpy(gpuconv.avg_pool2d(m, 3, stride=1, backend=backend))[0, 0],
                                [[6, 7], [10, 11]], rtol=1e-12)
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+README_BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+
+
+@pytest.mark.parametrize("index", range(len(README_BLOCKS)))
+def test_readme_python_examples_run_as_written(index, monkeypatch):
+    """Each ```python block of the README runs in a fresh namespace from the repository root (the
+    emulator example names cuda/pad.cu). A block that starts a child process (the sanitizer
+    example) runs with that one call recorded instead: the child is tests/test_cuda_sanitizers.py."""
+    monkeypatch.chdir(README.parent)
+    children = []
+    real_run = subprocess.run
+
+    def run(command, *args, **kwargs):
+        if any("pytest" in str(part) for part in command):
+            children.append(command)
+            return subprocess.CompletedProcess(command, 0)
+        return real_run(command, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", run)
+    block = README_BLOCKS[index]
+    exec(compile(block, f"README.md python block {index}", "exec"), {"__name__": "readme_example"})
+    assert ("subprocess.run(" in block) == bool(children)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import gpuconv
-import reference as ref
+from gpuconv import _reference as ref
 from gpuconv import filters
 from support import assert_close, to_backend, to_numpy
 

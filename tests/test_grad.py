@@ -12,8 +12,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import gpuconv
-import reference as ref
-from gpuconv import _backward, grad
+from gpuconv import _backward, _reference as ref, grad
 from gpuconv._config import config
 from gpuconv._geometry import conv_spec
 from gpuconv.backends import get_backend
@@ -72,8 +71,8 @@ def _conv_data(rng, x_shape, w_shape, dtype, params):
 def test_conv_grads_match_reference(grad_backend, case):
     rng = np.random.default_rng(case["seed"])
     params = {k: case[k] for k in ("stride", "padding", "dilation", "groups", "padding_mode")}
-    x, w, go = _conv_data(rng, (case["n"], case["c"]) + case["hw"], (case["f"], case["c"] // case["groups"]) + case["k"],
-                          case["dtype"], params)
+    x_shape, w_shape = (case["n"], case["c"]) + case["hw"], (case["f"], case["c"] // case["groups"]) + case["k"]
+    x, w, go = _conv_data(rng, x_shape, w_shape, case["dtype"], params)
     check_conv_grads(grad_backend, x, w, go, **params)
 
 
@@ -151,7 +150,7 @@ def test_col2im_tiles_of_one_wave_never_share_input_rows(n, hw, k, stride, dilat
     saved = _tiles.MIN_PARALLEL_BYTES, config.workspace_bytes
     _tiles.MIN_PARALLEL_BYTES, config.workspace_bytes = 0, cap_mib << 20
     try:
-        tiles = col2im.plan(spec, np.dtype(np.float32), False).tiles
+        tiles = col2im.plan(spec, 4).tiles
     finally:
         _tiles.MIN_PARALLEL_BYTES, config.workspace_bytes = saved
     for wave in col2im.waves(tiles):
@@ -363,7 +362,8 @@ def test_gradients_match_finite_differences_of_the_forward_ops(grad_backend):
     params = dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)
     go = rng.standard_normal(to_numpy(gpuconv.max_pool2d(x, **params)).shape)
     _directional_check(lambda p: gpuconv.max_pool2d(to_backend(p, b), **params, backend=b),
-                       grad.max_pool2d_input(to_backend(go, b), to_backend(x, b), **params, backend=b), x, go, "max pool")
+                       grad.max_pool2d_input(to_backend(go, b), to_backend(x, b), **params, backend=b), x, go,
+                       "max pool")
     params = dict(params, count_include_pad=False)
     _directional_check(lambda p: gpuconv.avg_pool2d(to_backend(p, b), **params, backend=b),
                        grad.avg_pool2d_input(to_backend(go, b), x.shape, **params, backend=b), x, go, "avg pool")

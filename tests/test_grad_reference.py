@@ -1,11 +1,11 @@
 """The float64 gradient references of tests/reference.py, checked on their own: against central
-finite differences of the forward references (float64), and against PyTorch where it is installed."""
+finite differences of the forward references (float64), and against PyTorch."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-import reference as ref
+from gpuconv import _reference as ref
 
 SEED = 20260512  # every case below draws from default_rng(SEED + case number)
 
@@ -162,11 +162,7 @@ def test_conv_transpose_is_the_adjoint_of_conv(case):
     np.testing.assert_allclose(ref.conv_transpose2d(x, w, bias, **kwargs), out + bias[None, :, None, None])
 
 
-# ---- PyTorch, where installed -------------------------------------------------------------------
-
-
-def _torch():
-    return pytest.importorskip("torch")
+# ---- PyTorch (the `torch` fixture: required in CI) -----------------------------------------------
 
 
 def _tensor(torch, a, grad=False):
@@ -178,8 +174,7 @@ _TORCH_PAD_MODES = {"reflect": "reflect", "replicate": "replicate", "circular": 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("case", [0, 1, 3, 4])  # PyTorch refuses padding="same" with stride > 1 (case 2)
-def test_conv_gradients_match_torch(case, mode):
-    torch = _torch()
+def test_conv_gradients_match_torch(torch, case, mode):
     x_shape, w_shape, kwargs = CONV_CASES[case]
     rng = np.random.default_rng(SEED + 50 + case)
     x, w, go = rng.standard_normal(x_shape), rng.standard_normal(w_shape), None
@@ -200,8 +195,7 @@ def test_conv_gradients_match_torch(case, mode):
 
 
 @pytest.mark.parametrize("case", [0, 1, 4])  # PyTorch takes neither "same" nor per-side pads here
-def test_conv_transpose_matches_torch(case):
-    torch = _torch()
+def test_conv_transpose_matches_torch(torch, case):
     x_shape, w_shape, kwargs = TRANSPOSE_CASES[case]
     if isinstance(kwargs.get("padding"), tuple):
         kwargs = dict(kwargs, padding=1)
@@ -216,8 +210,7 @@ def test_conv_transpose_matches_torch(case):
 
 @pytest.mark.parametrize("data", ["normal", "ties", "nan"])
 @pytest.mark.parametrize("case", range(len(POOL_CASES)))
-def test_pool_gradients_match_torch(case, data):
-    torch = _torch()
+def test_pool_gradients_match_torch(torch, case, data):
     rng = np.random.default_rng(SEED + 70 + case)
     x = rng.standard_normal((2, 3, 7, 6))
     if data == "ties":
@@ -242,8 +235,7 @@ def test_pool_gradients_match_torch(case, data):
 
 
 @pytest.mark.parametrize("mode", ("constant", "reflect", "replicate", "circular"))
-def test_pad_gradient_matches_torch(mode):
-    torch = _torch()
+def test_pad_gradient_matches_torch(torch, mode):
     rng = np.random.default_rng(SEED + 80)
     x = rng.standard_normal((2, 3, 5, 4))
     tx = _tensor(torch, x, True)

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 import gpuconv
-import reference as ref
+from gpuconv import _reference as ref
 from gpuconv._config import config
 from gpuconv._geometry import conv_spec
 from gpuconv.backends import get_backend
-from gpuconv.backends.cpu import _blas, _threads, _tiles, _workspace, conv, pool, shifted, winograd
+from gpuconv.backends.cpu import _blas, _threads, _tiles, _workspace, conv, im2col, pool, shifted, winograd
 from support import as_reference_input, assert_close, poisoned_numpy_backend, random_array
 
 ALGORITHMS = tuple(a for a in conv.ALGORITHMS if a != "auto")
@@ -247,14 +247,35 @@ def test_a_tile_that_cannot_fit_the_cap_is_a_clear_memory_error():
         gpuconv.conv2d(x, w, algorithm="im2col", backend="numpy")
 
 
-def test_blas_thread_setting_is_restored_after_a_call():
+@pytest.mark.parametrize("min_parallel, blas_threads", [(0, 1), (1 << 40, 2)], ids=["tiles on 2 threads", "caller alone"])
+def test_blas_threads_are_limited_during_a_call_and_restored_after_it(min_parallel, blas_threads, monkeypatch):
+    """Worker threads run their matmuls with BLAS at one thread; a call on the caller alone lets BLAS
+    use config.num_threads; afterwards the user's own setting is back. The user's setting here
+    differs from both (so that a missing limit or restore shows)."""
+    control = _blas._find_control()
+    if not control:
+        pytest.skip("no way to control NumPy's BLAS threads here (neither OpenBLAS nor threadpoolctl)")
+    get, set_, _ = control
+    saved = get()
+    set_(4)
+    if get() != 4:
+        set_(saved)
+        pytest.skip(f"this BLAS cannot run 4 threads (it keeps {get()})")
+    monkeypatch.setattr(config, "num_threads", 2)
+    monkeypatch.setattr(_tiles, "MIN_PARALLEL_BYTES", min_parallel)
+    seen = []
+    real_matmul = np.matmul
+    monkeypatch.setattr(im2col.np, "matmul", lambda *a, **k: (seen.append(get()), real_matmul(*a, **k))[1])
     rng = np.random.default_rng(9)
     x, w = random_array(rng, (4, 8, 16, 16), np.float32), random_array(rng, (8, 8, 3, 3), np.float32)
-    control = _blas._find_control()
-    before = control[0]() if control else None
-    gpuconv.conv2d(x, w, padding=1, algorithm="im2col", backend="numpy")
-    assert (control[0]() if control else None) == before
-    assert _blas.backend_name() in ("openblas-ctypes", "threadpoolctl", "none")
+    try:
+        out = gpuconv.conv2d(x, w, padding=1, algorithm="im2col", backend="numpy")
+        after = get()
+    finally:
+        set_(saved)
+    assert_close(out, ref.conv2d(x, w, padding=1), np.float32, "im2col")
+    assert seen and set(seen) == {blas_threads}, f"BLAS threads during the matmuls: {seen}"
+    assert after == 4, f"BLAS threads after the call: {after}, not the user's 4"
 
 
 POOL_CASES = [(3, 2, 1, 1, False), (2, 2, 0, 1, True), (3, 1, 1, 2, False), (5, 3, 2, 1, True), (4, 3, 2, 2, True)]
@@ -355,7 +376,11 @@ def test_calls_from_several_user_threads_at_once(monkeypatch):
         order = np.random.default_rng(seed).permutation(len(jobs) * 6) % len(jobs)
         for j in order:
             call, expected, name = jobs[j]
-            out = call()
+            try:
+                out = call()
+            except BaseException as exc:  # a thread's exception would otherwise only be printed
+                failures.append(f"{name} raised {type(exc).__name__}: {exc}")
+                continue
             if out.shape != expected.shape or not np.allclose(out, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max()):
                 failures.append(name)
 
@@ -366,3 +391,93 @@ def test_calls_from_several_user_threads_at_once(monkeypatch):
         thread.join()
     assert not failures, f"wrong results under concurrent calls: {sorted(set(failures))}"
     assert (control[0]() if control else None) == before
+
+
+def _extreme_inputs(case: str):
+    """(x, w) of a 96-channel 3x3 layer ("auto" takes Winograd) whose input holds `case`."""
+    rng = np.random.default_rng(13)
+    if case == "huge finite":  # issue 13: within 4x of float32's max, the input transform overflowed
+        x = np.zeros((1, 96, 16, 16), np.float32)
+        x[0, :, 2, 2], x[0, :, 2, 4] = 2e38, -2e38
+        return x, np.full((96, 96, 3, 3), 1e-4, np.float32)
+    x = random_array(rng, (1, 96, 16, 16), np.float32)
+    w = random_array(rng, (96, 96, 3, 3), np.float32)
+    if case == "+inf":
+        x[0, 5, 7, 9] = np.inf
+    elif case == "+inf and -inf":
+        x[0, 5, 7, 9], x[0, 80, 0, 15] = np.inf, -np.inf
+    else:
+        x[0, 3, 6, 7] = np.nan
+    return x, w
+
+
+@pytest.mark.parametrize("algorithm", ["auto", "winograd"])
+@pytest.mark.parametrize("case", ["huge finite", "+inf", "+inf and -inf", "nan"])
+def test_winograd_gives_the_definition_on_huge_and_non_finite_inputs(case, algorithm):
+    """Issue 13: Winograd's transforms overflowed on finite inputs near the dtype's max (288
+    inf/NaN where the definition is finite) and turned one +inf into NaN around it; the
+    result must be the definition's, NaN and infinities where it has them and nowhere else."""
+    x, w = _extreme_inputs(case)
+    assert conv.choose(conv_spec(x.shape, w.shape, 1, 1, 1, 1, "zeros")) == "winograd"
+    with np.errstate(all="ignore"):
+        expected = ref.conv2d(x, w, padding=1)
+    with poisoned_numpy_backend():
+        out = gpuconv.conv2d(x, w, padding=1, algorithm=algorithm, backend="numpy")
+    assert_close(out, expected, np.float32, f"{case}, algorithm={algorithm}")
+
+
+@pytest.mark.parametrize("huge", [False, True], ids=["NaN-poisoned", "max-poisoned"])
+@pytest.mark.parametrize("shape", [(2, 96, 16, 16), (1, 8, 40, 38)], ids=["batched matmul", "per-image matmuls"])
+def test_winograd_keeps_finite_inputs_on_winograd(shape, huge, tiling, monkeypatch):
+    """The overflow check must not fire on ordinary inputs, whatever stale values the
+    workspace holds (else every call would quietly run im2col twice)."""
+    def refuse(*args):
+        raise AssertionError("winograd fell back to im2col on finite inputs")
+
+    monkeypatch.setattr(winograd.im2col, "conv2d", refuse)
+    rng = np.random.default_rng(14)
+    x, w = random_array(rng, shape, np.float32), random_array(rng, (shape[1], shape[1], 3, 3), np.float32)
+    with workspace_limit(1 << 20):
+        _workspace.release()  # so that the call's workspace is freshly allocated, hence poisoned
+    with poisoned_numpy_backend(huge=huge):
+        out = gpuconv.conv2d(x, w, padding=1, algorithm="winograd", backend="numpy")
+    assert_close(out, ref.conv2d(x, w, padding=1), np.float32, f"winograd x{shape}")
+
+
+@pytest.mark.parametrize("algorithm", ["im2col", "direct"])
+@pytest.mark.parametrize("width, stride", [(8000, 4000), (100000, 50000)])
+def test_a_huge_stride_costs_what_the_output_needs(width, stride, algorithm):
+    """Issue 13: a (1, 1, 4, 40000) input at column stride 20000 with padding took 10 s and kept
+    10 GiB (a gather map per column phase, memoised). Only the phases a tap reads are gathered:
+    the call's traced allocations beyond its (1, 1, 4, 2) output, and what it leaves held, stay
+    small, and the plan caches of the NumPy backend stay within their byte bounds."""
+    rng = np.random.default_rng(15)
+    x, w = random_array(rng, (1, 1, 4, width), np.float32), random_array(rng, (1, 1, 3, 3), np.float32)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        out = gpuconv.conv2d(x, w, stride=(1, stride), padding=1, algorithm=algorithm, backend="numpy")
+        held, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert_close(out, ref.conv2d(x, w, stride=(1, stride), padding=1), np.float32, f"stride {stride}")
+    assert peak - before < 1 << 20, f"peak {(peak - before) >> 10} KiB for a {out.shape} output"
+    assert held - before - out.nbytes < 256 << 10, f"{(held - before) >> 10} KiB held after the call"
+    from gpuconv.backends.cpu import _plan_cache
+
+    assert all(cache.nbytes <= cache.max_bytes for cache in _plan_cache.CACHES)
+
+
+def test_plan_caches_are_bounded_in_bytes():
+    from gpuconv.backends.cpu import _plan_cache
+
+    memo = _plan_cache.PlanCache(1000, len)
+    made = []
+    for key in range(10):
+        assert memo.get(key, lambda k=key: made.append(k) or "x" * 200) == "x" * 200
+    assert memo.nbytes <= 1000 and len(made) == 10
+    assert memo.get(9, lambda: made.append("again") or "y") == "x" * 200 and made[-1] == 9  # kept: no remake
+    assert memo.get(0, lambda: "z" * 200) == "z" * 200  # evicted, least recently used first
+    assert memo.get("big", lambda: "b" * 300) == "b" * 300 and memo.nbytes <= 1000  # > max/4: not kept
+    assert memo.get("big", lambda: "c" * 300) == "c" * 300
+    _plan_cache.CACHES.remove(memo)

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import gpuconv
-import reference as ref
+from gpuconv import _reference as ref
 from support import (DTYPES, as_reference_input, assert_close, assert_same, poisoned_numpy_backend, random_array,
-                     to_backend, to_numpy)
+                     stable_seed, to_backend, to_numpy)
 
 
 def pool_data(rng, shape, dtype, kind):
@@ -107,7 +107,7 @@ POOL_EDGE_CASES = {
 @pytest.mark.parametrize("name", POOL_EDGE_CASES)
 def test_pool_edge_cases(backend, name, dtype):
     shape, (kernel_size, stride, padding, ceil_mode) = POOL_EDGE_CASES[name]
-    rng = np.random.default_rng(abs(hash((name, np.dtype(dtype).name))) % 2**32)
+    rng = np.random.default_rng(stable_seed(name, np.dtype(dtype).name))
     x = random_array(rng, shape, dtype)
     check_max_pool(backend, x, kernel_size, stride, padding, 1, ceil_mode)
     for count_include_pad in (True, False):
@@ -217,9 +217,8 @@ def test_pool1d_matches_reference(backend):
                 assert_close(out, expected[:, :, 0], dtype, f"avg_pool1d k={k} s={s} p={p} include={include}")
 
 
-def test_reference_pooling_matches_torch():
-    """Validates the oracle itself against torch.nn.functional, when torch is installed."""
-    torch = pytest.importorskip("torch")
+def test_reference_pooling_matches_torch(torch):
+    """Validates the oracle itself against torch.nn.functional."""
     functional = torch.nn.functional
     rng = np.random.default_rng(6)
     for trial in range(40):
@@ -245,3 +244,21 @@ def test_reference_pooling_matches_torch():
                                             divisor).numpy()
                 np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12,
                                            err_msg=f"avg include={include} divisor={divisor}, trial {trial}")
+
+
+@pytest.mark.parametrize("big", [2**31, 2**62, 2**63, 2**100])
+def test_huge_strides_and_dilations_give_the_definitions_result(backend, big):
+    """Issue 13, item 4 (OverflowError before): a stride beyond the padded input gives one window,
+    the dilation of a one-tap kernel axis changes nothing."""
+    rng = np.random.default_rng(20)
+    x = random_array(rng, (1, 2, 5, 7), np.float32)
+    xb = to_backend(x, backend)
+    for args, same_as in [((3, big, 1), (3, (7, 9), 1)), (((2, 3), (1, big), 0, 1, True), ((2, 3), (1, 7), 0, 1, True)),
+                          (((1, 2), 1, 0, (big, 1)), ((1, 2), 1, 0, 1))]:
+        values, indices = ref.max_pool2d(x, *same_as)
+        out, idx = gpuconv.max_pool2d(xb, *args, return_indices=True, backend=backend)
+        assert_same(out, values, np.float32, f"{backend} max_pool2d{args}")
+        assert_same(idx, indices, np.int64, f"{backend} max_pool2d{args} indices")
+    for args, same_as in [((3, big, 1), (3, (7, 9), 1)), ((2, (big, 1), 1, True, False), (2, (6, 1), 1, True, False))]:
+        out = gpuconv.avg_pool2d(xb, *args, backend=backend)
+        assert_close(out, ref.avg_pool2d(x, *same_as), np.float32, f"{backend} avg_pool2d{args}")

@@ -80,3 +80,21 @@ def test_valid_mode_size_error_names_mode():
         gpuconv.correlate2d(np.ones((5, 3)), np.ones((3, 5)), "valid")
     with pytest.raises(ValueError, match="mode='valid'"):
         gpuconv.convolve2d(np.ones((2, 6)), np.ones((4, 1)), "valid")
+
+
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+@pytest.mark.parametrize("mode", MODES)
+def test_large_images_are_correlated_in_bands_under_the_cap(mode, boundary, monkeypatch):
+    """An image whose padded copy exceeds a quarter of the workspace cap is padded and correlated
+    band by band (issue 13: correlate2d padded the whole image first): every band boundary gives
+    scipy's values, with a kernel taller than some bands."""
+    from gpuconv._config import config
+    from gpuconv._signal import _band_rows
+
+    monkeypatch.setattr(config, "workspace_bytes", 1 << 20)
+    rng = np.random.default_rng(17)
+    image, kernel = rng.standard_normal((60, 600)), rng.standard_normal((9, 4))
+    assert _band_rows(8 * 600 + 2 * 8 * (600 + 3), 9, 60) < 15  # several bands
+    for op, (ours, theirs) in OPS.items():
+        assert_close(ours(image, kernel, mode, boundary, 1.25), theirs(image, kernel, mode, boundary, 1.25),
+                     np.float64, f"{op} {mode} {boundary} in bands")

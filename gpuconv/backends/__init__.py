@@ -1,12 +1,14 @@
 """Backend registry and dispatch.
 
-A backend is an object with `name` and the methods conv2d(x, w, bias, spec, algorithm),
-max_pool2d(x, spec, return_indices), avg_pool2d(x, spec) and pad2d(x, spec), and the gradients
-(spec is the forward op's): conv2d_input(grad_out, w, spec, algorithm),
-conv2d_weight(x, grad_out, spec, algorithm) (zero padding only: gpuconv._backward folds the other
-modes), max_pool2d_input(grad_out, x, indices, spec), avg_pool2d_input(grad_out, spec) and
-pad2d_input(grad_out, spec). Inputs are 4-D arrays of one float dtype (float16/32/64); the result
-has the input's array type and dtype.
+A backend is an object with `name`, `algorithms`, applicable_algorithms(spec) and the methods
+conv2d(x, w, bias, spec, algorithm, precision=) (precision: "highest" or "tf32", gpuconv._precision),
+max_pool2d(x, spec, return_indices), avg_pool2d(x, spec) and pad2d(x, spec). Inputs are 4-D arrays
+of one float dtype (float16/32/64); the result has x's array type and that dtype. A backend with
+`casts_x = True` also takes conv2d's x in any real dtype and computes in w's (the call's) dtype,
+casting x as it reads it. The gradients (spec is the forward op's; inputs of the call's dtype):
+conv2d_input(grad_out, w, spec, algorithm), conv2d_weight(x, grad_out, spec, algorithm) (zero
+padding only: gpuconv._backward folds the other modes), max_pool2d_input(grad_out, x, indices,
+spec), avg_pool2d_input(grad_out, spec) and pad2d_input(grad_out, spec).
 
 Choice, first match wins: the `backend=` argument, the innermost `use_backend(...)`,
 the GPUCONV_BACKEND environment variable, then the input's array type (CuPy -> "cuda",
@@ -18,6 +20,7 @@ import contextlib
 import contextvars
 import importlib
 import os
+from collections.abc import Iterator
 
 # name -> module path; each module exposes load() returning the backend, or raising
 # BackendUnavailable with the reason.
@@ -37,9 +40,16 @@ _reasons: dict[str, str] = {}
 _current: contextvars.ContextVar[str | None] = contextvars.ContextVar("gpuconv_backend", default=None)
 
 
-def get_backend(name: str):
+def _check_name(name, source: str = "backend") -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"{source}={name!r}: must be a backend name, one of {tuple(_MODULES)}, or None")
     if name not in _MODULES:
-        raise ValueError(f"backend={name!r}: unknown backend; expected one of {tuple(_MODULES)}")
+        raise ValueError(f"{source}={name!r}: unknown backend; expected one of {tuple(_MODULES)}")
+    return name
+
+
+def get_backend(name: str):
+    _check_name(name)
     if name in _loaded:
         return _loaded[name]
     if name in _reasons:
@@ -76,10 +86,9 @@ def available_backends() -> list[str]:
 
 
 @contextlib.contextmanager
-def use_backend(name: str):
+def use_backend(name: str) -> Iterator[object]:
     """Run every gpuconv call inside the block on backend `name`."""
-    if name not in _MODULES:
-        raise ValueError(f"backend={name!r}: unknown backend; expected one of {tuple(_MODULES)}")
+    _check_name(name)
     token = _current.set(name)
     try:
         yield get_backend(name)
@@ -92,12 +101,9 @@ def is_cupy_array(x) -> bool:
 
 
 def select(x, backend: str | None):
-    name = backend or _current.get() or None
+    name = _check_name(backend) if backend is not None else _current.get()
     if name is None and os.environ.get("GPUCONV_BACKEND"):
-        name = os.environ["GPUCONV_BACKEND"]
-        if name not in _MODULES:
-            raise ValueError(f"environment variable GPUCONV_BACKEND={name!r}: unknown backend; "
-                             f"expected one of {tuple(_MODULES)}")
+        name = _check_name(os.environ["GPUCONV_BACKEND"], "environment variable GPUCONV_BACKEND")
     if name is None:
         name = "cuda" if is_cupy_array(x) else "numpy"
     return get_backend(name)

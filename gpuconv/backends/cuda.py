@@ -8,9 +8,10 @@ is isolated in `_Device` (array module, module loading, shared-memory limit).
 Conv algorithm choice ("auto"): implicit GEMM when a group is GEMM-shaped enough to fill its
 tiles, i.e. at least IGEMM_MIN_FILTERS filters per group and a reduction (C/groups*KH*KW) of
 at least IGEMM_MIN_REDUCTION taps; otherwise the direct kernel (few channels, image filters,
-depthwise and small grouped layers), where a GEMM tile would be mostly padding. The GEMM's
-tiling and split-K come from the device's SM count (cuda_gemm.py). The gradients are in
-cuda_grad.py.
+depthwise and small grouped layers), where a GEMM tile would be mostly padding. A GEMM-shaped
+layer runs on tensor cores (implicit_gemm_tc, _tensor_cores.py) where they apply: float16, and
+float32 when the call allows TF32. The SIMT GEMM's tiling and split-K come from the device's SM
+count (cuda_gemm.py). The gradients are in cuda_grad.py.
 """
 from __future__ import annotations
 
@@ -20,10 +21,10 @@ import functools
 import numpy as np
 
 from .. import _kernels
-from . import BackendUnavailable, cuda_gemm, is_cupy_array
+from . import BackendUnavailable, _tensor_cores, cuda_gemm, is_cupy_array
 from .cuda_grad import CudaGradients
 
-ALGORITHMS = ("auto", "direct", "implicit_gemm")
+ALGORITHMS = ("auto", "direct", "implicit_gemm", _tensor_cores.ALGORITHM)
 IGEMM_MIN_FILTERS = 16
 IGEMM_MIN_REDUCTION = 64
 
@@ -33,7 +34,8 @@ MAX_GRID_YZ = 65535
 MAX_ELEMENTWISE_BLOCKS = 65536  # pooling/padding kernels loop (grid-stride) beyond this many blocks
 DEFAULT_SHARED_BYTES = 48 * 1024  # above this, dynamic shared memory needs the kernel attribute raised
 EMULATED_SHARED_BYTES = 96 * 1024  # the emulator plays a device with sm_70's opt-in limit
-EMULATED_SM_COUNT = 132  # ... and an H200's SM count, so the GEMM planning runs as on one
+EMULATED_COMPUTE_CAPABILITY = 90  # and sm_90's tensor cores (its <mma.h> has TF32)
+EMULATED_SM_COUNT = 132  # and an H200's SM count, so the GEMM planning runs as on one
 
 # Test hook: True forces the 64-bit index instantiations on small tensors.
 FORCE_INDEX64 = False
@@ -79,6 +81,12 @@ class _Device:
             return EMULATED_SHARED_BYTES
         return _max_shared_optin(self.xp.cuda.Device().id)
 
+    def compute_capability(self) -> int:
+        """10 * major + minor: 90 for an H100/H200."""
+        if self.kind == "emu":
+            return EMULATED_COMPUTE_CAPABILITY
+        return _compute_capability(self.xp.cuda.Device().id)
+
     def sm_count(self) -> int:
         if self.kind == "emu":
             return EMULATED_SM_COUNT
@@ -89,8 +97,8 @@ class _Device:
         if shared > DEFAULT_SHARED_BYTES:
             # The device's whole opt-in limit, not `shared`: a constant value, so threads launching
             # the same kernel concurrently can never lower it under one another. CUDA caps it at
-            # the opt-in limit minus the kernel's static shared memory: only conv_direct asks for
-            # more than 48 KB, and its shared memory is all dynamic.
+            # the opt-in limit minus the kernel's static shared memory: only conv_direct and
+            # conv_implicit_gemm_tc ask for more than 48 KB, and their shared memory is all dynamic.
             function.max_dynamic_shared_size_bytes = self.max_shared_bytes()
         function(grid, block, args, shared_mem=shared)
 
@@ -102,6 +110,13 @@ def _max_shared_optin(device_id: int) -> int:
 
     attributes = cupy.cuda.Device(device_id).attributes
     return int(attributes.get("MaxSharedMemoryPerBlockOptin", DEFAULT_SHARED_BYTES))
+
+
+@functools.lru_cache(maxsize=None)
+def _compute_capability(device_id: int) -> int:
+    import cupy
+
+    return int(cupy.cuda.Device(device_id).compute_capability)
 
 
 @functools.lru_cache(maxsize=None)
@@ -143,7 +158,8 @@ def _ceil_div(a: int, b: int) -> int:
 
 
 def _conv_geometry(spec, I) -> tuple:
-    """The conv kernels' (c, h, w, f, oh, ow, kh, kw, groups, sh, sw, dh, dw, top, left) arguments."""
+    """The conv kernels' (c, h, w, f, oh, ow, kh, kw, groups, sh, sw, dh, dw, top, left) arguments (the
+    forward kernels take the padding mode after them)."""
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
     top, _, left, _ = spec.pads
     return (I(spec.c), I(spec.h), I(spec.w), I(spec.f), I(spec.oh), I(spec.ow),
@@ -183,55 +199,66 @@ class CudaBackend(CudaGradients):
         self.device = device
 
     # ---- convolution -------------------------------------------------------------------------
-    def applicable_algorithms(self, spec) -> tuple[str, ...]:
+    def applicable_algorithms(self, spec, dtype=np.float32, precision="highest") -> tuple[str, ...]:
         usable = ["auto"]
         for algorithm in ALGORITHMS[1:]:
             try:
-                self._plan(spec, algorithm, np.float32)
+                self._plan(spec, algorithm, dtype, precision)
                 usable.append(algorithm)
             except ValueError:
                 pass
         return tuple(usable)
 
-    def choose_algorithm(self, spec) -> str:
+    def choose_algorithm(self, spec, dtype=np.float32, precision="highest") -> str:
         fg, reduction = spec.f // spec.groups, spec.c // spec.groups * spec.kh * spec.kw
         preferred = "implicit_gemm" if fg >= IGEMM_MIN_FILTERS and reduction >= IGEMM_MIN_REDUCTION else "direct"
-        usable = self.applicable_algorithms(spec)[1:]
+        usable = self.applicable_algorithms(spec, dtype, precision)[1:]
+        if preferred == "implicit_gemm" and _tensor_cores.ALGORITHM in usable:
+            return _tensor_cores.ALGORITHM
         if preferred in usable or not usable:
             return preferred  # when none fits, planning the preferred one raises the reason
         return usable[0]
 
-    def _plan(self, spec, algorithm, dtype, itype="int"):
+    def _plan(self, spec, algorithm, dtype, precision="highest", itype="int"):
         if algorithm == "direct":
             return _DirectPlan(spec, self.device.max_shared_bytes(), _acc_itemsize(dtype))
         if algorithm == "implicit_gemm":
             cg, fg = spec.c // spec.groups, spec.f // spec.groups
             return cuda_gemm.plan("forward", spec.groups, fg, spec.n * spec.oh * spec.ow, cg * spec.kh * spec.kw,
                                   _ctype(dtype), itype, self.device.sm_count())
+        if algorithm == _tensor_cores.ALGORITHM:
+            return _tensor_cores.TensorCorePlan(spec, dtype, precision, self.device.compute_capability(),
+                                                self.device.max_shared_bytes())
         raise ValueError(f"algorithm={algorithm!r}: the {self.name} backend offers {ALGORITHMS}")
 
-    def conv2d(self, x, w, bias, spec, algorithm):
+    def conv2d(self, x, w, bias, spec, algorithm, precision="highest"):
         with self.device.scope(x):
-            return self._conv2d(x, w, bias, spec, algorithm)
+            return self._conv2d(x, w, bias, spec, algorithm, precision)
 
-    def _conv2d(self, x, w, bias, spec, algorithm):
+    def _conv2d(self, x, w, bias, spec, algorithm, precision):
         if algorithm == "auto":
-            algorithm = self.choose_algorithm(spec)
-        itype, I = _conv_index_type(spec, x.dtype)
-        plan = self._plan(spec, algorithm, x.dtype, itype)
+            algorithm = self.choose_algorithm(spec, x.dtype, precision)
+        plan = self._plan(spec, algorithm, x.dtype, precision, _conv_index_type(spec, x.dtype)[0])
         dev = self.device
         xd, wd = dev.to_work(x), dev.to_work(w)
+        if algorithm == _tensor_cores.ALGORITHM:
+            wd = plan.weights(dev.xp, wd)  # (F, K rounded up to the K step)
         has_bias = bias is not None
         bd = dev.to_work(bias) if has_bias else dev.xp.zeros(1, dtype=x.dtype)
         out = dev.xp.empty(spec.out_shape, dtype=x.dtype)
+        itype, I = _index_type(xd, wd, out)
         if algorithm == "direct":
             self._launch_direct(plan, spec, xd, wd, bd, has_bias, out, itype, I)
+            return dev.like(out, x)
+        geometry = (I(spec.n), *_conv_geometry(spec, I), np.int32(MODE_CODES[spec.padding_mode]))
+        if algorithm == _tensor_cores.ALGORITHM:
+            name = _kernels.implicit_gemm_tc_kernel(_ctype(x.dtype), itype, plan.block_m)
+            dev.launch(_tensor_cores.FILE, name, plan.grid, plan.block, (xd, wd, bd, out, np.int32(has_bias), *geometry),
+                       plan.shared)
         else:
             groups, fg = spec.groups, spec.f // spec.groups
             wt = dev.xp.ascontiguousarray(wd.reshape(groups, fg, -1).transpose(0, 2, 1))  # (groups, K, F/groups)
-            cuda_gemm.launch(dev, plan, itype, I, (xd, wt, bd), out,
-                             (np.int32(has_bias), I(spec.n), *_conv_geometry(spec, I),
-                              np.int32(MODE_CODES[spec.padding_mode])),
+            cuda_gemm.launch(dev, plan, itype, I, (xd, wt, bd), out, (np.int32(has_bias), *geometry),
                              bias=bd if has_bias else None, bias_period=spec.oh * spec.ow, bias_count=spec.f)
         return dev.like(out, x)
 

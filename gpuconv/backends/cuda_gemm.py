@@ -119,10 +119,10 @@ def plan_gemm(kind: str, groups: int, m: int, n: int, k: int, ctype: str, itype:
     scratch_cap bytes of partial sums; force_* restrict the choice (the cap still lowers the splits)."""
     bk = k_step(kind)
     out_elements = groups * m * n
-    split_bytes = out_elements * acc_itemsize(ctype)
+    split_bytes = max(1, out_elements * acc_itemsize(ctype))
     max_splits = max(1, min(MAX_SPLITS, min(scratch_cap, MAX_SCRATCH_BYTES) // split_bytes))
     itemsize = 2 if ctype == "__half" else acc_itemsize(ctype)
-    steps_total = _ceil_div(k, bk)
+    steps_total = max(1, _ceil_div(k, bk))  # K = 0 (an empty batch's weight gradient): one step of zeros
     tilings = [t for t in _kernels.gemm_tilings(kind, ctype) if force_tiling in (None, t)]
     if not tilings:
         raise ValueError(f"tiling {force_tiling!r}: the {kind} GEMM for {ctype} has {_kernels.gemm_tilings(kind, ctype)}")
@@ -168,13 +168,13 @@ def plan_weight_direct(pairs: int, taps: int, k: int, ctype: str, sm_count: int,
         raise ValueError(f"algorithm='direct' (weight gradient): F * C/groups = {pairs} (filter, channel) pairs "
                          f"exceed the CUDA grid limit {MAX_GRID_X}")
     threads = _kernels.constants("conv_grad_weight.cu")["WDIRECT_THREADS"]
-    by_cap = min(scratch_cap, MAX_SCRATCH_BYTES) // (pairs * taps * acc_itemsize(ctype))
+    by_cap = min(scratch_cap, MAX_SCRATCH_BYTES) // max(1, pairs * taps * acc_itemsize(ctype))
     if force_splits is None:
         requested = min(_ceil_div(sm_count * WDIRECT_WAVE_BLOCKS, pairs), k // (threads * WDIRECT_MIN_PIXELS_PER_THREAD))
     else:
         requested = force_splits
-    k_split = _ceil_div(k, max(1, min(requested, by_cap, MAX_SPLITS, k)))
-    splits = _ceil_div(k, k_split)  # every split gets at least one pixel
+    k_split = max(1, _ceil_div(k, max(1, min(requested, by_cap, MAX_SPLITS, k))))
+    splits = max(1, _ceil_div(k, k_split))  # every split gets at least one pixel (K = 0: one split of zeros)
     return DirectWeightPlan((threads, 1, 1), (pairs, 1, splits), splits, k_split,
                             splits * pairs * taps if splits > 1 else 0)
 

@@ -139,7 +139,7 @@ class CudaGradients:
         dev = self.device
         tspec = transposed_spec(spec)
         itype, I = _cuda._conv_index_type(tspec, grad_out.dtype)
-        plan = self._plan(tspec, "direct", grad_out.dtype, itype)
+        plan = self._plan(tspec, "direct", grad_out.dtype)
         dyd, wd = dev.to_work(grad_out), dev.to_work(w)
         groups, cg, fg = spec.groups, spec.c // spec.groups, spec.f // spec.groups
         # (c, f/groups, kh, kw): w[g*fg + fi][ci] flipped in both taps, as filter g*cg + ci, channel fi.

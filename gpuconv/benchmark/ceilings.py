@@ -1,8 +1,9 @@
 """Ceilings measured in the same run, with the same method as the cases:
 - CPU: NumPy matmul of two n x n matrices (per dtype), GFLOP/s, with NumPy's own BLAS threads;
 - GPU: cuBLAS GEMM (cupy.matmul) of a conv's implicit-GEMM shape, M = F, N = N*OH*OW,
-  K = C/groups*KH*KW, whose FLOPs equal the conv's; and a device-to-device copy, GB/s counting
-  bytes read and written (as pooling's GB/s do).
+  K = C/groups*KH*KW, whose FLOPs equal the conv's, in the case's array dtype (a tf32 case's ceiling
+  is the float32 GEMM CuPy runs by default, TF32 off, so its share can exceed 100 %); and a
+  device-to-device copy, GB/s counting bytes read and written (as pooling's GB/s do).
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from .report import plot, text, write_json
 from .runner import Settings, run as run_benchmark
 
 BACKENDS = ("numpy", "cuda", "cuda-emu")
-DTYPES = ("float32", "float64")
+DTYPES = ("float32", "float64", "float16", "tf32")
 
 
 def _names(choices):
@@ -41,16 +41,26 @@ def add_arguments(parser) -> None:
                         help="forward (default): conv2d and pooling; backward: the conv layers' input and weight "
                              "gradients (dx + dw; PyTorch: autograd's backward of the conv)")
     parser.add_argument("--dtype", type=_names(DTYPES), action="extend", dest="dtypes",
-                        help="float32 (default) and/or float64 (measured on layers B and F)")
+                        help="float32 (default), float64 (layers B and F), float16 and tf32 (float32 data, "
+                             "precision='tf32'; layers A-D)")
+    parser.add_argument("--batch", type=_positive, default=None,
+                        help="N of every conv layer (default: each layer's own, 8 for A-D)")
     parser.add_argument("--repeat", type=_positive, default=None, help="timed calls per round (default 5)")
     parser.add_argument("--rounds", type=_positive, default=None,
                         help="interleaved rounds, at least (default 5; more until --min-time)")
-    parser.add_argument("--min-time", type=float, default=None, metavar="SECONDS",
+    parser.add_argument("--min-time", type=_seconds, default=None, metavar="SECONDS",
                         help="per case, add rounds (at most 50) until the timed calls add up to this (default 2)")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny sizes, each contender timed once: checks the runner, not the speed")
     parser.add_argument("--json", type=Path, help="write every figure to this JSON file")
     parser.add_argument("--plot", type=Path, help="write a PNG bar chart of GFLOP/s (GB/s for pooling) here")
+
+
+def _seconds(value: str) -> float:
+    number = float(value)
+    if not 0 <= number < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value!r}: must be a number of seconds >= 0")
+    return number
 
 
 def _positive(value: str) -> int:
@@ -68,6 +78,8 @@ def settings_from(args) -> Settings:
         options["peers"] = () if "none" in args.peers else tuple(dict.fromkeys(args.peers))
     if args.dtypes:
         options["dtypes"] = tuple(dict.fromkeys(args.dtypes))
+    if args.batch:
+        options["batch"] = args.batch
     settings = Settings.for_smoke(**options) if args.smoke else Settings(**options)
     if args.repeat:
         settings.repeat = args.repeat

@@ -85,7 +85,8 @@ def gpuconv_contender(backend: str) -> Contender:
                                                backend=backend))
         if layer.op == CONV:
             w = to_device(inputs["w"])
-            return lambda: _api.conv2d(x, w, None, layer.stride, layer.padding, 1, layer.groups, backend=backend)
+            return lambda: _api.conv2d(x, w, None, layer.stride, layer.padding, 1, layer.groups,
+                                       precision=case.precision, backend=backend)
         if layer.op == MAX_POOL:
             return lambda: _api.max_pool2d(x, layer.kernel, layer.stride, layer.padding, backend=backend)
         return lambda: _api.avg_pool2d(x, layer.kernel, layer.stride, layer.padding, backend=backend)
@@ -94,7 +95,9 @@ def gpuconv_contender(backend: str) -> Contender:
         if case.backward:
             choose = getattr(implementation, "choose_grad_algorithms", None)
             return None if choose is None else "+".join(choose(case.spec))
-        return implementation.choose_algorithm(case.spec) if case.layer.op == CONV else None
+        if case.layer.op != CONV:
+            return None
+        return implementation.choose_algorithm(case.spec, case.array_dtype, case.precision)
 
     device = GPU if on_gpu else (EMULATOR if backend == "cuda-emu" else CPU)
     return Contender(f"gpuconv/{backend}", device, cupy_event_clock() if on_gpu else host_clock, prepare,
@@ -121,6 +124,8 @@ def _torch_prepare(torch, device: str):
 
     def prepare(case, inputs):
         layer = case.layer
+        if device == "cpu" and case.dtype == "float16":
+            return "PyTorch's CPU float16 convolution is not a peer (compared in float32 and float64)"
         x = torch.from_numpy(inputs["x"]).to(device)
         if case.backward:  # autograd's backward of the conv alone: dx and dw
             x.requires_grad_()
@@ -130,11 +135,27 @@ def _torch_prepare(torch, device: str):
             return lambda: torch.autograd.grad(y, (x, w), go, retain_graph=True)
         if layer.op == CONV:
             w = torch.from_numpy(inputs["w"]).to(device)
-            return _no_grad(torch, lambda: functional.conv2d(x, w, None, layer.stride, layer.padding, 1, layer.groups))
+
+            def conv():
+                return functional.conv2d(x, w, None, layer.stride, layer.padding, 1, layer.groups)
+
+            return _no_grad(torch, _with_tf32(torch, conv) if case.precision == "tf32" and device == "cuda" else conv)
         pool = functional.max_pool2d if layer.op == MAX_POOL else functional.avg_pool2d
         return _no_grad(torch, lambda: pool(x, layer.kernel, layer.stride, layer.padding))
 
     return prepare
+
+
+def _with_tf32(torch, fn):
+    """fn with cuDNN's TF32 allowed (PyTorch's default for convolutions), for the tf32 cases only."""
+    def call():
+        torch.backends.cudnn.allow_tf32 = True
+        try:
+            return fn()
+        finally:
+            torch.backends.cudnn.allow_tf32 = False
+
+    return call
 
 
 def _no_grad(torch, fn):
@@ -154,8 +175,8 @@ def _torch_cuda() -> Contender:
     torch = _import("torch")
     if not torch.cuda.is_available():
         raise Unavailable(f"torch {torch.__version__} sees no usable CUDA GPU")
-    # Full float32 (no TF32, as gpuconv computes), and cuDNN's autotuner as a PyTorch user
-    # would enable it; the warm-up calls pay for the tuning.
+    # Full float32 (no TF32, as gpuconv computes; the tf32 cases allow it per call), and cuDNN's
+    # autotuner as a PyTorch user would enable it; the warm-up calls pay for the tuning.
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.benchmark = True

@@ -105,8 +105,16 @@ def _gpu() -> dict:
     except ImportError:
         pass
     except Exception as exc:  # CuPy's CUDARuntimeError: no driver or no device
-        return {"none": f"CuPy finds no usable GPU ({exc})", **_torch_gpu()}
-    return _torch_gpu() or {"none": "no GPU found: CuPy is not installed and PyTorch sees no CUDA device"}
+        return {"none": f"CuPy finds no usable GPU ({exc}); {_torch_state()}", **_torch_gpu()}
+    return _torch_gpu() or {"none": f"no GPU found: CuPy is not installed and {_torch_state()}"}
+
+
+def _torch_state() -> str:
+    try:
+        import torch
+    except ImportError:
+        return "PyTorch is not installed"
+    return "PyTorch sees a CUDA device" if torch.cuda.is_available() else "PyTorch sees no CUDA device"
 
 
 def _torch_gpu() -> dict:

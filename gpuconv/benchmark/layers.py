@@ -1,8 +1,10 @@
 """The benchmark cases: conv layers A-H of DESIGN.md §5 and two pooling shapes, max and avg.
 
-A case is one layer in one dtype, forward or backward (a conv layer's backward pass: the
-gradients of its input and weights from an output gradient, dx + dw). Every layer also has a tiny "smoke" version with the same
-kernel, stride, padding and groups, small enough for the CUDA emulator to run in a moment.
+A case is one layer in one dtype: float16, float32, float64, or "tf32" (float32 data computed with
+precision="tf32", TF32 tensor cores where a contender has them), forward or backward (a conv
+layer's backward pass: the gradients of its input and weights from an output gradient, dx + dw).
+Every layer also has a tiny "smoke" version with the same kernel, stride, padding and groups,
+small enough for the CUDA emulator to run in a moment.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import numpy as np
 from .. import _geometry as geometry
 
 CONV = "conv2d"
+TF32 = "tf32"  # a case "dtype": float32 arrays, precision="tf32"
 MAX_POOL = "max_pool2d"
 AVG_POOL = "avg_pool2d"
 
@@ -49,6 +52,15 @@ class Case:
         return f"{self.layer.name} {self.dtype}" + (" backward" if self.backward else "")
 
     @property
+    def array_dtype(self) -> str:
+        return "float32" if self.dtype == TF32 else self.dtype
+
+    @property
+    def precision(self) -> str:
+        """gpuconv's precision= for this case (PyTorch's allow_tf32 on a GPU)."""
+        return "tf32" if self.dtype == TF32 else "highest"
+
+    @property
     def spec(self):
         layer = self.layer
         if layer.op == CONV:
@@ -66,7 +78,7 @@ class Case:
     @property
     def nbytes(self) -> int:
         """Bytes read and written once: input (and weights) plus output."""
-        itemsize = np.dtype(self.dtype).itemsize
+        itemsize = np.dtype(self.array_dtype).itemsize
         shapes = [self.layer.x_shape, self.spec.out_shape] + ([self.layer.w_shape] if self.layer.op == CONV else [])
         return itemsize * sum(int(np.prod(s)) for s in shapes)
 
@@ -74,13 +86,13 @@ class Case:
         """{"x": input, "w": weights or None, "grad": output gradient (backward only)}: seeded
         normal data, weights scaled by 1/sqrt(fan-in) so that outputs stay near unit scale."""
         rng = np.random.default_rng(seed)
-        x = rng.standard_normal(self.layer.x_shape).astype(self.dtype)
+        x = rng.standard_normal(self.layer.x_shape).astype(self.array_dtype)
         w_shape = self.layer.w_shape
         w = None if w_shape is None else \
-            (rng.standard_normal(w_shape) / np.sqrt(np.prod(w_shape[1:]))).astype(self.dtype)
+            (rng.standard_normal(w_shape) / np.sqrt(np.prod(w_shape[1:]))).astype(self.array_dtype)
         found = {"x": x, "w": w}
         if self.backward:
-            found["grad"] = rng.standard_normal(self.spec.out_shape).astype(self.dtype)
+            found["grad"] = rng.standard_normal(self.spec.out_shape).astype(self.array_dtype)
         return found
 
     def describe(self) -> str:
@@ -107,12 +119,14 @@ def _pool(name, title, op, x_shape, k, stride, padding=0):
 
 
 BOTH = ("float32", "float64")
+# The GEMM-shaped layers also run in float16 and TF32 (tensor cores on a GPU).
+TENSOR_CORE = ("float32", "float16", TF32)
 
 LAYERS = (
-    _conv("A", "7x7 stride-2 stem", (8, 3, 224, 224), 64, 7, stride=2, padding=3),
-    _conv("B", "ResNet 3x3, 64 channels", (8, 64, 56, 56), 64, 3, padding=1, dtypes=BOTH),
-    _conv("C", "ResNet 3x3, 128 channels", (8, 128, 28, 28), 128, 3, padding=1),
-    _conv("D", "ResNet 3x3, 256 channels", (8, 256, 14, 14), 256, 3, padding=1),
+    _conv("A", "7x7 stride-2 stem", (8, 3, 224, 224), 64, 7, stride=2, padding=3, dtypes=TENSOR_CORE),
+    _conv("B", "ResNet 3x3, 64 channels", (8, 64, 56, 56), 64, 3, padding=1, dtypes=BOTH + TENSOR_CORE[1:]),
+    _conv("C", "ResNet 3x3, 128 channels", (8, 128, 28, 28), 128, 3, padding=1, dtypes=TENSOR_CORE),
+    _conv("D", "ResNet 3x3, 256 channels", (8, 256, 14, 14), 256, 3, padding=1, dtypes=TENSOR_CORE),
     _conv("E", "small CNN 5x5 (MNIST-like)", (32, 1, 28, 28), 32, 5),
     _conv("F", "one single-channel image 3x3", (1, 1, 512, 512), 1, 3, dtypes=BOTH),
     _conv("G", "large 3-channel image 3x3", (1, 3, 1024, 1024), 16, 3, padding=1),
@@ -137,9 +151,10 @@ def smoke(layer: Layer) -> Layer:
     return dataclasses.replace(layer, x_shape=x_shape, out_channels=out_channels, groups=groups)
 
 
-def select_cases(names=None, dtypes=("float32",), use_smoke=False, backward=False) -> list[Case]:
-    """The cases of the named layers (all when None) in each dtype the layer is measured in;
-    backward: the backward pass of the conv layers among them."""
+def select_cases(names=None, dtypes=("float32",), use_smoke=False, batch=None, backward=False) -> list[Case]:
+    """The cases of the named layers (all when None) in each dtype the layer is measured in; `batch`
+    replaces the conv layers' N (the tensor-core targets are set at batch 128); backward: the
+    backward pass of the conv layers among them."""
     by_name = {layer.name: layer for layer in LAYERS}
     unknown = [n for n in names or () if n not in by_name]
     if unknown:
@@ -149,4 +164,7 @@ def select_cases(names=None, dtypes=("float32",), use_smoke=False, backward=Fals
         layers = [layer for layer in layers if layer.op == CONV]
     if use_smoke:
         layers = [smoke(layer) for layer in layers]
+    if batch:
+        layers = [dataclasses.replace(layer, x_shape=(batch,) + layer.x_shape[1:]) if layer.op == CONV else layer
+                  for layer in layers]
     return [Case(layer, dtype, backward) for dtype in dtypes for layer in layers if dtype in layer.dtypes]

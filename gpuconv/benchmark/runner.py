@@ -18,7 +18,7 @@ from .timing import measure
 
 FORMAT = "gpuconv-bench/1"
 # Largest allowed max|difference| / max(1, max|reference|) between two contenders' results.
-AGREEMENT_TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
+AGREEMENT_TOLERANCE = {"float32": 1e-4, "float64": 1e-10, "float16": 1e-2, "tf32": 3e-3}
 
 
 @dataclass
@@ -27,6 +27,7 @@ class Settings:
     backends: tuple[str, ...] = ("numpy", "cuda")
     peers: tuple[str, ...] = PEERS
     dtypes: tuple[str, ...] = ("float32",)
+    batch: int | None = None  # N of the conv layers; None: each layer's own
     backward: bool = False  # the conv layers' backward pass (dx + dw) instead of the forward ops
     warmup: int = 2  # calls before timing, the first of them checked against the reference
     rounds: int = 5
@@ -53,11 +54,11 @@ def _stderr(line: str) -> None:
 
 
 def run(settings: Settings, progress=_stderr) -> dict:
-    cases = select_cases(settings.layers, settings.dtypes, settings.smoke, settings.backward)
+    cases = select_cases(settings.layers, settings.dtypes, settings.smoke, settings.batch, settings.backward)
     if not cases:
         raise ValueError(f"no case to run: layers {settings.layers} have no {settings.dtypes} "
                          f"{'backward' if settings.backward else 'forward'} version (float64 is measured on "
-                         f"layers B and F; the backward pass on the conv layers A-H)")
+                         f"layers B and F, float16 and tf32 on A-D; the backward pass on the conv layers A-H)")
     contenders, skipped = _contenders(settings)
     progress(f"gpuconv bench: {len(cases)} cases; timing {', '.join(c.label for c in contenders) or 'nothing'}"
              + "".join(f"; skipped {label}: {reason}" for label, reason in skipped.items()))
@@ -95,7 +96,7 @@ def _shared_ceilings(settings, cases, contenders, progress) -> dict:
     devices = {c.device for c in contenders}
     found = {}
     if CPU in devices:
-        for dtype in sorted({case.dtype for case in cases if case.layer.op == CONV}):
+        for dtype in sorted({cpu_ceiling_dtype(case.dtype) for case in cases if case.layer.op == CONV} - {None}):
             progress(f"ceiling: numpy {dtype} matmul {settings.matmul_size}^3")
             found[f"cpu_matmul_{dtype}"] = ceilings.cpu_matmul(dtype, settings.matmul_size, settings.method)
     if GPU in devices and any(case.layer.op != CONV for case in cases):
@@ -138,7 +139,7 @@ def _run_case(case: Case, seed: int, contenders, settings: Settings) -> dict:
         timed[contender.label] = (contender.clock, call, contender.device, difference, contender.algorithm(case))
     samples = measure({label: entry[:2] for label, entry in timed.items()}, **settings.method)
     if case.layer.op == CONV and any(entry[2] == GPU for entry in timed.values()):
-        result["gpu_gemm_ceiling"] = ceilings.gpu_gemm(case.spec, case.dtype, settings.method)
+        result["gpu_gemm_ceiling"] = ceilings.gpu_gemm(case.spec, case.array_dtype, settings.method)
     for label, (_, _, device, difference, algorithm) in timed.items():
         result["results"][label] = measured_figures(case, samples[label], device)
         result["results"][label]["max_rel_difference"] = difference
@@ -168,11 +169,17 @@ def best_ceilings(*measurements: dict) -> dict:
     return best
 
 
+def cpu_ceiling_dtype(dtype: str) -> str | None:
+    """The dtype of the CPU matmul ceiling of a case: float32 for tf32 (NumPy has no TF32); none for
+    float16 (NumPy's float16 matmul runs without BLAS, no ceiling for anything)."""
+    return {"tf32": "float32", "float16": None}.get(dtype, dtype)
+
+
 def ceiling_name(op: str, dtype: str, device: str) -> str | None:
     """The ceiling a contender on `device` is measured against: the CPU matmul for a conv on the
     CPU, the implicit GEMM or the copy on a GPU; None for pooling on the CPU and the emulator."""
     if device == CPU and op == CONV:
-        return f"cpu_matmul_{dtype}"
+        return f"cpu_matmul_{cpu_ceiling_dtype(dtype)}" if cpu_ceiling_dtype(dtype) else None
     if device == GPU:
         return "gpu_gemm" if op == CONV else "gpu_copy"
     return None

@@ -58,12 +58,19 @@ def _cpu_flags() -> tuple[str, ...]:
 
 
 def cache_path() -> Path:
-    """The build cache directory: GPUCONV_EMU_CACHE, else $XDG_CACHE_HOME/gpuconv/emulator."""
+    """The build cache directory: GPUCONV_EMU_CACHE, else $XDG_CACHE_HOME/gpuconv/emulator. Either
+    must be an absolute path (a relative one would put builds wherever the process happens to run,
+    and one starting with '-' would reach g++ as an option)."""
     root = os.environ.get("GPUCONV_EMU_CACHE")
+    name = "GPUCONV_EMU_CACHE"
     if not root:
         xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        root = os.path.join(xdg, "gpuconv", "emulator")
-    return Path(root)
+        root, name = os.path.join(xdg, "gpuconv", "emulator"), "XDG_CACHE_HOME"
+    path = Path(root).expanduser()
+    if not path.is_absolute():
+        raise ValueError(f"environment variable {name}={os.environ.get(name)!r}: the emulator's build cache must be "
+                         f"an absolute path")
+    return path
 
 
 def cache_dir() -> Path:
@@ -104,7 +111,8 @@ def _run(cmd: list[str], what: str, stdin: str | None = None) -> str:
 def _preprocess(req: BuildRequest) -> str:
     cmd = [_toolchain.compiler(), "-E", "-x", "c++", f"-std={req.std}", *req.sanitizer_flags,
            "-include", str(_toolchain.HEADER_DIR / "cuda_emu.h")]
-    cmd += [f"-I{d}" for d in (*req.include_dirs, *_toolchain.cuda_include_dirs())]
+    # The emulator's own <mma.h> and <cuda_pipeline.h> come first: CUDA's are device-only.
+    cmd += [f"-I{d}" for d in (_toolchain.HEADER_DIR / "include", *req.include_dirs, *_toolchain.cuda_include_dirs())]
     cmd += [f"-D{d}" for d in req.defines]
     cmd += ["-"]
     quoted = str(req.source).replace("\\", "\\\\").replace('"', '\\"')

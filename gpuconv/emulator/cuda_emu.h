@@ -268,3 +268,9 @@ namespace gpuconv_emu {
 template <> struct ScalarCode<__half> { static constexpr const char* value = "f16"; };
 template <> struct PointeeCode<__half2> { static constexpr const char* value = "f16"; };
 }  // namespace gpuconv_emu
+
+// ---------------------------------------------------------------- tensor cores and asynchronous copies
+// The runtime of the emulator's <mma.h> and <cuda_pipeline.h> (gpuconv/emulator/include/, searched
+// before CUDA's own headers).
+#include "emu_wmma.h"
+#include "emu_pipeline.h"

@@ -112,19 +112,44 @@ template <class... A> int register_kernel(const char* name, void (*fn)(A...)) {
 
 // ---------------------------------------------------------------- threads and the block
 enum ThreadState : int { kRunnable, kAtBarrier, kAtWarp, kExited, kFailed };
-enum Collective : int { kShflIdx, kShflUp, kShflDown, kShflXor, kBallot, kAny, kAll, kSyncWarp, kActiveMask };
+enum Collective : int { kShflIdx, kShflUp, kShflDown, kShflXor, kBallot, kAny, kAll, kSyncWarp, kActiveMask,
+                        kMatrixLoad, kMatrixStore, kMatrixMma };
 enum Barrier : int { kSync, kSyncCount, kSyncAnd, kSyncOr };
 enum Order : int { kForward = 0, kReverse = 1, kRandom = 2 };
 
 inline const char* collective_name(int kind) {
     static const char* names[] = {"__shfl_sync", "__shfl_up_sync", "__shfl_down_sync", "__shfl_xor_sync",
-                                  "__ballot_sync", "__any_sync", "__all_sync", "__syncwarp", "__activemask"};
+                                  "__ballot_sync", "__any_sync", "__all_sync", "__syncwarp", "__activemask",
+                                  "load_matrix_sync", "store_matrix_sync", "mma_sync"};
     return names[kind];
 }
 inline const char* barrier_name(int kind) {
     static const char* names[] = {"__syncthreads", "__syncthreads_count", "__syncthreads_and", "__syncthreads_or"};
     return names[kind];
 }
+
+// Operands of a warp matrix operation (nvcuda::wmma, emu_wmma.h), compared across the warp's lanes.
+struct MatrixCall {
+    const void* memory;  // load/store: the matrix in memory
+    unsigned ldm;        // load/store: leading dimension in elements
+    int layout;          // load/store: kRowMajor or kColMajor (emu_wmma.h)
+    int kinds[4];        // fragment kinds (emu_wmma.h): load/store use [0]; mma_sync d, a, b, c
+    void* storage[4];    // this lane's fragment arrays (x[]), in the same order
+};
+
+// A thread's __pipeline_memcpy_async copies not yet performed (emu_pipeline.h).
+struct AsyncCopy {
+    unsigned char* dst;
+    const unsigned char* src;
+    unsigned bytes, zero_fill;
+    unsigned long long batch;  // the commit that closes it: the thread's commit count when it was queued
+};
+constexpr unsigned kMaxAsyncCopies = 64;
+struct AsyncCopies {
+    AsyncCopy queue[kMaxAsyncCopies];
+    unsigned count;
+    unsigned long long commits;
+};
 
 struct Thread {
     Fiber fiber;
@@ -138,6 +163,8 @@ struct Thread {
     unsigned mask;
     int param, width;
     unsigned long long value, result;
+    MatrixCall matrix;
+    AsyncCopies async;
 };
 
 struct Launch {
@@ -152,6 +179,7 @@ struct Launch {
     uint3 block_idx;
     size_t dynamic_shared_bytes = 0;
     unsigned long long rng = 0;
+    unsigned long long seed = 0;  // the launch's seed (thread order, fragment element mapping)
     bool failed = false;
     char error[2048];
     // Addresses TSan uses as synchronisation objects.
@@ -368,6 +396,13 @@ GPUCONV_EMU_RUNTIME inline int release_active_masks() {
     return released;
 }
 
+// Warp matrix operations (defined in emu_wmma.h): whether lane `other` made the same call as `first`
+// (else an error is recorded); the matrix product of a warp whose 32 lanes all reached mma_sync;
+// a fresh lane <-> element mapping of fragments for a new launch.
+GPUCONV_EMU_RUNTIME inline bool matrix_calls_agree(const Thread* first, const Thread* other);
+GPUCONV_EMU_RUNTIME inline bool matrix_mma(Thread* lanes);
+GPUCONV_EMU_RUNTIME inline void forget_fragment_maps();
+
 GPUCONV_EMU_RUNTIME inline int release_warp_collectives() {
     int released = release_active_masks();
     if (released) return released;  // other collectives may be waiting for these lanes
@@ -402,7 +437,9 @@ GPUCONV_EMU_RUNTIME inline int release_warp_collectives() {
                              o->file, o->line, o->mask);
                 return -1;
             }
+            if (t->kind >= kMatrixLoad && !matrix_calls_agree(t, o)) return -1;
         }
+        if (t->kind == kMatrixMma && !matrix_mma(&g.threads[base])) return -1;
         // Every lane of the mask is here: compute each one's result.
         unsigned votes = 0;
         for (unsigned lane = 0; lane < kWarpSize; ++lane)
@@ -524,6 +561,8 @@ GPUCONV_EMU_RUNTIME inline bool run_block(int order) {
     for (unsigned i = 0; i < g.nthreads; ++i) {
         Thread* t = &g.threads[i];
         t->state = kRunnable;
+        t->async.count = 0;  // copies a thread never waited for are never performed
+        t->async.commits = 0;
         fiber_reset(&t->fiber, &thread_main, t);
     }
     name_fibers_for_tsan();
@@ -730,6 +769,8 @@ GPUCONV_EMU_RUNTIME __attribute__((visibility("default"))) int gpuconv_emu_launc
     g.nthreads = static_cast<unsigned>(block[0] * block[1] * block[2]);
     g.args = args;
     g.rng = seed;
+    g.seed = seed;
+    forget_fragment_maps();
     if (!prepare_threads()) return 1;
     set_sanitizer_death_callbacks();
     set_dynamic_shared_size(shared_bytes);

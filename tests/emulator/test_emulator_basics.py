@@ -23,8 +23,7 @@ def _valid_correlation(x: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("k", [3, 5])
-def test_tiled_conv_matches_numpy(emulator, order, k):
-    rng = np.random.default_rng()
+def test_tiled_conv_matches_numpy(emulator, order, k, rng):
     n, c, h, w, f = 2, 3, 37, 21, 4
     x = rng.standard_normal((n, c, h, w), dtype=np.float32)
     wt = rng.standard_normal((f, c, k, k), dtype=np.float32)

@@ -83,10 +83,9 @@ def test_concurrent_builds_never_load_a_partial_library(emulator, cache):
     assert not list(cache.glob("build-*")) and not list(cache.glob("*.tmp"))
 
 
-def test_ucontext_fallback_runs_the_same(emulator, order):
+def test_ucontext_fallback_runs_the_same(emulator, order, rng):
     """Other architectures switch fibers with ucontext; force it here to test that path."""
     n, c, h, w, f, k = 1, 2, 20, 20, 2, 3
-    rng = np.random.default_rng()
     x = rng.standard_normal((n, c, h, w), dtype=np.float32)
     wt = rng.standard_normal((f, c, k, k), dtype=np.float32)
     results = []
@@ -130,3 +129,14 @@ def test_missing_cuda_headers_say_what_to_install(emulator, monkeypatch, tmp_pat
         _toolchain.cuda_include_dirs.cache_clear()
     assert "CUDA headers" in reason and "pip install nvidia-cuda-runtime nvidia-cuda-crt nvidia-cuda-cccl" in reason
     assert _toolchain.unavailable_reason() is None
+
+
+@pytest.mark.parametrize("value", ["-1", "relative/cache", "."])
+def test_a_cache_path_that_is_not_absolute_is_refused(emulator, value, monkeypatch, tmp_path):
+    """Issue 13: GPUCONV_EMU_CACHE=-1 reached g++ as an option, and a relative path was created
+    in the working directory."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GPUCONV_EMU_CACHE", value)
+    with pytest.raises(ValueError, match=r"GPUCONV_EMU_CACHE=.*absolute path"):
+        emulator.Module(code=SET_VALUE, options=("-DVALUE=2.0f",))
+    assert list(tmp_path.iterdir()) == []

@@ -34,9 +34,9 @@ def test_indices_in_three_dimensions(mod, order):
 
 @pytest.mark.parametrize("expr,dtype,taps", [(NAME_EXPRESSIONS[0], np.float32, 3), (NAME_EXPRESSIONS[1], np.float64, 5),
                                              (NAME_EXPRESSIONS[2], np.float16, 2)])
-def test_template_kernels_by_name_expression(mod, order, expr, dtype, taps):
+def test_template_kernels_by_name_expression(mod, order, expr, dtype, taps, rng):
     n = 200
-    x = np.random.default_rng().standard_normal(n).astype(dtype)
+    x = rng.standard_normal(n).astype(dtype)
     y = np.full(n, np.nan, dtype)
     mod.get_function(expr)((n + BLOCK - 1) // BLOCK, BLOCK, (x, y, np.int32(n)))
     windows = np.lib.stride_tricks.sliding_window_view(x.astype(np.float64), taps)
@@ -46,18 +46,18 @@ def test_template_kernels_by_name_expression(mod, order, expr, dtype, taps):
     assert np.isnan(y[n - taps + 1:]).all()   # threads past the end returned without writing
 
 
-def test_static_and_dynamic_shared_memory(mod, order):
+def test_static_and_dynamic_shared_memory(mod, order, rng):
     n = 3 * BLOCK - 10
-    x = np.random.default_rng().standard_normal(n).astype(np.float32)
+    x = rng.standard_normal(n).astype(np.float32)
     y = np.full(n, np.nan, np.float32)
     mod.get_function("reverse_through_shared")(3, BLOCK, (x, y, np.int32(n)), shared_mem=BLOCK * 4)
     padded = np.concatenate([x, np.zeros(3 * BLOCK - n, np.float32)]).reshape(3, BLOCK)
     np.testing.assert_array_equal(y, (padded[:, ::-1] * 2).ravel()[:n])
 
 
-def test_aliased_arguments_share_device_memory(mod):
+def test_aliased_arguments_share_device_memory(mod, rng):
     """The same array passed as input and output is one allocation, as on a GPU: in place."""
-    buf = np.random.default_rng().standard_normal(BLOCK).astype(np.float32)
+    buf = rng.standard_normal(BLOCK).astype(np.float32)
     expected = buf[::-1] * 2
     mod.get_function("reverse_through_shared")(1, BLOCK, (buf, buf, np.int32(BLOCK)), shared_mem=BLOCK * 4)
     np.testing.assert_array_equal(buf, expected)
@@ -87,8 +87,8 @@ def test_template_and_namespace_shared_arrays_are_poisoned(mod, order, dtype):
     assert np.isnan(ns_out).all() and (ns_static_out == 0x7FFFFFFF).all()
 
 
-def test_barrier_votes(mod, order):
-    pred = np.random.default_rng().integers(0, 2, (4, BLOCK)).astype(np.int32)
+def test_barrier_votes(mod, order, rng):
+    pred = rng.integers(0, 2, (4, BLOCK)).astype(np.int32)
     pred[1] = 1
     pred[2] = 0
     out = np.full(12, -1, np.int32)
@@ -97,9 +97,8 @@ def test_barrier_votes(mod, order):
     np.testing.assert_array_equal(out.reshape(4, 3), expected)
 
 
-def test_warp_collectives(mod, order):
+def test_warp_collectives(mod, order, rng):
     n = 2 * BLOCK
-    rng = np.random.default_rng()
     x = rng.standard_normal(n).astype(np.float32)
     pred = rng.integers(0, 2, n).astype(np.int32)
     pred[32:64] = 1   # one warp all-true
@@ -134,9 +133,9 @@ def test_warp_collectives(mod, order):
     np.testing.assert_array_equal(votes[:, 2], np.repeat(p.all(1), 32))
 
 
-def test_atomics(mod, order):
+def test_atomics(mod, order, rng):
     n = 300
-    x = np.random.default_rng().integers(-50, 1000, n).astype(np.int32)
+    x = rng.integers(-50, 1000, n).astype(np.int32)
     i_sum, u_sum = np.zeros(1, np.int32), np.zeros(1, np.uint32)
     ull_sum, f_sum, d_sum = np.zeros(1, np.uint64), np.zeros(1, np.float32), np.zeros(1, np.float64)
     i_max, i_min = np.full(1, -10**9, np.int32), np.full(1, 10**9, np.int32)
@@ -151,9 +150,9 @@ def test_atomics(mod, order):
     assert (i_max[0], i_min[0], cas_count[0], exch_last[0]) == (x.max(), x.min(), n, 7)
 
 
-def test_math_functions(mod, order):
+def test_math_functions(mod, order, rng):
     n = 100
-    x = np.random.default_rng().uniform(-3, 3, n).astype(np.float32)
+    x = rng.uniform(-3, 3, n).astype(np.float32)
     out = np.full((n, 16), np.nan, np.float32)
     mod.get_function("math")(2, BLOCK, (x, out.ravel(), np.int32(n)))
     a = x.astype(np.float64)
@@ -165,9 +164,8 @@ def test_math_functions(mod, order):
     np.testing.assert_allclose(out, expected, rtol=2e-6, atol=1e-6)
 
 
-def test_vector_and_half_types(mod, order):
+def test_vector_and_half_types(mod, order, rng):
     n = 70
-    rng = np.random.default_rng()
     x4 = rng.standard_normal((n, 4)).astype(np.float32)
     x2 = rng.standard_normal((n, 2)).astype(np.float32)
     h = rng.standard_normal(n).astype(np.float16)

@@ -58,8 +58,8 @@ def test_misuse_is_reported_and_next_launch_works(emulator, mod, order, kernel):
     _next_launch_works(mod)
 
 
-def test_correct_warp_sum_is_not_reported(mod, order):
-    x = np.random.default_rng().standard_normal(100).astype(np.float32)
+def test_correct_warp_sum_is_not_reported(mod, order, rng):
+    x = rng.standard_normal(100).astype(np.float32)
     y = np.full(4, np.nan, np.float32)
     mod.get_function("warp_sum")(2, 64, (x, y, np.int32(100)))
     padded = np.concatenate([x, np.zeros(28, np.float32)]).astype(np.float64).reshape(4, 32)

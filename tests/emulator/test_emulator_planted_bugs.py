@@ -16,8 +16,7 @@ pytestmark = pytest.mark.emulator
 K = 3
 
 
-def _run_conv(emulator, defines: tuple[str, ...]):
-    rng = np.random.default_rng()
+def _run_conv(emulator, defines: tuple[str, ...], rng):
     n, c, h, w, f = 1, 2, 34, 34, 2
     x = rng.standard_normal((n, c, h, w), dtype=np.float32)
     wt = rng.standard_normal((f, c, K, K), dtype=np.float32)
@@ -27,17 +26,17 @@ def _run_conv(emulator, defines: tuple[str, ...]):
 
 
 @pytest.mark.parametrize("bug", ["SKIP_SYNC_AFTER_LOAD", "SHORT_HALO"])
-def test_planted_tile_bugs_poison_the_output(emulator, order, bug):
-    y = _run_conv(emulator, (bug,))
+def test_planted_tile_bugs_poison_the_output(emulator, order, bug, rng):
+    y = _run_conv(emulator, (bug,), rng)
     assert np.isnan(y).any(), f"{bug} went unnoticed in {order[0]} order"
 
 
-def test_short_halo_poisons_exactly_the_rows_that_need_the_missing_row(emulator, order):
-    y = _run_conv(emulator, ("SHORT_HALO",))
+def test_short_halo_poisons_exactly_the_rows_that_need_the_missing_row(emulator, order, rng):
+    y = _run_conv(emulator, ("SHORT_HALO",), rng)
     bad_rows = np.flatnonzero(np.isnan(y[0, 0]).any(axis=1))
     # The last halo row of each 16-row tile is missing: the tile's last output row needs it.
     np.testing.assert_array_equal(bad_rows, [15, 31])
 
 
-def test_correct_kernel_leaves_no_nan(emulator, order):
-    assert not np.isnan(_run_conv(emulator, ())).any()
+def test_correct_kernel_leaves_no_nan(emulator, order, rng):
+    assert not np.isnan(_run_conv(emulator, (), rng)).any()

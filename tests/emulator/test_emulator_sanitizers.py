@@ -18,10 +18,10 @@ pytestmark = [pytest.mark.emulator, pytest.mark.sanitizer]
 CHILD = Path(__file__).with_name("sanitizer_child.py")
 
 
-def run_child(emulator, mode: str, kernel: str) -> subprocess.CompletedProcess:
+def run_child(emulator, mode: str, *kernels: str) -> subprocess.CompletedProcess:
     env = emulator.sanitizer_env(mode)
     env["PYTHONPATH"] = ":".join(filter(None, [str(CHILD.parent), env.get("PYTHONPATH", "")]))
-    return subprocess.run(emulator.sanitizer_command([sys.executable, str(CHILD), kernel], mode), env=env,
+    return subprocess.run(emulator.sanitizer_command([sys.executable, str(CHILD), *kernels], mode), env=env,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -58,6 +58,33 @@ def test_thread_sanitizer_accepts_correct_synchronisation(emulator, kernel):
     proc = run_child(emulator, "thread", kernel)
     assert proc.returncode == 0 and "RESULT" in proc.stdout, proc.stderr[-3000:]
     assert "ThreadSanitizer" not in proc.stderr
+
+
+# ---- tensor cores (kernels/tensor_cores.cu): wmma loads/stores and async copies are made by the CUDA
+# thread that issues them, so the sanitizers see and name them.
+def test_address_sanitizer_reports_a_wmma_load_past_the_end(emulator):
+    proc = run_child(emulator, "address", "load_past_the_end")
+    assert proc.returncode != 0 and re.search(r"ERROR: AddressSanitizer: heap-buffer-overflow", proc.stderr), \
+        proc.stderr[-3000:]
+    assert re.search(r"happened in kernel 'load_past_the_end', block \(0,0,0\), thread \(\d+,0,0\)", proc.stderr)
+
+
+def test_thread_sanitizer_reports_reads_of_other_threads_data_without_a_barrier(emulator):
+    """An async copy read by another thread, and a wmma store read by another warp, with no barrier
+    in between: one child runs both (TSan reports and goes on); each kernel's race is named."""
+    kernels = ("neighbour_copy", "store_then_other_warp_reads")
+    proc = run_child(emulator, "thread", *kernels)
+    assert proc.stderr.count("WARNING: ThreadSanitizer: data race") >= 2, proc.stdout + proc.stderr[-3000:]
+    for kernel in kernels:
+        assert f"'kernel '{kernel}', block (" in proc.stderr, proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("mode", ["address", "thread"])
+def test_sanitizers_accept_correct_tensor_core_kernels(emulator, mode):
+    kernels = ("warp_gemm", "streamed_sum<3>", "neighbour_copy_synced", "store_then_other_warp_reads_synced")
+    proc = run_child(emulator, mode, *kernels)
+    assert proc.returncode == 0 and proc.stdout.count("RESULT") == len(kernels), proc.stderr[-3000:]
+    assert "Sanitizer" not in proc.stderr and "runtime error" not in proc.stderr, proc.stderr[-3000:]
 
 
 def test_sanitizer_command_disables_randomisation_only_where_tsan_needs_it(emulator, monkeypatch):

@@ -14,6 +14,7 @@ from typing import Callable
 
 from ..._config import config
 from ..._geometry import ConvSpec
+from . import _plan_cache
 
 # Less work than this (in tile bytes) runs faster on the calling thread alone: handing tiles
 # to the pool and sharing the GIL cost more than they save (measured on layers E and F).
@@ -34,6 +35,7 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+_plans_cache = _plan_cache.PlanCache(8 << 20, lambda plan: 200 + 100 * len(plan.tiles))  # ~100 bytes a tile
 _fixed: contextvars.ContextVar[bool] = contextvars.ContextVar("gpuconv_fixed_partition", default=False)
 
 
@@ -49,10 +51,6 @@ def fixed_partition():
         _fixed.reset(token)
 
 
-_cache: dict[tuple, Plan] = {}
-_CACHE_SIZE = 256
-
-
 def plan(spec: ConvSpec, tile_bytes: Callable[[int, int], int], algorithm: str, key, row_step: int = 1,
          reserved: int = 0, target_bytes: int | None = None, partition_threads: int | None = None) -> Plan:
     """Tiles for tile_bytes(images, rows); rows per tile is a multiple of row_step (but the last).
@@ -65,16 +63,14 @@ def plan(spec: ConvSpec, tile_bytes: Callable[[int, int], int], algorithm: str, 
         partition_threads = FIXED_PARTITION_THREADS
     full_key = (key, spec, algorithm, row_step, reserved, target_bytes, MIN_PARALLEL_BYTES, config.workspace_bytes,
                 config.num_threads, partition_threads)
-    found = _cache.get(full_key)
-    if found is None:
-        if len(_cache) >= _CACHE_SIZE:
-            _cache.clear()
-        found = _plan(spec, tile_bytes, algorithm, row_step, reserved, target_bytes,
-                      config.num_threads if partition_threads is None else partition_threads)
-        if partition_threads is not None:
-            found = Plan(min(found.threads, config.num_threads), found.tiles)
-        _cache[full_key] = found
-    return found
+
+    def make() -> Plan:
+        if partition_threads is None:
+            return _plan(spec, tile_bytes, algorithm, row_step, reserved, target_bytes, config.num_threads)
+        found = _plan(spec, tile_bytes, algorithm, row_step, reserved, target_bytes, partition_threads)
+        return Plan(min(found.threads, config.num_threads), found.tiles)
+
+    return _plans_cache.get(full_key, make)
 
 
 def _plan(spec: ConvSpec, tile_bytes: Callable[[int, int], int], algorithm: str, row_step: int,
@@ -88,7 +84,8 @@ def _plan(spec: ConvSpec, tile_bytes: Callable[[int, int], int], algorithm: str,
     if smallest > budget:
         raise MemoryError(f"algorithm {algorithm!r}: the smallest tile of this convolution needs "
                           f"{smallest} bytes of workspace (and {reserved} more for the whole "
-                          f"call), more than the cap of {config.workspace_bytes} bytes (gpuconv.set_workspace_limit)")
+                          f"call), more than the cap of {config.workspace_bytes} bytes (gpuconv.set_workspace_limit or "
+                          f"GPUCONV_WORKSPACE_MB raise it)")
     target = min(budget, max(target_bytes, smallest))
     if one_image <= target:
         images = max(1, min(target // one_image, _ceil_div(spec.n, threads)))

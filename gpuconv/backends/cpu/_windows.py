@@ -6,7 +6,8 @@ columns per row, of which the first `ow` are real. Two sources:
 
 - phased (every shape): the tile's padded input is gathered into stride-phase planes
   (_slab.py) with grid_w = phase_w; tap (a, b) reads phase ((a*dh) % sh, (b*dw) % sw) at a
-  flat offset. The spare columns are dropped when the result is stored.
+  flat offset. Only the phases some tap reads are gathered (slots in the slab). The spare
+  columns are dropped when the result is stored.
 - unpadded (no padding; im2col only, which asks for it): the input itself, grid_w = ow.
   copy_all copies every tap with one strided copy, and the result goes straight into the
   output (no gathered slab, no spare columns). For tall kernels over narrow outputs at
@@ -19,13 +20,11 @@ direct's per-tap passes it was measured slower than gathering the slab (layers G
 """
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ..._geometry import ConvSpec
-from . import _slab
+from . import _plan_cache, _slab
 
 
 # Measured on im2col: kernels of 5 rows and outputs 10-28 wide gained 15-110%; 3-row kernels
@@ -34,10 +33,12 @@ STAGE_MIN_KERNEL_ROWS = 5
 STAGE_MAX_WIDTH = 32
 
 
-@functools.lru_cache(maxsize=64)
+_windows_cache = _plan_cache.PlanCache(16 << 20, lambda w: w.nbytes)
+
+
 def windows(spec: ConvSpec, unpadded_ok: bool = False) -> "Windows":
     """The (memoised) windows of spec; unpadded_ok: the caller only uses copy_all."""
-    return Windows(spec, unpadded_ok)
+    return _windows_cache.get((spec, unpadded_ok), lambda: Windows(spec, unpadded_ok))
 
 
 class Windows:
@@ -51,19 +52,28 @@ class Windows:
             self.staged = self.sh == 1 and spec.kh >= STAGE_MIN_KERNEL_ROWS and spec.ow <= STAGE_MAX_WIDTH
             self.extra_rows = (spec.kh - 1) * self.dh if self.staged else 0
             return
-        self.row_phases = _slab.tap_phases(spec.kh, self.dh, self.sh)
-        self.col_phases = _slab.tap_phases(spec.kw, self.dw, self.sw)
+        row_phases = _slab.tap_phases(spec.kh, self.dh, self.sh)
+        col_phases = _slab.tap_phases(spec.kw, self.dw, self.sw)
+        rows, cols = sorted({p for p, _ in row_phases}), sorted({q for q, _ in col_phases})
+        # (slot of its phase in the slab, shift) of each tap
+        self.row_phases = [(rows.index(p), shift) for p, shift in row_phases]
+        self.col_phases = [(cols.index(q), shift) for q, shift in col_phases]
         self.grid_w = spec.ow + (spec.kw - 1) * self.dw // self.sw
         self.extra_rows = (spec.kh - 1) * self.dh // self.sh
-        self.phases = _slab.Phases(spec, self.sh, self.sw, (spec.oh + self.extra_rows + 1) * self.sh, self.grid_w)
+        self.phases = _slab.Phases(spec, self.sh, self.sw, self.grid_w, rows, cols)
         self.phase_groups = [(p, q, _progression(self.row_phases, p), _progression(self.col_phases, q))
-                             for p in range(self.sh) for q in range(self.sw)]
+                             for p in range(len(rows)) for q in range(len(cols))]
+
+    @property
+    def nbytes(self) -> int:
+        return 1024 + 64 * len(self.taps) + (0 if self.unpadded else self.phases.nbytes)
 
     def slab_shape(self, images: int, rows: int) -> tuple[int, ...]:
         """Shape of the gathered phase planes of a tile (of the stage, unpadded); () for none."""
         if self.unpadded:
             return (images, self.spec.c, self.spec.kw, rows + self.extra_rows, self.grid_w) if self.staged else ()
-        return (images, self.spec.c, self.sh, self.sw, (rows + self.extra_rows) * self.grid_w)
+        return (images, self.spec.c, len(self.phases.rows), len(self.phases.gathers),
+                (rows + self.extra_rows) * self.grid_w)
 
     def load(self, x: np.ndarray, n0: int, n1: int, r0: int, rows: int, slab: np.ndarray | None) -> "TileWindows":
         if self.unpadded:
@@ -75,7 +85,7 @@ class Windows:
 
 
 def _progression(phases: list[tuple[int, int]], phase: int):
-    """(first tap, tap step, count, first shift, shift step) of the taps that read `phase`:
+    """(first tap, tap step, count, first shift, shift step) of the taps that read slot `phase`:
     they form an arithmetic progression, and so do their shifts."""
     taps = [k for k, (p, _) in enumerate(phases) if p == phase]
     if not taps:

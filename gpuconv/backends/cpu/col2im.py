@@ -2,7 +2,7 @@
 
 Per tile (images n0:n1, gradient rows r0:r1) of the gradient (n, f, oh, ow):
 1. cols = W^T @ grad, one GEMM per group: (cg*kh*kw, fg) @ (fg, rows*ow), the gradient read in
-   place (through a compute-dtype copy for float16);
+   place (float16 arrives as float32: conv_grad.py);
 2. each kernel tap (a, b) adds its columns into the tile's block of input rows, one strided add
    over the outputs whose tap reads inside the input (taps that read padding pass nothing);
 3. the block is added into dx.
@@ -43,33 +43,31 @@ def block_rows(spec: ConvSpec, r0: int, r1: int) -> tuple[int, int]:
     return first, max(first, end)
 
 
-def plan(spec: ConvSpec, compute: np.dtype, converted: bool) -> _tiles.Plan:
+def plan(spec: ConvSpec, itemsize: int) -> _tiles.Plan:
     """Tiles of the gradient (images, rows), cut for a fixed number of threads."""
     span = (spec.kh - 1) * spec.dilation[0] + 1
 
     def tile_bytes(images: int, rows: int) -> int:
-        length = rows * spec.ow
         block = min(spec.h, (rows - 1) * spec.stride[0] + span)
-        return compute.itemsize * images * (spec.c * (spec.kh * spec.kw * length + block * spec.w)
-                                            + (spec.f * length if converted else 0)) + 3 * 64
+        return itemsize * images * spec.c * (spec.kh * spec.kw * rows * spec.ow + block * spec.w) + 2 * 64
 
-    return _tiles.plan(spec, tile_bytes, NAME, key=(compute.itemsize, converted), row_step=row_step(spec),
+    return _tiles.plan(spec, tile_bytes, NAME, key=itemsize, row_step=row_step(spec),
                        partition_threads=_tiles.FIXED_PARTITION_THREADS)
 
 
 def conv2d_input(grad: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """dx (n, c, h, w) of a zero-padded conv2d (spec) from its output gradient grad (n, f, oh, ow)."""
-    compute = np.dtype(np.float32 if grad.dtype == np.float16 else grad.dtype)
+    """dx (n, c, h, w) of a zero-padded conv2d (spec) from its output gradient grad (n, f, oh, ow),
+    both float32 or both float64."""
     g, cg, fg = spec.groups, spec.c // spec.groups, spec.f // spec.groups
     kh, kw = spec.kh, spec.kw
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
     depth = cg * kh * kw
     # W^T per group: (g, cg*kh*kw, fg)
-    wt = np.ascontiguousarray(w.astype(compute, copy=False).reshape(g, fg, depth).transpose(0, 2, 1))
+    wt = np.ascontiguousarray(w.reshape(g, fg, depth).transpose(0, 2, 1))
     grad = np.ascontiguousarray(grad)
-    converted = grad.dtype != compute
-    tiling = plan(spec, compute, converted)
-    dx = np.zeros((spec.n, spec.c, spec.h, spec.w), dtype=grad.dtype)
+    compute = grad.dtype
+    tiling = plan(spec, compute.itemsize)
+    dx = np.zeros((spec.n, spec.c, spec.h, spec.w), dtype=compute)
     col_taps = [(b, tap_outputs(spec.ow, sw, b * dw - spec.pads[2], spec.w)) for b in range(kw)]
 
     def run_tile(i: int) -> None:
@@ -77,13 +75,8 @@ def conv2d_input(grad: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
         nt, rows = n1 - n0, r1 - r0
         length = rows * spec.ow
         first, end = block_rows(spec, r0, r1)
-        cols, block, gmat = _workspace.arrays(((nt, g, depth, length), compute),
-                                              ((nt, spec.c, end - first, spec.w), compute),
-                                              ((nt, spec.f, rows, spec.ow) if converted else (0,), compute))
+        cols, block = _workspace.arrays(((nt, g, depth, length), compute), ((nt, spec.c, end - first, spec.w), compute))
         source = grad[n0:n1, :, r0:r1]
-        if converted:
-            np.copyto(gmat, source)
-            source = gmat
         if fg == 1:  # an outer product: NumPy's matmul over an inner dimension of 1 is 5-10x slower
             np.multiply(wt, view_as(source, (nt, g, 1, length)), out=cols)
         else:
@@ -104,7 +97,7 @@ def conv2d_input(grad: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
                 target = block[:, :, in_rows, in_cols]
                 np.add(target, taps[:, :, a, b, out_rows, out_cols], out=target)
         region = dx[n0:n1, :, first:end]
-        np.add(region, block, out=region, casting="unsafe")
+        np.add(region, block, out=region)
 
     for items in waves(tiling.tiles):
         parallel_items(lambda k: run_tile(items[k]), len(items), tiling.threads)

@@ -52,11 +52,12 @@ def conv2d(x: np.ndarray, w: np.ndarray, bias, spec: ConvSpec, algorithm: str) -
         rule = _MODULES[algorithm].applicable(spec)
         if rule is not None:
             raise ValueError(f"algorithm={algorithm!r} cannot run this convolution: {rule}")
-    compute = np.dtype(np.float32 if x.dtype == np.float16 else x.dtype)
+    # w has the call's dtype; x may have another real dtype, cast while the tiles are gathered
+    compute = np.dtype(np.float32 if w.dtype == np.float16 else w.dtype)
     g = spec.groups
     wmat = w.astype(compute, copy=False).reshape(g, spec.f // g, -1)
     bias = None if bias is None else bias.astype(compute, copy=False)
-    out = np.empty(spec.out_shape, dtype=x.dtype)
+    out = np.empty(spec.out_shape, dtype=w.dtype)
     if algorithm != "auto":
         _MODULES[algorithm].conv2d(x, wmat, bias, spec, out)
         return out

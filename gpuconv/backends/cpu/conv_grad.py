@@ -64,7 +64,10 @@ def conv2d_input(grad: np.ndarray, w: np.ndarray, spec: ConvSpec, algorithm: str
            "input")
     name = choose_input(spec) if algorithm == "auto" else algorithm
     if name == col2im.NAME:
-        return col2im.conv2d_input(grad, w, spec)
+        # float16 runs in float32 (tiles add into one another: float16 would round twice there)
+        compute = np.float32 if grad.dtype == np.float16 else grad.dtype
+        dx = col2im.conv2d_input(grad.astype(compute, copy=False), w.astype(compute, copy=False), spec)
+        return dx.astype(grad.dtype, copy=False)
     rows, cols, flipped = _correlation(spec)
     g, fg, cg = spec.groups, spec.f // spec.groups, spec.c // spec.groups
     # W^T of each group, flipped: (c, f/groups, kh, kw)

@@ -1,28 +1,11 @@
-"""pad2d on NumPy arrays, by index maps: padded position -> source position."""
+"""pad2d on NumPy arrays: the input copied into the middle of the output, then the padding
+filled from the output itself with one slice copy per side and axis (no index maps, no
+scratch): first the columns of the input rows, then whole padded rows."""
 from __future__ import annotations
 
 import numpy as np
 
 from ..._geometry import PadSpec
-
-# pad2d's mode names and conv2d's padding_mode names for the same rules.
-_MODE_ALIASES = {"zeros": "constant"}
-
-
-def index_map(size: int, before: int, after: int, mode: str) -> np.ndarray:
-    """Source index of every padded position -before .. size+after-1; -1 marks a constant pad."""
-    i = np.arange(-before, size + after)
-    mode = _MODE_ALIASES.get(mode, mode)
-    if mode == "constant":
-        return np.where((i >= 0) & (i < size), i, -1)
-    if mode == "replicate":
-        return np.clip(i, 0, size - 1)
-    if mode == "circular":
-        return i % size
-    if mode == "reflect":  # pads < size, so one reflection suffices
-        i = np.abs(i)
-        return np.where(i >= size, 2 * (size - 1) - i, i)
-    raise ValueError(f"unknown padding mode {mode!r}")
 
 
 def pad2d(x: np.ndarray, spec: PadSpec) -> np.ndarray:
@@ -31,7 +14,27 @@ def pad2d(x: np.ndarray, spec: PadSpec) -> np.ndarray:
         out = np.full(spec.out_shape, spec.value, dtype=x.dtype)
         out[..., t:t + spec.h, l:l + spec.w] = x
         return out
-    # reflect, replicate, circular: every padded position has a source (no -1 in the maps)
-    rows = index_map(spec.h, t, b, spec.mode)
-    cols = index_map(spec.w, l, r, spec.mode)
-    return np.take(np.take(x, rows, axis=-2), cols, axis=-1)
+    out = np.empty(spec.out_shape, dtype=x.dtype)
+    out[..., t:t + spec.h, l:l + spec.w] = x
+    _fill_sides(out[..., t:t + spec.h, :], l, spec.w, r, spec.mode)
+    _fill_sides(out.swapaxes(-1, -2), t, spec.h, b, spec.mode)
+    return out
+
+
+def _fill_sides(a: np.ndarray, before: int, size: int, after: int, mode: str) -> None:
+    """Fill a[..., :before] and a[..., before + size:] from the input at a[..., before:before + size]
+    by PyTorch's rule: reflect (mirror without the edge; pads < size), replicate (the edge),
+    circular (wrap around; pads <= size)."""
+    end = before + size
+    if mode == "replicate":
+        a[..., :before] = a[..., before:before + 1]
+        a[..., end:] = a[..., end - 1:end]
+    elif mode == "circular":
+        a[..., :before] = a[..., size:end]
+        a[..., end:] = a[..., before:before + after]
+    elif mode == "reflect":
+        a[..., :before] = a[..., 2 * before:before:-1]
+        stop = end - 2 - after
+        a[..., end:] = a[..., end - 2:stop if stop >= 0 else None:-1]
+    else:
+        raise ValueError(f"unknown padding mode {mode!r}")

@@ -1,30 +1,39 @@
-"""pad2d's gradient on NumPy arrays: the interior of the padded gradient, plus, for reflect,
-replicate and circular, every pad row and column added onto the input row/column it copied
-(pad.index_map), one vectorised add per pad row or column, in a fixed order."""
+"""pad2d's gradient on NumPy arrays: pad.py's slice copies run backwards. pad2d fills the pad
+columns of the input rows, then the pad rows over the whole width; its gradient first folds the
+pad rows (whole width) onto the rows they copied, then the pad columns of the input rows onto
+the columns they copied, one slice add per side and axis, and crops the input's part."""
 from __future__ import annotations
 
 import numpy as np
 
 from ..._geometry import PadSpec
-from .pad import index_map
 
 
 def pad2d_input(grad: np.ndarray, spec: PadSpec) -> np.ndarray:
     t, b, l, r = spec.pads
-    interior = grad[..., t:t + spec.h, l:l + spec.w]
     if spec.mode == "constant":
-        return interior.copy()
+        return grad[..., t:t + spec.h, l:l + spec.w].copy()
     compute = np.dtype(np.float32 if grad.dtype == np.float16 else grad.dtype)
-    dx = interior.astype(compute)  # a copy
-    row_src, col_src = index_map(spec.h, t, b, spec.mode), index_map(spec.w, l, r, spec.mode)
-    pad_rows = [*range(t), *range(t + spec.h, t + spec.h + b)]
-    pad_cols = [*range(l), *range(l + spec.w, l + spec.w + r)]
-    # the pad rows' gradient with their own pad columns folded in, then added onto their source rows
-    edge = grad[..., pad_rows, l:l + spec.w].astype(compute)
-    for j in pad_cols:
-        source = (Ellipsis, col_src[j])
-        dx[source] += grad[..., t:t + spec.h, j]
-        edge[source] += grad[..., pad_rows, j]
-    for k, i in enumerate(pad_rows):
-        dx[..., row_src[i], :] += edge[..., k, :]
-    return dx.astype(grad.dtype, copy=False)
+    folded = grad.astype(compute)  # a copy
+    _fold_sides(folded.swapaxes(-1, -2), t, spec.h, b, spec.mode)
+    _fold_sides(folded[..., t:t + spec.h, :], l, spec.w, r, spec.mode)
+    return folded[..., t:t + spec.h, l:l + spec.w].astype(grad.dtype)
+
+
+def _fold_sides(a: np.ndarray, before: int, size: int, after: int, mode: str) -> None:
+    """The adjoint of pad._fill_sides: the gradients of a[..., :before] and a[..., before + size:]
+    added onto the elements of a[..., before:before + size] that they were copied from."""
+    end = before + size
+    if mode not in ("replicate", "circular", "reflect"):
+        raise ValueError(f"unknown padding mode {mode!r}")
+    if before:
+        source = {"replicate": (Ellipsis, slice(before, before + 1)), "circular": (Ellipsis, slice(size, end)),
+                  "reflect": (Ellipsis, slice(2 * before, before, -1))}[mode]
+        pads = a[..., :before]
+        a[source] += pads.sum(axis=-1, keepdims=True) if mode == "replicate" else pads
+    if after:
+        stop = end - 2 - after
+        source = {"replicate": (Ellipsis, slice(end - 1, end)), "circular": (Ellipsis, slice(before, before + after)),
+                  "reflect": (Ellipsis, slice(end - 2, stop if stop >= 0 else None, -1))}[mode]
+        pads = a[..., end:]
+        a[source] += pads.sum(axis=-1, keepdims=True) if mode == "replicate" else pads

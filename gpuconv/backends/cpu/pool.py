@@ -27,9 +27,8 @@ def tap_outputs(n_out: int, stride: int, offset: int, size: int) -> slice:
     return slice(lo, max(hi + 1, lo))
 
 
-def axis_taps(n_out: int, stride: int, dilation: int, k: int, pad: int, size: int):
-    """(tap, output slice, input slice) of each kernel tap along one axis that reaches the input:
-    output o reads input o*stride + tap*dilation - pad."""
+def _axis_taps(n_out: int, stride: int, dilation: int, k: int, pad: int, size: int):
+    """(tap, output slice, input slice) of each kernel tap along one axis that reaches the input."""
     taps = []
     for a in range(k):
         out = tap_outputs(n_out, stride, a * dilation - pad, size)
@@ -39,37 +38,24 @@ def axis_taps(n_out: int, stride: int, dilation: int, k: int, pad: int, size: in
     return taps
 
 
-def _taps(spec: PoolSpec) -> list[tuple[slice, slice, slice, slice]]:
-    """(output rows, output cols, input rows, input cols) slices of every tap that reaches the
-    input, in row-major tap order."""
-    rows = axis_taps(spec.oh, spec.stride[0], spec.dilation[0], spec.kh, spec.pads[0], spec.h)
-    cols = axis_taps(spec.ow, spec.stride[1], spec.dilation[1], spec.kw, spec.pads[2], spec.w)
-    return [(orow, ocol, irow, icol) for _, orow, irow in rows for _, ocol, icol in cols]
-
-
 def _item_budget() -> int:
     """Scratch bytes of one work item: CHUNK_BYTES, less where the cap is lower. Every thread
     holds one item's scratch at a time, and one more block of at most that size (a divisor block)."""
     return min(CHUNK_BYTES, config.workspace_bytes // (2 * max(1, config.num_threads)))
 
 
-def _work_items(spec: PoolSpec, itemsize: int) -> list[tuple[int, int, int, int]]:
-    """(planes p0:p1, output rows i0:i1) per work item: several whole planes when their row
-    results fit CHUNK_BYTES, else one plane in bands of output rows."""
+def _work_items(spec: PoolSpec, plane_bytes) -> list[tuple[int, int, int, int]]:
+    """(planes p0:p1, output rows i0:i1) per work item: several whole planes when the scratch of
+    a plane (plane_bytes(output rows)) fits the item budget, else one plane in bands of output rows."""
     n_planes = spec.n * spec.c
-
-    def plane_bytes(rows: int) -> int:
-        in_rows = min(spec.h, (rows - 1) * spec.stride[0] + (spec.kh - 1) * spec.dilation[0] + 1)
-        return itemsize * spec.ow * (in_rows + rows)
-
     budget = _item_budget()
     if plane_bytes(spec.oh) <= budget:
-        chunk = budget // plane_bytes(spec.oh)
+        chunk = budget // max(1, plane_bytes(spec.oh))
         return [(p0, min(n_planes, p0 + chunk), 0, spec.oh) for p0 in range(0, n_planes, chunk)]
     if 2 * plane_bytes(1) > config.workspace_bytes:
         raise MemoryError(f"pooling one output row of a {spec.h}x{spec.w} plane needs {plane_bytes(1)} bytes "
                           f"of workspace, more than the cap of {config.workspace_bytes} bytes "
-                          f"(gpuconv.set_workspace_limit)")
+                          f"(gpuconv.set_workspace_limit or GPUCONV_WORKSPACE_MB raise it)")
     band = 1
     while band < spec.oh and plane_bytes(band + 1) <= budget:
         band += 1
@@ -80,21 +66,27 @@ def _separable(planes: np.ndarray, spec: PoolSpec, op, fill_value, acc_dtype, ou
     """acc[p, i, j] = op-reduction over window (i, j)'s in-bounds taps of planes[p] (fill_value
     where it has none), work item by work item in the worker threads; finish(acc, p0, p1, i0, i1)
     turns it into out[p0:p1, i0:i1]. acc is that part of out itself when out has acc_dtype."""
-    cols = axis_taps(spec.ow, spec.stride[1], spec.dilation[1], spec.kw, spec.pads[2], spec.w)
+    cols = [(o, i) for _, o, i in _axis_taps(spec.ow, spec.stride[1], spec.dilation[1], spec.kw, spec.pads[2], spec.w)]
     (sh, dh), top = (spec.stride[0], spec.dilation[0]), spec.pads[0]
-    items = _work_items(spec, np.dtype(acc_dtype).itemsize)
+    itemsize = np.dtype(acc_dtype).itemsize
+
+    def plane_bytes(rows: int) -> int:  # the row results and the accumulator of `rows` output rows
+        in_rows = min(spec.h, (rows - 1) * sh + (spec.kh - 1) * dh + 1)
+        return itemsize * spec.ow * (in_rows + rows)
+
+    items = _work_items(spec, plane_bytes)
 
     def reduce_taps(src, taps, n_out, dst, along_rows):
         """dst = op over taps of src, along axis -2 (along_rows) or -1."""
         def at(s):
             return (Ellipsis, s, slice(None)) if along_rows else (Ellipsis, s)
         rest = taps[1:]
-        if taps and taps[0][1] == slice(0, n_out):  # a tap that every output has initialises them
-            np.copyto(dst, src[at(taps[0][2])])
+        if taps and taps[0][0] == slice(0, n_out):  # a tap that every output has initialises them
+            np.copyto(dst, src[at(taps[0][1])])
         else:
             dst.fill(fill_value)
             rest = taps
-        for _, o, i in rest:
+        for o, i in rest:
             view = dst[at(o)]
             op(view, src[at(i)], out=view)
 
@@ -108,7 +100,7 @@ def _separable(planes: np.ndarray, spec: PoolSpec, op, fill_value, acc_dtype, ou
         if in_place:
             acc = out[p0:p1, i0:i1]
         reduce_taps(planes[p0:p1, r_lo:r_hi], cols, spec.ow, row_result, along_rows=False)
-        rows = axis_taps(i1 - i0, sh, dh, spec.kh, top - i0 * sh + r_lo, r_hi - r_lo)
+        rows = [(o, i) for _, o, i in _axis_taps(i1 - i0, sh, dh, spec.kh, top - i0 * sh + r_lo, r_hi - r_lo)]
         reduce_taps(row_result, rows, i1 - i0, acc, along_rows=True)
         finish(acc, p0, p1, i0, i1)
 
@@ -117,11 +109,11 @@ def _separable(planes: np.ndarray, spec: PoolSpec, op, fill_value, acc_dtype, ou
 
 
 def _first_tap(n_out, stride, dilation, k, pad, size):
-    """Input position of each output's first in-bounds tap, -1 where every tap is padding."""
+    """Offset of each output's first in-bounds tap from its window's start, -1 where every tap is padding."""
     start = np.arange(n_out) * stride - pad
     first = np.where(start < 0, start + dilation * (-(start // dilation)), start)
     ok = (first < size) & (first <= start + dilation * (k - 1))
-    return np.where(ok, first, -1)
+    return np.where(ok, first - start, -1)
 
 
 def max_pool2d(x: np.ndarray, spec: PoolSpec, return_indices: bool):
@@ -135,35 +127,41 @@ def max_pool2d(x: np.ndarray, spec: PoolSpec, return_indices: bool):
 
 
 def _max_pool_with_indices(planes: np.ndarray, spec: PoolSpec):
+    """The 2-D taps in PyTorch's row-major order. The index array first holds the winning tap's
+    offset within its window (a scalar per tap), and the windows' start positions are added at
+    the end: no array of indices per tap. Scratch: two masks per output of a work item."""
     out = np.empty((planes.shape[0], spec.oh, spec.ow), dtype=planes.dtype)
     idx = np.empty(out.shape, dtype=np.int64)
-    top, _, left, _ = spec.pads
+    (sh, sw), (dh, dw), (top, _, left, _) = spec.stride, spec.dilation, spec.pads
     # PyTorch starts each window at its first in-bounds tap; windows with none get -1.
-    fr = _first_tap(spec.oh, spec.stride[0], spec.dilation[0], spec.kh, top, spec.h)
-    fc = _first_tap(spec.ow, spec.stride[1], spec.dilation[1], spec.kw, left, spec.w)
-    init_idx = np.where((fr[:, None] >= 0) & (fc[None, :] >= 0), fr[:, None] * spec.w + fc[None, :], -1)
-    taps = _taps(spec)
-    # per tap: three boolean masks the size of a chunk's output (a plane at least)
-    chunk = max(1, _item_budget() // (3 * spec.oh * spec.ow))
-    n_planes = planes.shape[0]
+    first_row = _first_tap(spec.oh, sh, dh, spec.kh, top, spec.h)
+    first_col = _first_tap(spec.ow, sw, dw, spec.kw, left, spec.w)
+    row_start, col_start = np.arange(spec.oh) * sh - top, np.arange(spec.ow) * sw - left
+    cols = _axis_taps(spec.ow, sw, dw, spec.kw, left, spec.w)
+    items = _work_items(spec, lambda rows: 2 * rows * spec.ow)
 
     def run(item):
-        p0, p1 = item * chunk, min(n_planes, (item + 1) * chunk)
-        o = out[p0:p1]
+        p0, p1, i0, i1 = items[item]
+        o, ix, src = out[p0:p1, i0:i1], idx[p0:p1, i0:i1], planes[p0:p1]
+        shape = (p1 - p0, i1 - i0, spec.ow)
+        better, nan = _workspace.arrays((shape, np.bool_), (shape, np.bool_), slot="pool")
         o.fill(-np.inf)
-        src = planes[p0:p1]
-        ix = idx[p0:p1]
-        ix[...] = init_idx
-        for orow, ocol, irow, icol in taps:
-            v = src[:, irow, icol]
-            view = o[:, orow, ocol]
-            better = (v > view) | np.isnan(v)  # PyTorch's rule: strictly greater, or NaN
-            np.copyto(view, v, where=better)
-            flat = (np.arange(irow.start, irow.stop, irow.step)[:, None] * spec.w
-                    + np.arange(icol.start, icol.stop, icol.step)[None, :])
-            np.copyto(ix[:, orow, ocol], flat, where=better)
+        ix[...] = first_row[i0:i1, None] * spec.w
+        ix += first_col
+        for a, orow, irow in _axis_taps(i1 - i0, sh, dh, spec.kh, top - i0 * sh, spec.h):
+            for b, ocol, icol in cols:
+                v, view, mask, isnan = src[:, irow, icol], o[:, orow, ocol], better[:, orow, ocol], nan[:, orow, ocol]
+                np.greater(v, view, out=mask)  # PyTorch's rule: strictly greater, or NaN
+                np.logical_or(mask, np.isnan(v, out=isnan), out=mask)
+                np.copyto(view, v, where=mask)
+                np.copyto(ix[:, orow, ocol], a * dh * spec.w + b * dw, where=mask)
+        ix += row_start[i0:i1, None] * spec.w
+        ix += col_start
+        ix[:, first_row[i0:i1] < 0] = -1
+        ix[:, :, first_col < 0] = -1
 
-    parallel_items(run, -(-n_planes // chunk))
+    parallel_items(run, len(items))
+    _workspace.release()
     return out.reshape(spec.out_shape), idx.reshape(spec.out_shape)
 
 

@@ -5,7 +5,7 @@ threads (each plane's sums run in a fixed order: the same bits for every thread 
   or found again by the forward); one np.bincount per chunk sums them where windows overlap
   (in float64, in output order), windows with no input tap (index -1) pass nothing.
 - avg: the gradient over the divisor, spread back separably: along the columns, one strided add
-  per kernel column, then along the rows, one per kernel row (pool.axis_taps: only the taps that
+  per kernel column, then along the rows, one per kernel row (pool._axis_taps: only the taps that
   read the input).
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from ..._config import config
 from ..._geometry import PoolSpec
 from . import _workspace
 from ._threads import parallel_items
-from .pool import _item_budget, axis_taps, divisor_factors, max_pool2d
+from .pool import _axis_taps, _item_budget, divisor_factors, max_pool2d
 
 
 def _chunks(planes: int, plane_bytes: int) -> list[tuple[int, int]]:
@@ -57,8 +57,8 @@ def avg_pool2d_input(grad: np.ndarray, spec: PoolSpec) -> np.ndarray:
     dx = np.empty((planes, spec.h, spec.w), dtype=grad.dtype)
     row_factor, col_factor = divisor_factors(spec)
     divisor = np.multiply.outer(row_factor, col_factor).astype(compute)
-    rows = axis_taps(spec.oh, spec.stride[0], 1, spec.kh, spec.pads[0], spec.h)
-    cols = axis_taps(spec.ow, spec.stride[1], 1, spec.kw, spec.pads[2], spec.w)
+    rows = _axis_taps(spec.oh, spec.stride[0], 1, spec.kh, spec.pads[0], spec.h)
+    cols = _axis_taps(spec.ow, spec.stride[1], 1, spec.kw, spec.pads[2], spec.w)
     in_place = dx.dtype == compute
     plane_bytes = compute.itemsize * (spec.oh * spec.ow + spec.oh * spec.w + (0 if in_place else spec.h * spec.w))
     chunks = _chunks(planes, plane_bytes)

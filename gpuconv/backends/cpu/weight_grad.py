@@ -35,9 +35,9 @@ def applicable(spec: ConvSpec, name: str) -> str | None:
     return None
 
 
-def _slots(tiles: int, result_bytes: int) -> int:
-    """Slots of the reduction: fixed by the tile count and the cap, never by the thread count."""
-    return max(1, min(tiles, _tiles.FIXED_PARTITION_THREADS, config.workspace_bytes // 4 // result_bytes))
+def _max_slots(result_bytes: int) -> int:
+    """Most slots of the reduction (each holds a partial result): set by the cap, never by the thread count."""
+    return max(1, min(_tiles.FIXED_PARTITION_THREADS, config.workspace_bytes // 4 // result_bytes))
 
 
 def _reduce(tile_count: int, slots: int, threads: int, result_shape, compute, run_tile) -> np.ndarray:
@@ -81,7 +81,7 @@ def _im2col(x, grad, spec: ConvSpec, compute) -> np.ndarray:
     taps, depth = spec.kh * spec.kw, cg * spec.kh * spec.kw
     grid_w, ow = windows.grid_w, spec.ow
     result_bytes = g * fg * depth * compute.itemsize
-    max_slots = _slots(_tiles.FIXED_PARTITION_THREADS, result_bytes)
+    max_slots = _max_slots(result_bytes)
 
     def tile_bytes(images: int, rows: int) -> int:
         length = images * rows * grid_w
@@ -117,7 +117,7 @@ def _shifted(x, grad, spec: ConvSpec, compute) -> np.ndarray:
     depth = cg * kh * kw
     converted = grad.dtype != compute
     result_bytes = g * fg * depth * compute.itemsize
-    max_slots = _slots(_tiles.FIXED_PARTITION_THREADS, result_bytes)
+    max_slots = _max_slots(result_bytes)
 
     def tile_bytes(groups: int, rows: int) -> int:
         length = rows * width

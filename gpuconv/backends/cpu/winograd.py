@@ -13,15 +13,20 @@ Per tile (images n0:n1, output rows r0:r1, r0 even):
 3. M = U @ V, 16 matmuls;
 4. Y = A^T M A as 24 vector adds, stored into the four 2x2 output phases (+ bias).
 Float32 error stays within about 1e-6 of the output's scale (tested against 2e-5).
+
+The transforms add and subtract inputs: finite inputs within a few times the dtype's maximum
+overflow there, and an infinite input meets its own negation (inf - inf = NaN) where the
+definition has +-inf. Every tile's result is therefore summed (one pass over it, in cache;
+the sum is finite exactly when no value overflowed or was not finite, or when finite values
+add up past the maximum), and a call with any such tile is computed again by im2col, which
+multiplies the inputs themselves: non-finite and huge inputs give what the definition gives.
 """
 from __future__ import annotations
-
-import functools
 
 import numpy as np
 
 from ..._geometry import ConvSpec
-from . import _blas, _slab, _tiles, _workspace
+from . import _blas, _plan_cache, _slab, _tiles, _workspace, im2col
 from ._threads import parallel_items
 from .im2col import view_as
 
@@ -115,11 +120,12 @@ def _output_transform(m: np.ndarray, s: np.ndarray, y: np.ndarray) -> None:
         np.subtract(y[2 * i + 1], s3, out=y[2 * i + 1])
 
 
-@functools.lru_cache(maxsize=64)
+_phases_cache = _plan_cache.PlanCache(4 << 20, lambda phases: phases.nbytes)
+
+
 def _phases(spec: ConvSpec) -> _slab.Phases:
-    """spec's padded input as 2x2 phases of phase_w columns."""
-    _, phase_w = _grid(spec, 2)
-    return _slab.Phases(spec, 2, 2, spec.oh + 4, phase_w)
+    """spec's padded input as 2x2 phases of phase_w columns (memoised)."""
+    return _phases_cache.get(spec, lambda: _slab.Phases(spec, 2, 2, _grid(spec, 2)[1]))
 
 
 def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarray) -> None:
@@ -130,9 +136,10 @@ def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarra
     phases = _phases(spec)
     _, phase_w = _grid(spec, 2)
     c, f = spec.c, spec.f
+    not_finite = []  # tiles whose transformed result overflowed or held inf/NaN
 
     def run_tile(i: int) -> None:
-        with np.errstate(all="ignore"):  # the grid's spare cells hold stale values
+        with np.errstate(all="ignore"):  # overflow is detected below, not warned about
             compute_tile(i)
 
     def compute_tile(i: int) -> None:
@@ -149,6 +156,8 @@ def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarra
         v, m = v_mem[:16 * c * size].reshape(16, c * size), m_mem[:16 * f * size].reshape(16, f * size)
         s, y = v_mem[:8 * f * size].reshape(8, f * size), v_mem[8 * f * size:12 * f * size].reshape(4, f * size)
         temp = m_mem[:2 * (c * size + 1)].reshape(2, c * size + 1)
+        slab[:, :, c * size:] = 0  # read by the spare grid cells only: zeros keep them finite
+        temp[:, c * size] = 0
         phases.fill(x[n0:n1], r0, block_rows + 1,
                     lambda p, q: view_as(slab[p, q, :c * size], (c, nt, block_rows + 1, phase_w)).transpose(1, 0, 2, 3))
         _input_transform(slab, temp, v, phase_w)
@@ -160,7 +169,10 @@ def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarra
         else:
             np.matmul(u[:, None], v.reshape(16, c, nt, plane)[..., :used].transpose(0, 2, 1, 3),
                       out=m.reshape(16, f, nt, plane)[..., :used].transpose(0, 2, 1, 3))
+            m.reshape(16, f, nt, plane)[..., used:] = 0  # the spare row, so that the overflow check sees no stale value
         _output_transform(m, s, y)
+        if not np.isfinite(y.sum()):
+            not_finite.append(i)
         for j in range(4):
             p, q = divmod(j, 2)
             rows = len(range(r0 + p, r1, 2))
@@ -173,3 +185,5 @@ def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarra
 
     parallel_items(run_tile, len(plan.tiles), plan.threads)
     _workspace.release()
+    if not_finite:
+        im2col.conv2d(x, wmat, bias, spec, out)

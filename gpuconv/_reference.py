@@ -1,9 +1,11 @@
-"""Independent float64 references for every gpuconv op, written from the definitions.
+"""Independent float64 references for every gpuconv op, written from the definitions: the
+oracle of the test suite and of `python -m gpuconv check` (so it ships in the package).
 
-Nothing here imports gpuconv: padding, output sizes, ceil_mode, divisors and max-pool
-indices are derived again from PyTorch's documented rules (plus TensorFlow's rule for
+Nothing here imports the rest of gpuconv: padding, output sizes, ceil_mode, divisors and
+max-pool indices are derived again from PyTorch's documented rules (plus TensorFlow's rule for
 padding="same"). Loops run over kernel offsets / window taps and output positions, so the
-code reads like the formulas; it is slow and meant for small shapes only.
+code reads like the formulas; it is slow and meant for small shapes only. The tests check it
+against PyTorch (torch is in the test extra).
 """
 from __future__ import annotations
 

@@ -1,0 +1,85 @@
+"""Scratch memory: what the NumPy backend allocates beyond its results stays under the workspace
+cap (gpuconv.set_workspace_limit, GPUCONV_WORKSPACE_MB) for every op, and work that cannot fit
+raises MemoryError naming the cap and how to raise it."""
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import gpuconv
+from gpuconv._config import config
+from gpuconv.backends.cpu import _workspace
+
+
+CAP = 1 << 20
+SLACK = 64 << 10  # Python objects, index lists of a few rows
+
+
+@pytest.fixture
+def small_cap(monkeypatch):
+    monkeypatch.setattr(config, "workspace_bytes", CAP)
+    _workspace.release()  # drop buffers kept under the default cap
+    yield CAP
+
+
+def scratch_of(call):
+    """(result, bytes traced at the peak of the call beyond its results)."""
+    tracemalloc.start()
+    try:
+        result = call()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    results = result if isinstance(result, tuple) else (result,)
+    return result, peak - sum(r.nbytes for r in results)
+
+
+IMAGES = np.random.default_rng(31).standard_normal((2, 4, 300, 700))  # 13 MiB as float32
+WIDE_ROWS = {np.dtype(t): np.random.default_rng(32).standard_normal((1, 1, 1, 2_000_000)).astype(t)
+             for t in (np.float16, np.float32)}
+OPS = {
+    "max_pool2d": lambda x: gpuconv.max_pool2d(x, 3, 2, 1),
+    "max_pool2d indices": lambda x: gpuconv.max_pool2d(x, 3, 2, 1, return_indices=True),
+    "max_pool2d indices, one plane": lambda x: gpuconv.max_pool2d(x[:1, :1], 2, return_indices=True),
+    "avg_pool2d": lambda x: gpuconv.avg_pool2d(x, 3, 2, 1),
+    "pad2d constant": lambda x: gpuconv.pad2d(x, 3, value=2.0),
+    **{f"pad2d {mode}": lambda x, m=mode: gpuconv.pad2d(x, ((2, 3), (4, 1)), m)
+       for mode in ("reflect", "replicate", "circular")},
+    **{f"pad2d {mode}, a wide row": lambda x, m=mode: gpuconv.pad2d(WIDE_ROWS[x.dtype], ((0, 0), (5, 7)), m)
+       for mode in ("reflect", "replicate", "circular")},
+    "conv2d": lambda x: gpuconv.conv2d(x, np.ones((3, 4, 3, 3), x.dtype), padding=1),
+    "conv2d of float64 weights": lambda x: gpuconv.conv2d(x, np.ones((3, 4, 3, 3)), padding=1),
+    "conv1d": lambda x: gpuconv.conv1d(x[:, :, 0], np.ones((3, 4, 5), x.dtype), padding=2),
+    **{f"correlate2d {boundary} {f}": lambda x, b=boundary, f=f: gpuconv.correlate2d(
+        x[0, 0], np.ones((5, 3), x.dtype), boundary=b, fillvalue=f)
+       for boundary, f in (("fill", 0), ("fill", 1.5), ("wrap", 0), ("symm", 0))},
+    "convolve2d same": lambda x: gpuconv.convolve2d(x[0, 0], np.ones((4, 4), x.dtype), "same", "symm"),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("op", OPS)
+def test_every_op_keeps_its_scratch_under_the_cap(op, dtype, small_cap):
+    x = IMAGES.astype(dtype)
+    result, scratch = scratch_of(lambda: OPS[op](x))
+    assert scratch <= CAP + SLACK, f"{op}: {scratch >> 10} KiB of scratch under a {CAP >> 10} KiB cap"
+
+
+HOW_TO_RAISE = r"cap of \d+ bytes.*set_workspace_limit.*GPUCONV_WORKSPACE_MB"
+
+
+@pytest.mark.parametrize("op", ["conv2d", "max_pool2d", "max_pool2d indices", "avg_pool2d", "correlate2d"])
+def test_work_that_cannot_fit_the_cap_is_a_memory_error_saying_how_to_raise_it(op, small_cap):
+    """One tile, one pooled output row or one band of padded rows larger than the cap."""
+    wide = np.ones((1, 1, 3, 400_000), np.float32)
+    call = {"conv2d": lambda: gpuconv.conv2d(np.ones((1, 64, 3, 4096), np.float32), np.ones((1, 64, 3, 3), np.float32),
+                                             algorithm="im2col"),
+            "max_pool2d": lambda: gpuconv.max_pool2d(wide, 3),
+            "max_pool2d indices": lambda: gpuconv.max_pool2d(np.ones((1, 1, 2, 1_200_000), np.float32), 2,
+                                                             return_indices=True),
+            "avg_pool2d": lambda: gpuconv.avg_pool2d(wide, 3),
+            "correlate2d": lambda: gpuconv.correlate2d(wide[0, 0], np.ones((3, 3)))}[op]
+    with pytest.raises(MemoryError, match=HOW_TO_RAISE):
+        call()
