@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CONFIG := $(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench gpu-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ BENCH_ENV ?= env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE
 bench: $(VENV)/.test-$(CONFIG)
 	$(PY) -m pip install -q -e ".[bench]" "$(TORCH)"
 	$(BENCH_ENV) $(PY) -m gpuconv bench --dtype float32,float64 --json out/bench.json --plot out/bench.png
+
+# Everything that needs an NVIDIA GPU, in at most 7 minutes and without network: the system python3
+# with CuPy, PyTorch, pytest and hypothesis, gpuconv from this checkout (tools/gpu_check.py). Results
+# go to $(GPUCONV_CHECK_OUT) (default out/gpu-check). Without a GPU it says so and runs its dry run.
+gpu-check:
+	PYTHONPATH=$(CURDIR) $(PYTHON) tools/gpu_check.py
 
 clean:
 	rm -rf $(VENV) out build *.egg-info .pytest_cache .hypothesis

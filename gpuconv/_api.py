@@ -8,6 +8,7 @@ import numpy as np
 from . import _backward
 from . import _geometry as geometry
 from . import _precision, _signal
+from ._precision import Precision
 from ._types import (Array, ArrayLike, Boundary, Conv1dPadding, ConvPadding, IntOrPair, PadMode, PaddingMode,
                      PadWidths, SignalMode)
 from ._validate import array_module, as_array, check_bool, check_ndim, check_value_fits, result_dtype
@@ -34,7 +35,7 @@ def _check_algorithm(algorithm):
 
 def conv2d(x: ArrayLike, w: ArrayLike, bias: ArrayLike | None = None, stride: IntOrPair = 1,
            padding: ConvPadding = 0, dilation: IntOrPair = 1, groups: int = 1, padding_mode: PaddingMode = "zeros", *,
-           algorithm: str = "auto", precision: str | None = None, backend: str | None = None) -> Array:
+           algorithm: str = "auto", precision: Precision | None = None, backend: str | None = None) -> Array:
     """2-D cross-correlation of x (N, C, H, W) or (C, H, W) with w (F, C/groups, KH, KW), PyTorch style.
 
     padding: int, (ph, pw), ((top, bottom), (left, right)), "valid" or "same" (TensorFlow's rule,
@@ -51,7 +52,7 @@ def conv2d(x: ArrayLike, w: ArrayLike, bias: ArrayLike | None = None, stride: In
 
 def conv1d(x: ArrayLike, w: ArrayLike, bias: ArrayLike | None = None, stride: int = 1, padding: Conv1dPadding = 0,
            dilation: int = 1, groups: int = 1, padding_mode: PaddingMode = "zeros", *, algorithm: str = "auto",
-           precision: str | None = None, backend: str | None = None) -> Array:
+           precision: Precision | None = None, backend: str | None = None) -> Array:
     """1-D cross-correlation of x (N, C, L) or (C, L) with w (F, C/groups, K), as a conv2d of height 1.
 
     padding: int, (left, right), "valid" or "same"."""

@@ -2,6 +2,8 @@
 
 Every op turns its arguments into one frozen spec here; backends consume the spec and
 never re-derive a size or a pad. Pads are explicit per side: (top, bottom, left, right).
+The spec builders are pure functions of their arguments, memoised per call signature
+(_memo.memoise: only successful results are kept, keyed by argument types and values).
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._memo import cached_hash, memoise, state_without_hash
 from ._validate import check_choice, real_number
 
 CONV_PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -18,6 +21,9 @@ PAD_MODES = ("constant", "reflect", "replicate", "circular")
 @dataclass(frozen=True)
 class ConvSpec:
     """conv2d on x (n, c, h, w) with weights (f, c // groups, kh, kw)."""
+
+    __hash__ = cached_hash  # computed once: specs key the per-call caches
+    __getstate__ = state_without_hash
 
     n: int
     c: int
@@ -54,6 +60,9 @@ class PoolSpec:
     past h + bottom and those taps never count.
     """
 
+    __hash__ = cached_hash  # computed once: specs key the per-call caches
+    __getstate__ = state_without_hash
+
     n: int
     c: int
     h: int
@@ -77,6 +86,9 @@ class PoolSpec:
 @dataclass(frozen=True)
 class PadSpec:
     """pad2d of x (n, c, h, w) to (n, c, h + top + bottom, w + left + right)."""
+
+    __hash__ = cached_hash  # computed once: specs key the per-call caches
+    __getstate__ = state_without_hash
 
     n: int
     c: int
@@ -196,6 +208,7 @@ def _effective_stride(stride: int, padded: int, name: str, value) -> int:
     return stride
 
 
+@memoise(maxsize=1024)
 def conv_spec(x_shape, w_shape, stride, padding, dilation, groups, padding_mode, ndim=2) -> ConvSpec:
     """The spec of conv2d (ndim=2) or of conv1d (ndim=1: x_shape, w_shape of height 1, the
     other arguments conv1d's own)."""
@@ -231,6 +244,7 @@ def conv_spec(x_shape, w_shape, stride, padding, dilation, groups, padding_mode,
     return ConvSpec(n, c, h, w, f, kh, kw, int(groups), strides, dilations, pads, padding_mode, oh, ow)
 
 
+@memoise(maxsize=1024)
 def pool_spec(x_shape, kernel_size, stride, padding, dilation, ceil_mode,
               count_include_pad=True, divisor_override=None, ndim=2) -> PoolSpec:
     """The spec of max/avg_pool2d (ndim=2) or of a 1-D pool (ndim=1: x_shape of height 1, the
@@ -265,6 +279,7 @@ def pool_spec(x_shape, kernel_size, stride, padding, dilation, ceil_mode,
                     None if divisor_override is None else int(divisor_override))
 
 
+@memoise(maxsize=1024)
 def pad_spec(x_shape, padding, mode, value) -> PadSpec:
     n, c, h, w = x_shape
     check_choice(mode, "mode", PAD_MODES)

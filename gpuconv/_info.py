@@ -34,7 +34,8 @@ def collect() -> dict:
         "gpu": record["gpu"],
         "versions": {"numpy": np.__version__, **record["versions"]},
         "numpy_blas": record["cpu"]["numpy_blas"],
-        "kernels": {"cuda_dir": str(_kernels.CUDA_DIR), "nvrtc_options": list(_kernels.NVRTC_OPTIONS)},
+        "kernels": {"cuda_dir": str(_kernels.CUDA_DIR), "cupy_options": list(_kernels.CUPY_OPTIONS),
+                    "nvrtc_options": list(_kernels.NVRTC_OPTIONS)},
         "toolchain": toolchain(),
         "cache_directories": _cache_directories(),
     }
@@ -120,7 +121,8 @@ def _print_text(info: dict) -> None:
         for line in (value if isinstance(value, list) else [value]):
             print(f"  {key}: {line}")
     print(f"kernel sources: {info['kernels']['cuda_dir']}")
-    print(f"NVRTC options: {' '.join(info['kernels']['nvrtc_options'])}")
+    print(f"options for CuPy: {' '.join(info['kernels']['cupy_options'])} (CuPy adds its CUDA headers)")
+    print(f"NVRTC options (compile check, emulator): {' '.join(info['kernels']['nvrtc_options'])}")
     for key, value in info["cache_directories"].items():
         print(f"{key}: {value}")
 

@@ -1,7 +1,7 @@
 """The CUDA kernels: where the .cu files are, how they compile, every instantiation, and loading.
 
-One source of truth for what the CUDA backend hands to CuPy's RawModule and what the compile
-check (gpuconv._compile) compiles: NVRTC_OPTIONS and KERNEL_SOURCES. get_module() returns a
+One source of truth for what the CUDA backend hands to CuPy's RawModule (CUPY_OPTIONS) and what
+the compile check (gpuconv._compile) and the emulator compile (NVRTC_OPTIONS), and KERNEL_SOURCES. get_module() returns a
 CuPy RawModule on a GPU ("cuda") or the emulator's Module on the CPU ("emu"); both have
 get_function(name_expression).
 """
@@ -37,7 +37,11 @@ def _cuda_include_dir() -> str | None:
 
 CUDA_DIR = _cuda_dir()
 CUDA_INCLUDE_DIR = _cuda_include_dir()
-NVRTC_OPTIONS = ("-std=c++17", f"-I{CUDA_DIR}") + ((f"-I{CUDA_INCLUDE_DIR}",) if CUDA_INCLUDE_DIR else ())
+# What CuPy's RawModule gets. CuPy adds the rest itself: its bundled CCCL and headers, the CUDA
+# headers that match its own NVRTC (cuda_fp16.h among them), -arch of the device and -ftz=true.
+CUPY_OPTIONS = ("-std=c++17", f"-I{CUDA_DIR}")
+# The compile check (NVRTC through ctypes) and the emulator need CUDA's headers from somewhere else.
+NVRTC_OPTIONS = CUPY_OPTIONS + ((f"-I{CUDA_INCLUDE_DIR}",) if CUDA_INCLUDE_DIR else ())
 
 # NumPy dtype name -> C++ element type of the kernels.
 ELEMENT_TYPES = {"float16": "__half", "float32": "float", "float64": "double"}
@@ -59,10 +63,12 @@ GEMM_KERNELS = {
 }
 
 
+@functools.lru_cache(maxsize=None)
 def direct_kernel(ctype: str, itype: str, filter_batch: int, staged: bool) -> str:
     return f"conv2d_direct<{ctype}, {itype}, {filter_batch}, {'true' if staged else 'false'}>"
 
 
+@functools.lru_cache(maxsize=None)
 def gemm_kernel(kind: str, ctype: str, itype: str, tiling: str) -> str:
     """Name expression of the `kind` ("forward", "input", "weight") GEMM kernel with `tiling`."""
     return f"{GEMM_KERNELS[kind][1]}<{ctype}, {itype}, {', '.join(map(str, IGEMM_TILINGS[tiling]))}>"
@@ -154,8 +160,8 @@ def get_function(file: str, name: str, device_kind: str):
             if device_kind != "cuda" or type(exc).__name__ != "CompileException":
                 raise
             raise RuntimeError(f"NVRTC could not compile {CUDA_DIR / file} ({name}) with options "
-                               f"{' '.join(NVRTC_OPTIONS)}: {exc}\nIf cuda_fp16.h is missing or does not match "
-                               f"CuPy's CUDA version, set CUDA_PATH to the matching toolkit.") from exc
+                               f"{' '.join(CUPY_OPTIONS)} (and CuPy's own): {exc}\nIf cuda_fp16.h is missing, CuPy "
+                               f"finds no CUDA headers: set CUDA_PATH to the toolkit of CuPy's CUDA version.") from exc
         with _lock:
             function = _functions.setdefault(key, function)
     return function
@@ -168,7 +174,7 @@ def _build(file: str, device_kind: str):
         import cupy
 
         # RawModule's path= takes a cubin, not source: hand it the code; includes resolve via -I.
-        return cupy.RawModule(code=_cupy_code(path), options=NVRTC_OPTIONS, name_expressions=names)
+        return cupy.RawModule(code=_cupy_code(path), options=CUPY_OPTIONS, name_expressions=names)
     from gpuconv.emulator import Module
 
     return Module(path=str(path), options=NVRTC_OPTIONS, name_expressions=names)

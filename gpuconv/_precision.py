@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+from typing import Iterator, Literal
+
+Precision = Literal["highest", "tf32"]
 
 PRECISIONS = ("highest", "tf32")
 _current: contextvars.ContextVar[str | None] = contextvars.ContextVar("gpuconv_precision", default=None)
@@ -26,7 +29,7 @@ def resolve(precision) -> str:
 
 
 @contextlib.contextmanager
-def precision(name: str):
+def precision(name: Precision) -> Iterator[Precision]:
     """Run the float32 convolutions inside the block with precision `name` ("highest" or "tf32"),
     unless a call passes its own `precision=`."""
     token = _current.set(_checked(name, "precision"))

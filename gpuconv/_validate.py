@@ -10,6 +10,8 @@ import numpy as np
 from .backends import is_cupy_array
 
 SUPPORTED_DTYPES = (np.float16, np.float32, np.float64)
+_SUPPORTED = frozenset(np.dtype(t) for t in SUPPORTED_DTYPES)
+_REAL_KINDS = "biuf"
 DLPACK_CUDA_DEVICES = (2, 3, 13)  # kDLCUDA, kDLCUDAHost, kDLCUDAManaged
 
 
@@ -49,6 +51,8 @@ def as_array(x, name: str):
     __cuda_array_interface__ or DLPack, zero-copy as CuPy arrays), stay on the device; anything
     else becomes a NumPy array. Rejects non-numeric, complex and bfloat16 data, ragged nested
     sequences and masked arrays with masked elements, naming the argument."""
+    if type(x) is np.ndarray and x.dtype.kind in _REAL_KINDS:  # the common case, checked first (host cost)
+        return x
     if "bfloat16" in str(getattr(x, "dtype", "")):
         raise TypeError(f"{name} has dtype bfloat16: supported are float16, float32 and float64 "
                         f"(convert it first, e.g. x.float() or x.astype(numpy.float32))")
@@ -72,13 +76,20 @@ def as_array(x, name: str):
     kind = x.dtype.kind
     if kind == "c":
         raise TypeError(f"{name} has complex dtype {x.dtype}: gpuconv supports real inputs only")
-    if kind not in "biuf":
+    if kind not in _REAL_KINDS:
         raise TypeError(f"{name} has dtype {x.dtype}: expected a real numeric array")
     return x
 
 
 def result_dtype(*arrays) -> np.dtype:
     """NumPy's promotion of the inputs; integers and bool become float64, as `x / 1` would."""
+    dtype = arrays[0].dtype
+    if dtype in _SUPPORTED:  # nothing to promote: the common case, checked first (host cost)
+        for a in arrays[1:]:
+            if a is not None and a.dtype != dtype:
+                break
+        else:
+            return dtype
     dtype = np.result_type(*(a.dtype for a in arrays if a is not None))
     if dtype.kind in "biu":
         return np.dtype(np.float64)

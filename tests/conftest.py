@@ -1,5 +1,6 @@
-"""Shared fixtures: the `backend` parametrisation of every parity test, `rng` (random data from a
-printed seed) and `torch` (the oracle is checked against it; required in CI)."""
+"""Shared fixtures: the `backend` parametrisation of every parity test (and `grad_backend` for the
+gradient tests), `rng` (random data from a printed seed) and `torch` (the oracle is checked against
+it; required in CI)."""
 from __future__ import annotations
 
 import os
@@ -8,7 +9,8 @@ import random
 import numpy as np
 import pytest
 
-from gpuconv.backends import BackendUnavailable, get_backend
+from gpuconv.backends import get_backend
+from support import require_backend
 
 # "cuda-emu" must run in CI (a missing g++ or CUDA header fails the run there); "cuda" needs a
 # real GPU and GPUCONV_REQUIRE_GPU=1 makes its absence a failure on GPU CI.
@@ -19,25 +21,10 @@ _BACKEND_PARAMS = [
 ]
 
 
-def _must_run(name: str) -> bool:
-    if name == "cuda-emu":
-        return os.environ.get("CI", "").lower() == "true"
-    if name == "cuda":
-        return os.environ.get("GPUCONV_REQUIRE_GPU") == "1"
-    return True
-
-
 @pytest.fixture(scope="session", params=_BACKEND_PARAMS)
 def backend(request) -> str:
     """A backend name; skipped (with the reason) when it cannot run here, unless required."""
-    name = request.param
-    try:
-        get_backend(name)
-    except BackendUnavailable as exc:
-        if _must_run(name):
-            pytest.fail(f"{exc} (required here: CI=true for cuda-emu, GPUCONV_REQUIRE_GPU=1 for cuda)")
-        pytest.skip(str(exc))
-    return name
+    return require_backend(request.param)
 
 
 @pytest.fixture

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sys
 import zlib
 
 import numpy as np
+import pytest
+
+from gpuconv.backends import BackendUnavailable, get_backend
 
 from gpuconv._tolerance import describe, error_ratio
 
@@ -16,6 +20,27 @@ DTYPES = (np.float16, np.float32, np.float64)
 def stable_seed(*parts) -> int:
     """A seed from a test's parameters, the same in every process (hash() of a str is not)."""
     return zlib.crc32(repr(parts).encode())
+
+
+def must_run(backend: str) -> bool:
+    """Whether a backend must run here: "cuda-emu" in CI (CI=true), "cuda" with GPUCONV_REQUIRE_GPU=1."""
+    if backend == "cuda-emu":
+        return os.environ.get("CI", "").lower() == "true"
+    if backend == "cuda":
+        return os.environ.get("GPUCONV_REQUIRE_GPU") == "1"
+    return True
+
+
+def require_backend(name: str) -> str:
+    """name, when the backend can run here; else the test is skipped with the reason, or fails
+    where the backend is required (must_run)."""
+    try:
+        get_backend(name)
+    except BackendUnavailable as exc:
+        if must_run(name):
+            pytest.fail(f"{exc} (required here: CI=true for cuda-emu, GPUCONV_REQUIRE_GPU=1 for cuda)")
+        pytest.skip(str(exc))
+    return name
 
 
 def random_array(rng: np.random.Generator, shape, dtype=np.float64) -> np.ndarray:
@@ -123,11 +148,8 @@ def poisoned_numpy_backend(huge=False):
             module.np = np
 
 
-
 def assert_raises_naming(call, exc_type, argument: str, case: str = "") -> None:
     """call() raises exc_type whose message names `argument` as a word."""
-    import pytest
-
     with pytest.raises(exc_type) as info:
         call()
     message = str(info.value)

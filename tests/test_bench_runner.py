@@ -141,7 +141,12 @@ def test_ratios_and_summary_from_synthetic_results():
 # --- the layer set --------------------------------------------------------------------------
 
 def test_layer_set_matches_design_section_5():
-    assert [layer.name for layer in LAYERS] == list("ABCDEFGH") + ["max3", "avg3", "max2", "avg2"]
+    assert [layer.name for layer in LAYERS] == list("ABCDEFGH") + ["max3", "avg3", "max2", "avg2"] + \
+        ["B128", "C128", "D128", "max3_128", "avg3_128"]
+    assert [case.layer.name for case in select_cases()] == list("ABCDEFGH") + ["max3", "avg3", "max2", "avg2"]
+    b128, max3_128 = (Case(LAYER[name], "float32") for name in ("B128", "max3_128"))
+    assert b128.spec.out_shape == (128, 64, 56, 56) and b128.flops == 16 * Case(LAYER["B"], "float32").flops
+    assert max3_128.layer.x_shape == (128, 64, 112, 112) and max3_128.spec.out_shape == (128, 64, 56, 56)
     a = Case(LAYER["A"], "float32")
     assert a.spec.out_shape == (8, 64, 112, 112)
     assert a.flops == 2 * 8 * 64 * 3 * 7 * 7 * 112 * 112
@@ -156,7 +161,8 @@ def test_layer_set_matches_design_section_5():
 
 
 def test_smoke_layers_keep_kernel_stride_padding_and_grouping():
-    for full, tiny in zip(select_cases(), select_cases(use_smoke=True)):
+    every = [layer.name for layer in LAYERS]
+    for full, tiny in zip(select_cases(every), select_cases(every, use_smoke=True)):
         assert (tiny.layer.kernel, tiny.layer.stride, tiny.layer.padding) == \
             (full.layer.kernel, full.layer.stride, full.layer.padding)
         assert (tiny.layer.groups > 1) == (full.layer.groups > 1)
@@ -250,8 +256,9 @@ def test_smoke_run_writes_every_case_and_figure(backend, tmp_path, capsys):
             assert figures["rate"] == pytest.approx(amount / time_s / 1e9)
             assert figures["spread"] >= 0
             assert figures["max_rel_difference"] <= runner.AGREEMENT_TOLERANCE[case["dtype"]]
-            if figures["ceiling"] is not None:
-                ceiling = document["ceilings"][figures["ceiling"]]
+            if figures["ceiling"] is not None:  # a GPU conv's GEMM ceiling is the case's own
+                ceiling = case["gpu_gemm_ceiling"] if figures["ceiling"] == "gpu_gemm" else \
+                    document["ceilings"][figures["ceiling"]]
                 assert figures["ceiling_share"] == pytest.approx(figures["rate"] / ceiling["rate"])
         hardware = runner.HARDWARE[case["results"][ours]["device"]]
         peers = [label for label, figures in case["results"].items()

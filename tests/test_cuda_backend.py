@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,8 +95,16 @@ def test_cupy_code_changes_when_an_included_header_changes(monkeypatch, tmp_path
     _kernels._build("pad.cu", "cuda")
     assert built[0]["code"] != built[1]["code"]
     assert built[0]["code"].startswith((tmp_path / "cuda" / "pad.cu").read_text())  # line numbers kept
-    assert all(b["options"] == _kernels.NVRTC_OPTIONS and b["name_expressions"] == _kernels.KERNEL_SOURCES["pad.cu"]
+    assert all(b["options"] == _kernels.CUPY_OPTIONS and b["name_expressions"] == _kernels.KERNEL_SOURCES["pad.cu"]
                for b in built)
+
+
+def test_cupy_gets_no_cuda_include_directory():
+    """CuPy adds the CUDA headers matching its own NVRTC; a -I of another CUDA (CUDA_PATH, the system
+    toolkit, the pip wheels) would shadow them, so cuda_fp16.h could come from a different CUDA."""
+    assert _kernels.CUPY_OPTIONS == ("-std=c++17", f"-I{_kernels.CUDA_DIR}")
+    assert not any((Path(opt[2:]) / "cuda_fp16.h").exists() for opt in _kernels.CUPY_OPTIONS if opt.startswith("-I"))
+    assert _kernels.NVRTC_OPTIONS[:len(_kernels.CUPY_OPTIONS)] == _kernels.CUPY_OPTIONS
 
 
 def test_empty_outputs_launch_no_kernel(monkeypatch):

@@ -96,8 +96,15 @@ def use_backend(name: str) -> Iterator[object]:
         _current.reset(token)
 
 
+_CUPY_TYPES: dict[type, bool] = {}
+
+
 def is_cupy_array(x) -> bool:
-    return type(x).__module__.split(".")[0] == "cupy"
+    kind = type(x)
+    found = _CUPY_TYPES.get(kind)
+    if found is None:
+        found = _CUPY_TYPES[kind] = kind.__module__.split(".")[0] == "cupy"
+    return found
 
 
 def select(x, backend: str | None):

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import operator
 
 import numpy as np
 
 from .. import _kernels
+from .._memo import BoundedCache
 from . import BackendUnavailable, _tensor_cores, cuda_gemm, is_cupy_array
 from .cuda_grad import CudaGradients
 
@@ -29,6 +31,8 @@ IGEMM_MIN_FILTERS = 16
 IGEMM_MIN_REDUCTION = 64
 
 MODE_CODES = {"zeros": 0, "constant": 0, "reflect": 1, "replicate": 2, "circular": 3}  # common.cuh PadMode
+_MODE_ARGS = {mode: np.int32(code) for mode, code in MODE_CODES.items()}  # as kernel arguments
+_FLAG_ARGS = (np.int32(0), np.int32(1))
 MAX_GRID_X = 2**31 - 1
 MAX_GRID_YZ = 65535
 MAX_ELEMENTWISE_BLOCKS = 65536  # pooling/padding kernels loop (grid-stride) beyond this many blocks
@@ -39,6 +43,9 @@ EMULATED_SM_COUNT = 132  # and an H200's SM count, so the GEMM planning runs as 
 
 # Test hook: True forces the 64-bit index instantiations on small tensors.
 FORCE_INDEX64 = False
+# The settings above that planning reads: part of every memoised plan's key (_memoised_plan).
+PLAN_SETTINGS = ("IGEMM_MIN_FILTERS", "IGEMM_MIN_REDUCTION", "FORCE_INDEX64")
+_plan_settings = operator.itemgetter(*PLAN_SETTINGS)
 
 
 class _Device:
@@ -92,7 +99,21 @@ class _Device:
             return EMULATED_SM_COUNT
         return _sm_count(self.xp.cuda.Device().id)
 
+    def identity(self) -> tuple:
+        """What a launch plan depends on besides its arguments: the device, its shared-memory limit,
+        compute capability and SM count, and the settings that planning reads (tests change them; the
+        GEMM planner's: the workspace cap and its test hooks)."""
+        limits = (self.max_shared_bytes(), self.compute_capability(), self.sm_count(), _plan_settings(globals()),
+                  cuda_gemm.settings())
+        if self.kind == "emu":
+            return (self.kind, *limits)
+        return (self.kind, self.xp.cuda.runtime.getDevice(), *limits)
+
     def launch(self, file: str, name: str, grid, block, args, shared: int = 0):
+        if 0 in grid:
+            # Nothing to compute. CuPy would raise each zero to 1 and run a block (the emulator runs
+            # none): never launch one, whatever a caller computed.
+            return
         function = _kernels.get_function(file, name, self.kind)
         if shared > DEFAULT_SHARED_BYTES:
             # The device's whole opt-in limit, not `shared`: a constant value, so threads launching
@@ -126,27 +147,63 @@ def _sm_count(device_id: int) -> int:
     return int(cupy.cuda.Device(device_id).attributes["MultiProcessorCount"])
 
 
+_nbytes = operator.attrgetter("nbytes")
+
+
 def _index_type(*arrays) -> tuple[str, type]:
     """32-bit index arithmetic when every tensor is under 2^31 bytes, else 64-bit."""
-    return _index_type_of(*(a.nbytes for a in arrays))
+    return _index_type_of(max(map(_nbytes, arrays)))
 
 
-def _index_type_of(*nbytes) -> tuple[str, type]:
-    """_index_type of tensors of these byte sizes (before they exist)."""
-    if FORCE_INDEX64 or any(b >= 2**31 for b in nbytes):
+def _index_type_of(nbytes: int) -> tuple[str, type]:
+    """_index_type of tensors whose largest has nbytes bytes (before they exist)."""
+    if FORCE_INDEX64 or nbytes >= 2**31:
         return "long long", np.int64
     return "int", np.int32
 
 
 def _conv_index_type(spec, dtype) -> tuple[str, type]:
     """_index_type of a convolution's x, w and y."""
-    cg, size = spec.c // spec.groups, np.dtype(dtype).itemsize
-    return _index_type_of(spec.n * spec.c * spec.h * spec.w * size, spec.f * cg * spec.kh * spec.kw * size,
-                          spec.n * spec.f * spec.oh * spec.ow * size)
+    cg = spec.c // spec.groups
+    return _index_type_of(np.dtype(dtype).itemsize * max(spec.n * spec.c * spec.h * spec.w,
+                                                         spec.f * cg * spec.kh * spec.kw,
+                                                         spec.n * spec.f * spec.oh * spec.ow))
+
+
+_CTYPES = {np.dtype(name): ctype for name, ctype in _kernels.ELEMENT_TYPES.items()}
 
 
 def _ctype(dtype) -> str:
-    return _kernels.ELEMENT_TYPES[np.dtype(dtype).name]
+    return _CTYPES[np.dtype(dtype)]
+
+
+def _memoised_plan(method):
+    """Memoise a planning method of CudaBackend on its (hashable) arguments and _Device.identity():
+    plans are immutable, derived from the spec, the device and PLAN_SETTINGS alone (host cost per
+    call). A plan that raises (the algorithm cannot run the shape) is not kept."""
+    cache = BoundedCache(1024)
+
+    @functools.wraps(method)
+    def planned(self, *args, **kwargs):
+        key = (self.name, self.device.identity(), args, *kwargs.items())
+        found = cache.get(key)
+        if found is None:
+            found = cache.put(key, method(self, *args, **kwargs))
+        return found
+
+    planned.cache_clear = cache.clear
+    return planned
+
+
+@functools.lru_cache(maxsize=1024)
+def _conv_geometry(spec, I) -> tuple:
+    """The conv kernels' (c, h, w, f, oh, ow, kh, kw, groups, sh, sw, dh, dw, top, left) arguments
+    (NumPy scalars of the kernels' C types, built once per spec and index type; the forward kernels
+    take the padding mode after them)."""
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    top, _, left, _ = spec.pads
+    return (I(spec.c), I(spec.h), I(spec.w), I(spec.f), I(spec.oh), I(spec.ow),
+            *map(np.int32, (spec.kh, spec.kw, spec.groups, sh, sw, dh, dw, top, left)))
 
 
 def _acc_itemsize(dtype) -> int:
@@ -155,15 +212,6 @@ def _acc_itemsize(dtype) -> int:
 
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
-
-
-def _conv_geometry(spec, I) -> tuple:
-    """The conv kernels' (c, h, w, f, oh, ow, kh, kw, groups, sh, sw, dh, dw, top, left) arguments (the
-    forward kernels take the padding mode after them)."""
-    (sh, sw), (dh, dw) = spec.stride, spec.dilation
-    top, _, left, _ = spec.pads
-    return (I(spec.c), I(spec.h), I(spec.w), I(spec.f), I(spec.oh), I(spec.ow),
-            *map(np.int32, (spec.kh, spec.kw, spec.groups, sh, sw, dh, dw, top, left)))
 
 
 class _DirectPlan:
@@ -189,6 +237,7 @@ class _DirectPlan:
         self.staged = shared <= max_shared
         self.shared = shared if self.staged else 0
         self.in_hw = (in_h, in_w) if self.staged else (0, 0)
+        self.tile_args = tuple(map(np.int32, (self.tiles_x, self.tiles_y, *self.in_hw)))  # the kernel's last four
 
 
 class CudaBackend(CudaGradients):
@@ -209,6 +258,7 @@ class CudaBackend(CudaGradients):
                 pass
         return tuple(usable)
 
+    @_memoised_plan
     def choose_algorithm(self, spec, dtype=np.float32, precision="highest") -> str:
         fg, reduction = spec.f // spec.groups, spec.c // spec.groups * spec.kh * spec.kw
         preferred = "implicit_gemm" if fg >= IGEMM_MIN_FILTERS and reduction >= IGEMM_MIN_REDUCTION else "direct"
@@ -219,13 +269,14 @@ class CudaBackend(CudaGradients):
             return preferred  # when none fits, planning the preferred one raises the reason
         return usable[0]
 
-    def _plan(self, spec, algorithm, dtype, precision="highest", itype="int"):
+    @_memoised_plan
+    def _plan(self, spec, algorithm, dtype, precision="highest"):
         if algorithm == "direct":
             return _DirectPlan(spec, self.device.max_shared_bytes(), _acc_itemsize(dtype))
         if algorithm == "implicit_gemm":
             cg, fg = spec.c // spec.groups, spec.f // spec.groups
             return cuda_gemm.plan("forward", spec.groups, fg, spec.n * spec.oh * spec.ow, cg * spec.kh * spec.kw,
-                                  _ctype(dtype), itype, self.device.sm_count())
+                                  _ctype(dtype), _conv_index_type(spec, dtype)[0], self.device.sm_count())
         if algorithm == _tensor_cores.ALGORITHM:
             return _tensor_cores.TensorCorePlan(spec, dtype, precision, self.device.compute_capability(),
                                                 self.device.max_shared_bytes())
@@ -238,34 +289,35 @@ class CudaBackend(CudaGradients):
     def _conv2d(self, x, w, bias, spec, algorithm, precision):
         if algorithm == "auto":
             algorithm = self.choose_algorithm(spec, x.dtype, precision)
-        plan = self._plan(spec, algorithm, x.dtype, precision, _conv_index_type(spec, x.dtype)[0])
+        plan = self._plan(spec, algorithm, x.dtype, precision)
         dev = self.device
         xd, wd = dev.to_work(x), dev.to_work(w)
         if algorithm == _tensor_cores.ALGORITHM:
             wd = plan.weights(dev.xp, wd)  # (F, K rounded up to the K step)
         has_bias = bias is not None
-        bd = dev.to_work(bias) if has_bias else dev.xp.zeros(1, dtype=x.dtype)
+        bd = dev.to_work(bias) if has_bias else None  # a null pointer: the kernels read bias only if has_bias
         out = dev.xp.empty(spec.out_shape, dtype=x.dtype)
         itype, I = _index_type(xd, wd, out)
+        ctype = _ctype(x.dtype)
+        geometry = (*_conv_geometry(spec, I), _MODE_ARGS[spec.padding_mode])
         if algorithm == "direct":
-            self._launch_direct(plan, spec, xd, wd, bd, has_bias, out, itype, I)
-            return dev.like(out, x)
-        geometry = (I(spec.n), *_conv_geometry(spec, I), np.int32(MODE_CODES[spec.padding_mode]))
-        if algorithm == _tensor_cores.ALGORITHM:
-            name = _kernels.implicit_gemm_tc_kernel(_ctype(x.dtype), itype, plan.block_m)
-            dev.launch(_tensor_cores.FILE, name, plan.grid, plan.block, (xd, wd, bd, out, np.int32(has_bias), *geometry),
-                       plan.shared)
+            self._launch_direct(plan, spec, xd, wd, bd, out, itype, I)
+        elif algorithm == _tensor_cores.ALGORITHM:
+            args = (xd, wd, bd, out, _FLAG_ARGS[has_bias], I(spec.n), *geometry)
+            dev.launch(_tensor_cores.FILE, _kernels.implicit_gemm_tc_kernel(ctype, itype, plan.block_m), plan.grid,
+                       plan.block, args, plan.shared)
         else:
             groups, fg = spec.groups, spec.f // spec.groups
             wt = dev.xp.ascontiguousarray(wd.reshape(groups, fg, -1).transpose(0, 2, 1))  # (groups, K, F/groups)
-            cuda_gemm.launch(dev, plan, itype, I, (xd, wt, bd), out, (np.int32(has_bias), *geometry),
-                             bias=bd if has_bias else None, bias_period=spec.oh * spec.ow, bias_count=spec.f)
+            cuda_gemm.launch(dev, plan, itype, I, (xd, wt, bd), out, (_FLAG_ARGS[has_bias], I(spec.n), *geometry),
+                             bias=bd, bias_period=spec.oh * spec.ow, bias_count=spec.f)
         return dev.like(out, x)
 
-    def _launch_direct(self, plan, spec, xd, wd, bd, has_bias, out, itype, I):
+    def _launch_direct(self, plan, spec, xd, wd, bd, out, itype, I):
+        """conv2d_direct of spec (bd: the bias, or None)."""
         name = _kernels.direct_kernel(_ctype(xd.dtype), itype, plan.filter_batch, plan.staged)
-        args = (xd, wd, bd, out, np.int32(has_bias), *_conv_geometry(spec, I), np.int32(MODE_CODES[spec.padding_mode]),
-                *map(np.int32, (plan.tiles_x, plan.tiles_y, *plan.in_hw)))
+        args = (xd, wd, bd, out, _FLAG_ARGS[bd is not None], *_conv_geometry(spec, I), _MODE_ARGS[spec.padding_mode],
+                *plan.tile_args)
         self.device.launch("conv_direct.cu", name, plan.grid, plan.block, args, plan.shared)
 
     # ---- pooling and padding (and their gradients): one thread per output element -----------------
@@ -285,31 +337,48 @@ class CudaBackend(CudaGradients):
     def max_pool2d(self, x, spec, return_indices):
         with self.device.scope(x):
             indices = self.device.xp.empty(spec.out_shape if return_indices else (1,), dtype=np.int64)
-            top, _, left, _ = spec.pads
-            out = self._elementwise("pool.cu", "POOL_THREADS", "max_pool2d", (x,), spec.out_shape, lambda I: (
-                I(spec.h), I(spec.w), I(spec.oh), I(spec.ow),
-                *map(np.int32, (spec.kh, spec.kw, *spec.stride, *spec.dilation, top, left, return_indices))),
-                (indices,))
+            out = self._elementwise("pool.cu", "POOL_THREADS", "max_pool2d", (x,), spec.out_shape,
+                                    functools.partial(_max_pool_scalars, spec, return_indices=return_indices),
+                                    (indices,))
             out = self.device.like(out, x)
             return (out, self.device.like(indices, x)) if return_indices else out
 
     def avg_pool2d(self, x, spec):
         with self.device.scope(x):
-            top, bottom, left, right = spec.pads
-            out = self._elementwise("pool.cu", "POOL_THREADS", "avg_pool2d", (x,), spec.out_shape, lambda I: (
-                I(spec.h), I(spec.w), I(spec.oh), I(spec.ow),
-                *map(np.int32, (spec.kh, spec.kw, *spec.stride, top, bottom, left, right, spec.count_include_pad,
-                                spec.divisor_override or 0))))
+            out = self._elementwise("pool.cu", "POOL_THREADS", "avg_pool2d", (x,), spec.out_shape,
+                                    functools.partial(_avg_pool_scalars, spec))
             return self.device.like(out, x)
 
     def pad2d(self, x, spec):
         with self.device.scope(x):
-            top, _, left, _ = spec.pads
-            _, _, oh, ow = spec.out_shape
-            out = self._elementwise("pad.cu", "PAD_THREADS", "pad2d", (x,), spec.out_shape, lambda I: (
-                I(spec.h), I(spec.w), I(oh), I(ow), I(top), I(left), np.int32(MODE_CODES[spec.mode]),
-                np.float64(spec.value)))
+            out = self._elementwise("pad.cu", "PAD_THREADS", "pad2d", (x,), spec.out_shape,
+                                    functools.partial(_pad_scalars, spec))
             return self.device.like(out, x)
+
+
+# The scalar arguments of the pooling and padding kernels after (input, output, [indices,] total),
+# NumPy scalars of the kernels' C types, built once per spec and index type.
+@functools.lru_cache(maxsize=1024)
+def _max_pool_scalars(spec, I, return_indices: bool) -> tuple:
+    top, _, left, _ = spec.pads
+    return (I(spec.h), I(spec.w), I(spec.oh), I(spec.ow),
+            *map(np.int32, (spec.kh, spec.kw, *spec.stride, *spec.dilation, top, left, return_indices)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _avg_pool_scalars(spec, I) -> tuple:
+    top, bottom, left, right = spec.pads
+    return (I(spec.h), I(spec.w), I(spec.oh), I(spec.ow),
+            *map(np.int32, (spec.kh, spec.kw, *spec.stride, top, bottom, left, right, spec.count_include_pad,
+                            spec.divisor_override or 0)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _pad_scalars(spec, I) -> tuple:
+    top, _, left, _ = spec.pads
+    _, _, oh, ow = spec.out_shape
+    return (I(spec.h), I(spec.w), I(oh), I(ow), I(top), I(left), np.int32(MODE_CODES[spec.mode]),
+            np.float64(spec.value))
 
 
 def _gpu_unavailable_reason() -> str | None:

@@ -150,6 +150,12 @@ def plan_gemm(kind: str, groups: int, m: int, n: int, k: int, ctype: str, itype:
     return best
 
 
+def settings() -> tuple:
+    """What the plans read besides their arguments: the workspace cap and the test hooks (part of the
+    key of the CUDA backend's memoised plans)."""
+    return config.workspace_bytes, FORCE_TILING, FORCE_SPLITS
+
+
 def plan(kind: str, groups: int, m: int, n: int, k: int, ctype: str, itype: str, sm_count: int) -> GemmPlan:
     """plan_gemm with the workspace cap and the test hooks of this module."""
     return plan_gemm(kind, groups, m, n, k, ctype, itype, sm_count, config.workspace_bytes, FORCE_TILING,
@@ -188,16 +194,17 @@ def launch(device, plan, itype: str, index, inputs: tuple, out, geometry: tuple,
            bias_count: int = 1) -> None:
     """Run the plan's kernel<T, itype> as kernel(*inputs, out, partial, k_split, *geometry), T out's element
     type; then, with several splits, splitk_reduce over the partial sums (adding bias[(i / bias_period) %
-    bias_count] when bias is given; with one split the kernel adds it itself)."""
+    bias_count] when bias is not None; with one split the kernel adds it itself and partial is a null
+    pointer)."""
     ctype = _kernels.ELEMENT_TYPES[out.dtype.name]
-    acc = np.float64 if ctype == "double" else np.float32
-    partial = device.xp.empty(max(1, plan.scratch_elements), dtype=acc)
+    partial = None
+    if plan.splits > 1:
+        partial = device.xp.empty(plan.scratch_elements, dtype=np.float64 if ctype == "double" else np.float32)
     device.launch(plan.file, plan.kernel_name(ctype, itype), plan.grid, plan.block,
                   (*inputs, out, partial, index(plan.k_split), *geometry))
     if plan.splits > 1:
         threads = _kernels.constants("splitk_reduce.cu")["REDUCE_THREADS"]
         grid = (min(_ceil_div(out.size, threads), 65536), 1, 1)
-        has_bias = bias is not None
         device.launch("splitk_reduce.cu", f"splitk_reduce<{ctype}, {itype}>", grid, (threads, 1, 1),
-                      (partial, bias if has_bias else out, out, index(out.size), np.int32(plan.splits),
-                       np.int32(has_bias), index(bias_period), index(bias_count)))
+                      (partial, bias, out, index(out.size), np.int32(plan.splits), np.int32(bias is not None),
+                       index(bias_period), index(bias_count)))

@@ -19,6 +19,7 @@ Tiling and split-K of the GEMMs: cuda_gemm.py.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -147,7 +148,7 @@ class CudaGradients:
             wd.reshape(groups, fg, cg, spec.kh, spec.kw).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
             .reshape(spec.c, fg, spec.kh, spec.kw))
         dx = dev.xp.empty(tspec.out_shape, dtype=dyd.dtype)
-        self._launch_direct(plan, tspec, dyd, flipped, flipped, False, dx, itype, I)  # no bias: any T array
+        self._launch_direct(plan, tspec, dyd, flipped, None, dx, itype, I)
         return dev.like(dx, grad_out)
 
     def conv2d_weight(self, x, grad_out, spec, algorithm="auto"):
@@ -177,30 +178,21 @@ class CudaGradients:
         with self.device.scope(grad_out):
             dev = self.device
             picked = indices.astype(np.int64, copy=False) if indices is not None else dev.xp.empty(1, dtype=np.int64)
-            top, _, left, _ = spec.pads
             dx = self._elementwise("pool.cu", "POOL_THREADS", "max_pool2d_grad", (grad_out, x, picked),
-                                   (spec.n, spec.c, spec.h, spec.w), lambda I: (
-                I(spec.h), I(spec.w), I(spec.oh), I(spec.ow),
-                *map(np.int32, (spec.kh, spec.kw, *spec.stride, *spec.dilation, top, left, indices is not None))))
+                                   (spec.n, spec.c, spec.h, spec.w),
+                                   functools.partial(_cuda._max_pool_scalars, spec, return_indices=indices is not None))
             return dev.like(dx, grad_out)
 
     def avg_pool2d_input(self, grad_out, spec):
         _check_shape("grad_out", grad_out, spec.out_shape)
         with self.device.scope(grad_out):
-            top, bottom, left, right = spec.pads
             dx = self._elementwise("pool.cu", "POOL_THREADS", "avg_pool2d_grad", (grad_out,),
-                                   (spec.n, spec.c, spec.h, spec.w), lambda I: (
-                I(spec.h), I(spec.w), I(spec.oh), I(spec.ow),
-                *map(np.int32, (spec.kh, spec.kw, *spec.stride, top, bottom, left, right, spec.count_include_pad,
-                                spec.divisor_override or 0))))
+                                   (spec.n, spec.c, spec.h, spec.w), functools.partial(_cuda._avg_pool_scalars, spec))
             return self.device.like(dx, grad_out)
 
     def pad2d_input(self, grad_out, spec):
         _check_shape("grad_out", grad_out, spec.out_shape)
         with self.device.scope(grad_out):
-            top, _, left, _ = spec.pads
-            _, _, oh, ow = spec.out_shape
-            dx = self._elementwise("pad.cu", "PAD_THREADS", "pad2d_grad", (grad_out,),
-                                   (spec.n, spec.c, spec.h, spec.w), lambda I: (
-                I(spec.h), I(spec.w), I(oh), I(ow), I(top), I(left), np.int32(_cuda.MODE_CODES[spec.mode])))
+            dx = self._elementwise("pad.cu", "PAD_THREADS", "pad2d_grad", (grad_out,), (spec.n, spec.c, spec.h, spec.w),
+                                   lambda I: _cuda._pad_scalars(spec, I)[:-1])  # pad2d's, less the fill value
             return self.device.like(dx, grad_out)

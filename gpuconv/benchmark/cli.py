@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import overhead
 from .contenders import PEERS
 from .layers import LAYERS
 from .report import plot, text, write_json
@@ -31,8 +32,10 @@ def _names(choices):
 
 def add_arguments(parser) -> None:
     layer_names = tuple(layer.name for layer in LAYERS)
+    default_layers = ",".join(layer.name for layer in LAYERS if layer.default)
     parser.add_argument("--layers", type=_names(layer_names), action="extend",
-                        help=f"layers to run, repeatable or comma list (default: all of {','.join(layer_names)})")
+                        help=f"layers to run, repeatable or comma list, of {','.join(layer_names)} "
+                             f"(default: {default_layers})")
     parser.add_argument("--backend", type=_names(BACKENDS), action="extend", dest="backends",
                         help="gpuconv backends, repeatable or comma list (default: numpy, plus cuda when available)")
     parser.add_argument("--peers", type=_names(PEERS + ("none",)), action="extend",
@@ -52,6 +55,11 @@ def add_arguments(parser) -> None:
                         help="per case, add rounds (at most 50) until the timed calls add up to this (default 2)")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny sizes, each contender timed once: checks the runner, not the speed")
+    parser.add_argument("--kernel-time", action="store_true",
+                        help="on a GPU, also time gpuconv's kernels alone (CUDA events around each launch)")
+    parser.add_argument("--overhead", action="store_true",
+                        help="instead of the layers: host time per call of each op on tiny inputs, for each backend, "
+                             "the CUDA launch path with its kernels stubbed, and PyTorch (CPU and CUDA)")
     parser.add_argument("--json", type=Path, help="write every figure to this JSON file")
     parser.add_argument("--plot", type=Path, help="write a PNG bar chart of GFLOP/s (GB/s for pooling) here")
 
@@ -87,16 +95,40 @@ def settings_from(args) -> Settings:
         settings.rounds = args.rounds
     if args.min_time is not None:
         settings.min_seconds = args.min_time
+    settings.kernel_time = args.kernel_time
     return settings
 
 
+def run_overhead(args) -> int:
+    options = {}
+    if args.backends:
+        options["backends"] = tuple(dict.fromkeys(args.backends))
+    if args.peers:
+        options["peers"] = tuple(p for p in dict.fromkeys(args.peers) if p.startswith("torch"))
+    settings = overhead.Settings.for_smoke(**options) if args.smoke else overhead.Settings(**options)
+    if args.rounds:
+        settings.rounds = args.rounds
+    document = overhead.run(settings, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    sys.stdout.write(overhead.text(document))
+    if args.json:
+        write_json(document, args.json)
+        print(f"wrote {args.json}")
+    return 1 if document["problems"] else 0
+
+
 def run(args) -> int:
+    if args.overhead:
+        return run_overhead(args)
     settings = settings_from(args)
     if "cuda-emu" in settings.backends and not settings.smoke:
         print("gpuconv bench: note: cuda-emu runs the CUDA kernels thread by thread on the CPU; full-size "
               "layers take very long (--smoke runs tiny ones)", file=sys.stderr)
+    def write_partial(document):
+        if args.json:
+            write_json(document, args.json)
+
     try:
-        document = run_benchmark(settings)
+        document = run_benchmark(settings, on_case=write_partial)
     except ValueError as exc:
         print(f"gpuconv bench: {exc}", file=sys.stderr)
         return 2

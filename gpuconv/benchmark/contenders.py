@@ -16,10 +16,13 @@ import numpy as np
 from .. import _api, grad
 from ..backends import BackendUnavailable, get_backend
 from .layers import CONV, MAX_POOL, Case
-from .timing import cupy_event_clock, host_clock, torch_event_clock
+from .timing import cupy_event_clock, cupy_kernel_clock, host_clock, torch_event_clock
 
 CPU, GPU, EMULATOR = "cpu", "gpu", "emulator"
-PEERS = ("torch-cpu", "torch-cuda", "scipy", "cupyx")
+PEERS = ("torch-cpu", "torch-cuda", "torch-cuda-tf32", "torch-cuda-fp16", "scipy", "cupyx")
+# The peers that compute in lower precision than the case (what PyTorch users get by default on a
+# GPU): their first result is checked against the reference with this relative tolerance.
+LOW_PRECISION_TOLERANCE = 2e-2
 
 
 class Unavailable(RuntimeError):
@@ -38,6 +41,10 @@ class Contender:
     # case -> the conv algorithm gpuconv's "auto" runs for it ("input+weight" gradient algorithms
     # backward); None for peers and pooling
     algorithm: Callable[[Case], str | None] = lambda case: None
+    # largest relative difference from the reference result allowed; None: the case dtype's
+    tolerance: float | None = None
+    # a clock for the device time of the call's own kernels alone (gpuconv on a GPU); None: none
+    kernel_clock: Callable | None = None
 
 
 def to_numpy(result):
@@ -101,14 +108,16 @@ def gpuconv_contender(backend: str) -> Contender:
 
     device = GPU if on_gpu else (EMULATOR if backend == "cuda-emu" else CPU)
     return Contender(f"gpuconv/{backend}", device, cupy_event_clock() if on_gpu else host_clock, prepare,
-                     synchronise, algorithm)
+                     synchronise, algorithm, kernel_clock=cupy_kernel_clock() if on_gpu else None)
 
 
 def peer(label: str) -> Contender:
     """One of PEERS; raises Unavailable with the reason when it cannot run here."""
     if label not in PEERS:
         raise ValueError(f"peer {label!r}: expected one of {PEERS}")
-    return {"torch-cpu": _torch_cpu, "torch-cuda": _torch_cuda, "scipy": _scipy, "cupyx": _cupyx}[label]()
+    if label.startswith("torch-cuda"):
+        return _torch_cuda(label)
+    return {"torch-cpu": _torch_cpu, "scipy": _scipy, "cupyx": _cupyx}[label]()
 
 
 def _import(module_name: str):
@@ -119,48 +128,51 @@ def _import(module_name: str):
         raise Unavailable(f"{module_name} is not installed ({exc}); pip install gpuconv[{extra}]") from None
 
 
-def _torch_prepare(torch, device: str):
+def _torch_prepare(torch, device: str, dtype=None, channels_last=False, tf32=False, float32_only=False):
+    """Calls of torch.nn.functional on `device`, the inputs cast to `dtype` (None: the case's) and in
+    channels_last memory format if asked. On a GPU each call first sets cuDNN's flags (process-wide,
+    and the torch-cuda peers differ in them): its autotuner on, TF32 when `tf32` or in a tf32 case
+    (float32 data with precision="tf32": every peer computes those in TF32). float32_only: the
+    peer applies to float32 cases only."""
     functional = torch.nn.functional
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def tensor(array):
+        t = torch.from_numpy(array).to(device)
+        return (t if dtype is None else t.to(dtype)).contiguous(memory_format=memory_format)
 
     def prepare(case, inputs):
         layer = case.layer
         if device == "cpu" and case.dtype == "float16":
             return "PyTorch's CPU float16 convolution is not a peer (compared in float32 and float64)"
-        x = torch.from_numpy(inputs["x"]).to(device)
+        if float32_only and case.dtype != "float32":
+            return "shows what PyTorch gives a float32 model by default: float32 cases only"
+        x = tensor(inputs["x"])
         if case.backward:  # autograd's backward of the conv alone: dx and dw
             x.requires_grad_()
-            w = torch.from_numpy(inputs["w"]).to(device).requires_grad_()
+            w = tensor(inputs["w"]).requires_grad_()
             y = functional.conv2d(x, w, None, layer.stride, layer.padding, 1, layer.groups)
-            go = torch.from_numpy(inputs["grad"]).to(device)
-            return lambda: torch.autograd.grad(y, (x, w), go, retain_graph=True)
+            go = tensor(inputs["grad"])
+            return _call(torch, device, tf32 or case.precision == "tf32",
+                         lambda: torch.autograd.grad(y, (x, w), go, retain_graph=True), differentiable=True)
         if layer.op == CONV:
-            w = torch.from_numpy(inputs["w"]).to(device)
-
-            def conv():
-                return functional.conv2d(x, w, None, layer.stride, layer.padding, 1, layer.groups)
-
-            return _no_grad(torch, _with_tf32(torch, conv) if case.precision == "tf32" and device == "cuda" else conv)
+            w = tensor(inputs["w"])
+            return _call(torch, device, tf32 or case.precision == "tf32",
+                         lambda: functional.conv2d(x, w, None, layer.stride, layer.padding, 1, layer.groups))
         pool = functional.max_pool2d if layer.op == MAX_POOL else functional.avg_pool2d
-        return _no_grad(torch, lambda: pool(x, layer.kernel, layer.stride, layer.padding))
+        return _call(torch, device, tf32, lambda: pool(x, layer.kernel, layer.stride, layer.padding))
 
     return prepare
 
 
-def _with_tf32(torch, fn):
-    """fn with cuDNN's TF32 allowed (PyTorch's default for convolutions), for the tf32 cases only."""
+def _call(torch, device: str, allow_tf32: bool, fn, differentiable: bool = False):
+    cudnn = torch.backends.cudnn
+
     def call():
-        torch.backends.cudnn.allow_tf32 = True
-        try:
-            return fn()
-        finally:
-            torch.backends.cudnn.allow_tf32 = False
-
-    return call
-
-
-def _no_grad(torch, fn):
-    def call():
-        with torch.no_grad():
+        if device == "cuda":
+            cudnn.allow_tf32 = allow_tf32
+            cudnn.benchmark = True
+        with torch.enable_grad() if differentiable else torch.no_grad():
             return fn()
 
     return call
@@ -171,16 +183,26 @@ def _torch_cpu() -> Contender:
     return Contender("torch-cpu", CPU, host_clock, _torch_prepare(torch, "cpu"))
 
 
-def _torch_cuda() -> Contender:
+# torch-cuda peers: cuDNN in full float32 (TF32 off: the fair peer, gpuconv computes in float32),
+# and, for float32 cases, with TF32 on (PyTorch's default for convolutions) and in float16
+# channels_last (what a user chasing speed runs); each with cuDNN's autotuner, whose tuning the
+# warm-up calls pay for.
+TORCH_CUDA_PEERS = {"torch-cuda": dict(tf32=False), "torch-cuda-tf32": dict(tf32=True),
+                    "torch-cuda-fp16": dict(tf32=False, float16=True)}
+
+
+def _torch_cuda(label: str) -> Contender:
     torch = _import("torch")
     if not torch.cuda.is_available():
         raise Unavailable(f"torch {torch.__version__} sees no usable CUDA GPU")
-    # Full float32 (no TF32, as gpuconv computes; the tf32 cases allow it per call), and cuDNN's
-    # autotuner as a PyTorch user would enable it; the warm-up calls pay for the tuning.
-    torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.benchmark = True
-    return Contender("torch-cuda", GPU, torch_event_clock(), _torch_prepare(torch, "cuda"), torch.cuda.synchronize)
+    options = TORCH_CUDA_PEERS[label]
+    half = options.get("float16", False)
+    low_precision = options["tf32"] or half
+    prepare = _torch_prepare(torch, "cuda", torch.float16 if half else None, channels_last=half,
+                             tf32=options["tf32"], float32_only=low_precision)
+    return Contender(label, GPU, torch_event_clock(), prepare, torch.cuda.synchronize,
+                     tolerance=LOW_PRECISION_TOLERANCE if low_precision else None)
 
 
 def ndimage_rule(case: Case) -> str | None:

@@ -1,4 +1,5 @@
-"""The benchmark cases: conv layers A-H of DESIGN.md §5 and two pooling shapes, max and avg.
+"""The benchmark cases: conv layers A-H of DESIGN.md §5 and two pooling shapes, max and avg; and,
+run only when named (the GPU check does), B-D and the k3 s2 pooling at batch 128.
 
 A case is one layer in one dtype: float16, float32, float64, or "tf32" (float32 data computed with
 precision="tf32", TF32 tensor cores where a contender has them), forward or backward (a conv
@@ -33,6 +34,7 @@ class Layer:
     out_channels: int = 0  # conv only
     groups: int = 1  # conv only
     dtypes: tuple[str, ...] = ("float32",)
+    default: bool = True  # run when no layer is named; the batch-128 layers run only when named (GPU runs)
 
     @property
     def w_shape(self) -> tuple[int, int, int, int] | None:
@@ -118,6 +120,12 @@ def _pool(name, title, op, x_shape, k, stride, padding=0):
     return Layer(name, title, op, x_shape, (k, k), stride, padding)
 
 
+def _batch128(layer: Layer, name: str) -> Layer:
+    """The layer at batch 128 (in its dtypes but float64), run only when named: GPU-sized work."""
+    return dataclasses.replace(layer, name=name, title=f"{layer.title}, batch 128", x_shape=(128,) + layer.x_shape[1:],
+                               dtypes=tuple(d for d in layer.dtypes if d != "float64"), default=False)
+
+
 BOTH = ("float32", "float64")
 # The GEMM-shaped layers also run in float16 and TF32 (tensor cores on a GPU).
 TENSOR_CORE = ("float32", "float16", TF32)
@@ -136,6 +144,9 @@ LAYERS = (
     _pool("max2", "max pool k2 s2", MAX_POOL, (8, 64, 56, 56), 2, 2),
     _pool("avg2", "avg pool k2 s2", AVG_POOL, (8, 64, 56, 56), 2, 2),
 )
+_BY_NAME = {layer.name: layer for layer in LAYERS}
+LAYERS += tuple(_batch128(_BY_NAME[name], f"{name}128") for name in "BCD") + \
+    tuple(_batch128(_BY_NAME[name], f"{name}_128") for name in ("max3", "avg3"))
 
 # Tiny inputs of the same character (kernel, stride, padding, groups; one or several channels).
 SMOKE_SHAPES = {
@@ -143,6 +154,8 @@ SMOKE_SHAPES = {
     "E": ((2, 1, 9, 9), 3), "F": ((1, 1, 12, 12), 1), "G": ((1, 3, 12, 12), 2), "H": ((1, 4, 8, 8), 4),
     "max3": ((1, 2, 9, 9), 0), "avg3": ((1, 2, 9, 9), 0), "max2": ((1, 2, 8, 8), 0), "avg2": ((1, 2, 8, 8), 0),
 }
+SMOKE_SHAPES.update({f"{name}128": ((4,) + SMOKE_SHAPES[name][0][1:], SMOKE_SHAPES[name][1]) for name in "BCD"})
+SMOKE_SHAPES.update({f"{name}_128": ((4,) + SMOKE_SHAPES[name][0][1:], 0) for name in ("max3", "avg3")})
 
 
 def smoke(layer: Layer) -> Layer:
@@ -152,14 +165,14 @@ def smoke(layer: Layer) -> Layer:
 
 
 def select_cases(names=None, dtypes=("float32",), use_smoke=False, batch=None, backward=False) -> list[Case]:
-    """The cases of the named layers (all when None) in each dtype the layer is measured in; `batch`
-    replaces the conv layers' N (the tensor-core targets are set at batch 128); backward: the
-    backward pass of the conv layers among them."""
+    """The cases of the named layers (when None, every default one: not the batch-128 layers) in
+    each dtype the layer is measured in; `batch` replaces the conv layers' N (the tensor-core
+    targets are set at batch 128); backward: the backward pass of the conv layers among them."""
     by_name = {layer.name: layer for layer in LAYERS}
     unknown = [n for n in names or () if n not in by_name]
     if unknown:
         raise ValueError(f"--layers: unknown layer(s) {unknown}; expected names from {tuple(by_name)}")
-    layers = [by_name[n] for n in names] if names else list(LAYERS)
+    layers = [by_name[n] for n in names] if names else [layer for layer in LAYERS if layer.default]
     if backward:
         layers = [layer for layer in layers if layer.op == CONV]
     if use_smoke:

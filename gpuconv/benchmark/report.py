@@ -51,11 +51,13 @@ def _peers(cases: list[dict]) -> list[str]:
 
 def table(cases: list[dict]) -> list[str]:
     """One row per case and contender (gpuconv's with the conv algorithm "auto" ran): time,
-    spread of the best round, rate, share of the ceiling, and for gpuconv's rows the speed
+    spread of the best round, rate, share of the ceiling, the kernel-only time and its share of
+    the ceiling where measured (gpuconv on a GPU, --kernel-time), and for gpuconv's rows the speed
     ratio to each peer."""
     peers = _peers(cases)
+    kernels = any("kernel" in figures for case in cases for figures in case["results"].values())
     header = ["layer", "dtype", "shape", "contender", "time ms", "spread", "rate", "of ceiling"] + \
-        [f"x {p}" for p in peers]
+        (["kernel ms", "kernel of ceiling"] if kernels else []) + [f"x {p}" for p in peers]
     rows = [header]
     for case in cases:
         first = [case["layer"] + (" backward" if case.get("pass") == "backward" else ""), case["dtype"], case["shape"]]
@@ -63,9 +65,12 @@ def table(cases: list[dict]) -> list[str]:
             share = figures["ceiling_share"]
             ratio_cells = [_ratio_cell(case, label, p) for p in peers]
             name = f"{label} [{figures['algorithm']}]" if "algorithm" in figures else label
+            kernel = figures.get("kernel")
+            kernel_cells = [] if not kernels else ["-", "-"] if kernel is None else [
+                f"{kernel['time_s'] * 1e3:.4g}", "-" if kernel["ceiling_share"] is None else f"{kernel['ceiling_share']:.0%}"]
             rows.append(first + [name, f"{figures['time_s'] * 1e3:.4g}", f"{figures['spread']:.0%}",
                                  f"{figures['rate']:.4g} {case['unit']}",
-                                 "-" if share is None else f"{share:.0%}"] + ratio_cells)
+                                 "-" if share is None else f"{share:.0%}"] + kernel_cells + ratio_cells)
             first = ["", "", ""]
         for label, message in case["errors"].items():
             rows.append(first + [label, "FAILED: " + message.splitlines()[0][:60]] + [""] * (len(header) - 5))

@@ -34,6 +34,7 @@ class Settings:
     repeat: int = 5  # timed calls per round
     min_seconds: float = 2.0  # more rounds (at most 50) until a case's timed calls add up to this
     smoke: bool = False
+    kernel_time: bool = False  # also time gpuconv's kernels alone on a GPU (contender.kernel_clock)
     matmul_size: int = 2048  # n of the CPU matmul ceiling
     copy_bytes: int = 256 << 20  # size of the GPU copy ceiling
 
@@ -53,7 +54,7 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def run(settings: Settings, progress=_stderr) -> dict:
+def run(settings: Settings, progress=_stderr, on_case=lambda document: None) -> dict:
     cases = select_cases(settings.layers, settings.dtypes, settings.smoke, settings.batch, settings.backward)
     if not cases:
         raise ValueError(f"no case to run: layers {settings.layers} have no {settings.dtypes} "
@@ -74,6 +75,7 @@ def run(settings: Settings, progress=_stderr) -> dict:
         result = _run_case(case, number, contenders, settings)
         document["cases"].append(result)
         progress(_progress_line(number, len(cases), case, result))
+        on_case(document)  # e.g. write the cases so far: a run cut short keeps them
     document["ceilings"] = best_ceilings(before, _shared_ceilings(settings, cases, contenders, progress))
     for result in document["cases"]:
         attach_ceilings(result, document["ceilings"])
@@ -134,17 +136,28 @@ def _run_case(case: Case, seed: int, contenders, settings: Settings) -> dict:
         if reference is None:
             reference, result["reference"] = output, contender.label
         difference = relative_difference(output, reference)
-        if difference > AGREEMENT_TOLERANCE[case.dtype]:
+        if difference > (contender.tolerance or AGREEMENT_TOLERANCE[case.dtype]):
             result["disagreements"][contender.label] = difference
-        timed[contender.label] = (contender.clock, call, contender.device, difference, contender.algorithm(case))
+        timed[contender.label] = (contender.clock, call, contender.device, difference, contender.algorithm(case),
+                                  contender.kernel_clock)
     samples = measure({label: entry[:2] for label, entry in timed.items()}, **settings.method)
+    kernel_samples = {}
+    if settings.kernel_time:
+        for label, entry in timed.items():
+            if entry[5] is not None:
+                try:
+                    kernel_samples.update(measure({label: (entry[5], entry[1])}, **settings.method))
+                except Exception as exc:  # reported; the per-call figures stand
+                    result["errors"][f"{label} (kernel time)"] = f"{type(exc).__name__}: {exc}"
     if case.layer.op == CONV and any(entry[2] == GPU for entry in timed.values()):
         result["gpu_gemm_ceiling"] = ceilings.gpu_gemm(case.spec, case.array_dtype, settings.method)
-    for label, (_, _, device, difference, algorithm) in timed.items():
+    for label, (_, _, device, difference, algorithm, _) in timed.items():
         result["results"][label] = measured_figures(case, samples[label], device)
         result["results"][label]["max_rel_difference"] = difference
         if algorithm is not None:
             result["results"][label]["algorithm"] = algorithm
+        if label in kernel_samples:  # the device time of gpuconv's kernels alone
+            result["results"][label]["kernel"] = measured_figures(case, kernel_samples[label], device)
     result["ratios"] = ratios(result["results"])
     return result
 
@@ -187,12 +200,15 @@ def ceiling_name(op: str, dtype: str, device: str) -> str | None:
 
 def attach_ceilings(result: dict, shared: dict) -> None:
     """Sets each contender's "ceiling" (name, or None) and "ceiling_share" in a case's result;
-    "gpu_gemm" is the case's own ceiling, the others come from `shared`."""
+    "gpu_gemm" is the case's own ceiling, the others come from `shared`. Kernel-only figures get
+    theirs too."""
     for figures in result["results"].values():
         name = ceiling_name(result["op"], result["dtype"], figures["device"])
         ceiling = result.get("gpu_gemm_ceiling") if name == "gpu_gemm" else shared.get(name)
-        figures["ceiling"] = name if ceiling else None
-        figures["ceiling_share"] = share(figures["rate"], ceiling["rate"]) if ceiling else None
+        for part in (figures, figures.get("kernel")):
+            if part is not None:
+                part["ceiling"] = name if ceiling else None
+                part["ceiling_share"] = share(part["rate"], ceiling["rate"]) if ceiling else None
 
 
 # The hardware a contender's time is spent on: the emulator competes with the CPU peers.

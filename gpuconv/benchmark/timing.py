@@ -33,6 +33,54 @@ def torch_event_clock() -> Callable[[Callable[[], object]], float]:
                         lambda start, end: start.elapsed_time(end))
 
 
+def cupy_kernel_clock() -> Callable[[Callable[[], object]], float]:
+    """A clock for the device time of gpuconv's own kernels in a call, alone: CUDA events recorded
+    right before and after each launch of the CUDA backends (every kernel is looked up through
+    gpuconv._kernels.get_function, replaced for the call), summed. The rest a call queues (CuPy's
+    allocations and copies, the implicit GEMM's weight transpose) and its host time are left out."""
+    import cupy
+
+    from .. import _kernels
+
+    def clock(call):
+        cupy.cuda.Device().synchronize()
+        pairs: list = []
+        real = _kernels.get_function
+        _kernels.get_function = lambda *key: _EventedKernel(real(*key), pairs, cupy.cuda.Event)
+        try:
+            call()
+        finally:
+            _kernels.get_function = real
+        if not pairs:
+            raise RuntimeError("the call launched no kernel of gpuconv's")
+        pairs[-1][1].synchronize()
+        return sum(cupy.cuda.get_elapsed_time(start, end) for start, end in pairs) / 1e3
+
+    return clock
+
+
+class _EventedKernel:
+    """A kernel function whose launches are bracketed by CUDA events (appended to `pairs`);
+    attribute reads and writes reach the real function."""
+
+    def __init__(self, function, pairs: list, new_event):
+        object.__setattr__(self, "_real", (function, pairs, new_event))
+
+    def __call__(self, grid, block, args, shared_mem=0):
+        function, pairs, new_event = self._real
+        start, end = new_event(), new_event()
+        start.record()
+        function(grid, block, args, shared_mem=shared_mem)
+        end.record()
+        pairs.append((start, end))
+
+    def __getattr__(self, attribute):
+        return getattr(self._real[0], attribute)
+
+    def __setattr__(self, attribute, value):
+        setattr(self._real[0], attribute, value)
+
+
 def _event_clock(synchronise, new_event, elapsed_ms) -> Callable[[Callable[[], object]], float]:
     """Seconds between two CUDA events recorded around the call, after synchronising the device."""
 

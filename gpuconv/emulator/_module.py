@@ -161,9 +161,11 @@ class Function:
         where = f"kernel {self.name!r} argument {i}"
         if code.startswith("*"):
             element = code[1:]
+            if value is None:  # a null pointer, as CuPy passes None
+                return ctypes.c_void_p(None)
             if not isinstance(value, np.ndarray):
-                raise TypeError(f"{where}: parameter is {_C_NAMES.get(element, element)}*, so pass a NumPy array, "
-                                f"got {type(value).__name__}")
+                raise TypeError(f"{where}: parameter is {_C_NAMES.get(element, element)}*, so pass a NumPy array "
+                                f"(or None for a null pointer), got {type(value).__name__}")
             if element != "?" and _DTYPE_CODES.get(value.dtype) != element:
                 raise TypeError(f"{where}: parameter is {_C_NAMES[element]}*, got an array of dtype {value.dtype}")
             if not value.flags.c_contiguous:

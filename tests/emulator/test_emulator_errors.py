@@ -131,6 +131,15 @@ def test_array_arguments_are_checked(mod):
         fill(1, 32, (np.zeros(4, np.float32), np.float32(1)))
 
 
+def test_none_is_a_null_pointer_as_in_cupy(emulator):
+    mod = emulator.Module(code='extern "C" __global__ void is_null(const float* p, int* out) { out[0] = p == nullptr; }')
+    out = np.full(1, 7, np.int32)
+    mod.get_function("is_null")(1, 1, (None, out))
+    assert out[0] == 1
+    mod.get_function("is_null")(1, 1, (np.zeros(1, np.float32), out))
+    assert out[0] == 0
+
+
 def test_unknown_kernel_names_the_known_ones(emulator, mod):
     with pytest.raises(emulator.EmulatorError, match=r"no kernel 'nope'.*'fill'"):
         mod.get_function("nope")

@@ -11,7 +11,6 @@ to leave restores it.
 """
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import threading
 from typing import Callable, NamedTuple
@@ -77,25 +76,31 @@ def backend_name() -> str:
     return control.name if control else "none"
 
 
-@contextlib.contextmanager
-def limit(threads: int):
-    """Run the block with BLAS using at most `threads` threads."""
-    global _users, _saved
-    control = _find_control()
-    if not control:
-        yield
-        return
-    get, set_, _ = control
-    with _lock:
-        if _users == 0:
-            _saved = get()
-            if _saved > threads:
-                set_(threads)
-        _users += 1
-    try:
-        yield
-    finally:
-        with _lock:
-            _users -= 1
-            if _users == 0 and _saved is not None and get() != _saved:
-                set_(_saved)
+class limit:
+    """Run the block (`with limit(n):`) with BLAS using at most n threads. A class rather than a
+    generator: it is entered on every call of the NumPy backend (host cost)."""
+
+    __slots__ = ("threads", "control")
+
+    def __init__(self, threads: int):
+        self.threads = threads
+
+    def __enter__(self):
+        global _users, _saved
+        self.control = control = _find_control()
+        if control:
+            with _lock:
+                if _users == 0:
+                    _saved = control.get()
+                    if _saved > self.threads:
+                        control.set(self.threads)
+                _users += 1
+
+    def __exit__(self, *exc):
+        global _users
+        control = self.control
+        if control:
+            with _lock:
+                _users -= 1
+                if _users == 0 and _saved is not None and control.get() != _saved:
+                    control.set(_saved)

@@ -7,6 +7,7 @@ a call that runs on the caller alone lets BLAS use up to config.num_threads thre
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -35,14 +36,15 @@ def thread_count(n_items: int, threads: int | None = None) -> int:
     return max(1, min(config.num_threads if threads is None else threads, n_items))
 
 
-def parallel_items(fn, n_items: int, threads: int | None = None) -> None:
+def parallel_items(fn, n_items: int, threads: int | None = None, uses_blas: bool = True) -> None:
     """Call fn(i) for every i in range(n_items); each thread takes the next item when it is free.
+    uses_blas=False: fn calls no BLAS, so its thread count is left alone.
 
     Returns once every item is done, without waiting for pool workers that woke up too late
     to find one (on a busy machine that wake-up can cost more than the items)."""
     parts = thread_count(n_items, threads)
     if parts == 1:
-        with _blas.limit(config.num_threads):
+        with _blas.limit(config.num_threads) if uses_blas else contextlib.nullcontext():
             for i in range(n_items):
                 fn(i)
         return
@@ -66,7 +68,7 @@ def parallel_items(fn, n_items: int, threads: int | None = None) -> None:
                 if state["done"] == n_items:
                     finished.set()
 
-    with _blas.limit(1):
+    with _blas.limit(1) if uses_blas else contextlib.nullcontext():
         pool = _pool(parts - 1)
         for _ in range(parts - 1):
             pool.submit(work)

@@ -21,7 +21,6 @@ direct's per-tap passes it was measured slower than gathering the slab (layers G
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from ..._geometry import ConvSpec
 from . import _plan_cache, _slab
@@ -121,34 +120,56 @@ class TileWindows:
         one strided copy per stride phase, covering all its taps (for an unpadded source, one in all)."""
         spec, grid_w, valid = self.w.spec, self.w.grid_w, self._valid()
         if self.w.unpadded:
-            x = self.source[:, :, self.r0 * self.w.sh:]
+            x, first_row = self.source, self.r0 * self.w.sh
             sn, sc, sy, sx = x.strides
             if self.w.staged:  # stage[:, :, b, y] = input row r0 + y from column b*dw on, every sw-th
-                np.copyto(self.stage, as_strided(x, self.stage.shape, (sn, sc, self.w.dw * sx, sy, self.w.sw * sx),
-                                                 writeable=False))
+                np.copyto(self.stage, window_view(x, first_row * sy, self.stage.shape,
+                                                  (sn, sc, self.w.dw * sx, sy, self.w.sw * sx)))
                 tn, tc, tb, ty, _ = self.stage.strides
-                windows = as_strided(self.stage, (*x.shape[:2], spec.kh, spec.kw, self.length),
-                                     (tn, tc, self.w.dh * ty, tb, self.stage.itemsize), writeable=False)
+                windows = window_view(self.stage, 0, (*x.shape[:2], spec.kh, spec.kw, self.length),
+                                      (tn, tc, self.w.dh * ty, tb, self.stage.itemsize))
             else:
-                windows = as_strided(x, (*x.shape[:2], spec.kh, spec.kw, self.rows, spec.ow),
-                                     (sn, sc, self.w.dh * sy, self.w.dw * sx, self.w.sh * sy, self.w.sw * sx),
-                                     writeable=False)
+                windows = window_view(x, first_row * sy, (*x.shape[:2], spec.kh, spec.kw, self.rows, spec.ow),
+                                      (sn, sc, self.w.dh * sy, self.w.dw * sx, self.w.sh * sy, self.w.sw * sx))
             np.copyto(cols.reshape(windows.shape), windows)
             return
         grid = cols.reshape(cols.shape[0], cols.shape[1], spec.kh, spec.kw, -1)
+        slab = self.source
+        n_stride, c_stride, p_stride, q_stride, _ = slab.strides
+        item = slab.itemsize
         for p, q, rows, columns in self.w.phase_groups:
             if rows is None or columns is None:
                 continue
             a0, a_step, a_count, a_shift, a_shift_step = rows
             b0, b_step, b_count, b_shift, b_shift_step = columns
-            plane = self.source[:, :, p, q, a_shift * grid_w + b_shift:]
-            n_stride, c_stride, _ = plane.strides
-            item = plane.itemsize
-            windows = as_strided(plane, (plane.shape[0], plane.shape[1], a_count, b_count, valid),
-                                 (n_stride, c_stride, a_shift_step * grid_w * item, b_shift_step * item, item),
-                                 writeable=False)
+            windows = window_view(slab, p * p_stride + q * q_stride + (a_shift * grid_w + b_shift) * item,
+                                  (slab.shape[0], slab.shape[1], a_count, b_count, valid),
+                                  (n_stride, c_stride, a_shift_step * grid_w * item, b_shift_step * item, item))
             np.copyto(grid[:, :, a0::a_step, b0::b_step, :valid][:, :, :a_count, :b_count], windows)
 
     def clear_spare(self, dst: np.ndarray) -> None:
         if not self.w.unpadded:
             dst[..., self._valid():] = 0
+
+
+def window_view(a: np.ndarray, offset: int, shape, strides) -> np.ndarray:
+    """A read-only view of a's memory from `offset` bytes past its first element, with the given
+    shape and byte strides (as_strided's contract: the caller keeps it inside a's memory). Built
+    directly on a C-contiguous a (where NumPy also checks the bounds), which is 4-8x cheaper than
+    as_strided: it is on every tile's path."""
+    if a.flags.c_contiguous:
+        view = np.ndarray(shape, a.dtype, a, offset, strides)
+    else:
+        interface = dict(a.__array_interface__, shape=tuple(shape), strides=tuple(strides))
+        interface["data"] = (interface["data"][0] + offset, True)
+        view = np.asarray(_Memory(interface, a))
+    view.flags.writeable = False
+    return view
+
+
+class _Memory:
+    """Exposes an array interface to np.asarray and keeps the array that owns the memory alive."""
+
+    def __init__(self, interface: dict, owner: np.ndarray):
+        self.__array_interface__ = interface
+        self.owner = owner

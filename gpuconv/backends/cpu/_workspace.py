@@ -6,7 +6,8 @@ buffer per slot (tile arrays, transformed weights, pooling rows) and carves its 
 of it. config.workspace_bytes bounds what one call allocates (the callers plan their
 tiles under it); at the end of a call release() drops every buffer larger than
 min(KEEP_BYTES, cap / 2), so a lowered cap takes effect at once and between calls at
-most threads * slots * KEEP_BYTES stay held.
+most threads * slots * KEEP_BYTES stay held. Scratch under SMALL_BYTES in all is a fresh
+np.empty (cheaper than carving, for tiny calls whose fixed cost matters).
 """
 from __future__ import annotations
 
@@ -18,29 +19,39 @@ import numpy as np
 from ..._config import config
 
 KEEP_BYTES = 16 << 20
+SMALL_BYTES = 64 << 10  # below this, fresh arrays: malloc reuses small blocks without page faults
 _ALIGN = 64  # bytes: a cache line, and AVX-512 vector alignment
 
 _local = threading.local()
-_held: list[threading.local] = []  # every thread's storage, so release() can reach them
+_held: list[dict] = []  # every thread's storage, so release() can reach them
 _held_lock = threading.Lock()
+_largest = 0  # bytes of the largest buffer that may be held: release() scans only when it exceeds the keep size
 
 
 def arrays(*specs: tuple[tuple[int, ...], np.dtype], slot: str = "tile") -> list[np.ndarray]:
     """Uninitialised arrays of the given (shape, dtype), carved from this thread's buffer for
     `slot` (arrays from an earlier call with the same slot in this thread are overwritten)."""
-    specs = [(shape if isinstance(shape, tuple) else (shape,), dtype) for shape, dtype in specs]
-    counts = [math.prod(shape) * np.dtype(dtype).itemsize for shape, dtype in specs]
+    global _largest
+    specs = [(shape if type(shape) is tuple else (shape,), np.dtype(dtype)) for shape, dtype in specs]
+    counts = [math.prod(shape) * dtype.itemsize for shape, dtype in specs]
+    if sum(counts) < SMALL_BYTES:
+        return [np.empty(*spec) for spec in specs]
     sizes = [-(-count // _ALIGN) * _ALIGN for count in counts]
-    if not getattr(_local, "registered", False):
+    storage = _local.__dict__
+    if not storage.get("registered"):
         with _held_lock:
-            _held.append(_local.__dict__)
-        _local.registered = True
-    buffer = _local.__dict__.get(slot)
-    if buffer is None or buffer.nbytes < sum(sizes) + _ALIGN:
-        _local.__dict__[slot] = buffer = None  # free the old one first: it is too small
-        _local.__dict__[slot] = buffer = np.empty(sum(sizes) + _ALIGN, dtype=np.uint8)
-    offset = -buffer.ctypes.data % _ALIGN
+            _held.append(storage)
+        storage["registered"] = True
+    buffer = storage.get(slot)  # a view of the allocation that starts on an _ALIGN boundary
+    if buffer is None or buffer.nbytes < sum(sizes):
+        storage[slot] = None  # free the old one first: it is too small
+        raw = np.empty(sum(sizes) + _ALIGN, dtype=np.uint8)
+        buffer = raw[-raw.ctypes.data % _ALIGN:]
+        with _held_lock:  # consistent with release()'s scan
+            storage[slot] = buffer
+            _largest = max(_largest, buffer.nbytes)
     out = []
+    offset = 0
     for (shape, dtype), count, size in zip(specs, counts, sizes):
         out.append(buffer[offset:offset + count].view(dtype).reshape(shape))
         offset += size
@@ -49,9 +60,17 @@ def arrays(*specs: tuple[tuple[int, ...], np.dtype], slot: str = "tile") -> list
 
 def release() -> None:
     """Drop every thread's buffer that is larger than min(KEEP_BYTES, cap / 2)."""
+    global _largest
     keep = min(KEEP_BYTES, config.workspace_bytes // 2)
+    if _largest <= keep:
+        return
     with _held_lock:
+        largest = 0
         for storage in _held:
             for slot, buffer in list(storage.items()):
-                if isinstance(buffer, np.ndarray) and buffer.nbytes > keep:
-                    storage[slot] = None
+                if isinstance(buffer, np.ndarray):
+                    if buffer.nbytes > keep:
+                        storage[slot] = None
+                    else:
+                        largest = max(largest, buffer.nbytes)
+        _largest = largest

@@ -11,6 +11,8 @@ conv2d(x, wmat, bias, spec, out)):
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..._geometry import ConvSpec
@@ -29,6 +31,7 @@ def applicable_algorithms(spec: ConvSpec) -> tuple[str, ...]:
     return ("auto", *(name for name, module in _MODULES.items() if module.applicable(spec) is None))
 
 
+@functools.lru_cache(maxsize=1024)  # a function of the spec alone; called on every "auto" call
 def choose(spec: ConvSpec) -> str:
     """The fastest applicable algorithm for this shape, by the measured thresholds above:
     Winograd where its matmuls dominate (many channels, planes not tiny); shifted for

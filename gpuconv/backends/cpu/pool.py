@@ -10,11 +10,13 @@ PyTorch's order instead (its tie and NaN rules need the row-major tap order).
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from ..._config import config
 from ..._geometry import PoolSpec
-from . import _workspace
+from . import _plan_cache, _workspace
 from ._threads import parallel_items
 
 CHUNK_BYTES = 512 << 10  # row results of a chunk of planes: about L2-sized (measured best of 128K-4M)
@@ -62,49 +64,92 @@ def _work_items(spec: PoolSpec, plane_bytes) -> list[tuple[int, int, int, int]]:
     return [(p, p + 1, i0, min(spec.oh, i0 + band)) for p in range(n_planes) for i0 in range(0, spec.oh, band)]
 
 
-def _separable(planes: np.ndarray, spec: PoolSpec, op, fill_value, acc_dtype, out: np.ndarray, finish) -> None:
-    """acc[p, i, j] = op-reduction over window (i, j)'s in-bounds taps of planes[p] (fill_value
-    where it has none), work item by work item in the worker threads; finish(acc, p0, p1, i0, i1)
-    turns it into out[p0:p1, i0:i1]. acc is that part of out itself when out has acc_dtype."""
+class _Reduction(NamedTuple):
+    """The taps of one pass along an axis as index tuples: `first` (the input index of a first tap
+    that every output has, which initialises them; None: fill first), `second` (the next tap's
+    input index when every output has it too: the two make one operation), and (output index,
+    input index) of the taps to reduce into them."""
+
+    first: tuple | None
+    second: tuple | None
+    rest: list
+
+
+def _reduction(taps, n_out: int, along_rows: bool) -> _Reduction:
+    def at(s):
+        return (Ellipsis, s, slice(None)) if along_rows else (Ellipsis, s)
+
+    every = [o == slice(0, n_out) for o, _ in taps[:2]]
+    if not every or not every[0]:
+        return _Reduction(None, None, [(at(o), at(i)) for o, i in taps])
+    if len(every) == 2 and every[1]:
+        return _Reduction(at(taps[0][1]), at(taps[1][1]), [(at(o), at(i)) for o, i in taps[2:]])
+    return _Reduction(at(taps[0][1]), None, [(at(o), at(i)) for o, i in taps[1:]])
+
+
+class _SeparablePlan(NamedTuple):
+    """What _separable derives from the spec alone: the pass along the columns, and per work item
+    (planes p0:p1, output rows i0:i1, input rows r_lo:r_hi, the pass along its rows)."""
+
+    cols: _Reduction
+    items: list
+
+
+# ~150 bytes per work item; a plan of many items (huge planes in bands) is rebuilt per call.
+_plans = _plan_cache.PlanCache(4 << 20, lambda plan: 200 + 150 * len(plan.items))
+
+
+def _separable_plan(spec: PoolSpec, itemsize: int) -> _SeparablePlan:
+    return _plans.get((spec, itemsize, config.workspace_bytes, config.num_threads),
+                      lambda: _build_separable_plan(spec, itemsize))
+
+
+def _build_separable_plan(spec: PoolSpec, itemsize: int) -> _SeparablePlan:
     cols = [(o, i) for _, o, i in _axis_taps(spec.ow, spec.stride[1], spec.dilation[1], spec.kw, spec.pads[2], spec.w)]
     (sh, dh), top = (spec.stride[0], spec.dilation[0]), spec.pads[0]
-    itemsize = np.dtype(acc_dtype).itemsize
 
     def plane_bytes(rows: int) -> int:  # the row results and the accumulator of `rows` output rows
         in_rows = min(spec.h, (rows - 1) * sh + (spec.kh - 1) * dh + 1)
         return itemsize * spec.ow * (in_rows + rows)
 
-    items = _work_items(spec, plane_bytes)
-
-    def reduce_taps(src, taps, n_out, dst, along_rows):
-        """dst = op over taps of src, along axis -2 (along_rows) or -1."""
-        def at(s):
-            return (Ellipsis, s, slice(None)) if along_rows else (Ellipsis, s)
-        rest = taps[1:]
-        if taps and taps[0][0] == slice(0, n_out):  # a tap that every output has initialises them
-            np.copyto(dst, src[at(taps[0][1])])
-        else:
-            dst.fill(fill_value)
-            rest = taps
-        for o, i in rest:
-            view = dst[at(o)]
-            op(view, src[at(i)], out=view)
-
-    def run(item):
-        p0, p1, i0, i1 = items[item]
+    items = []
+    for p0, p1, i0, i1 in _work_items(spec, plane_bytes):
         r_lo = min(spec.h, max(0, i0 * sh - top))
         r_hi = max(r_lo, min(spec.h, (i1 - 1) * sh - top + (spec.kh - 1) * dh + 1))
-        in_place = out.dtype == acc_dtype
+        rows = [(o, i) for _, o, i in _axis_taps(i1 - i0, sh, dh, spec.kh, top - i0 * sh + r_lo, r_hi - r_lo)]
+        items.append((p0, p1, i0, i1, r_lo, r_hi, _reduction(rows, i1 - i0, along_rows=True)))
+    return _SeparablePlan(_reduction(cols, spec.ow, along_rows=False), items)
+
+
+def _separable(planes: np.ndarray, spec: PoolSpec, op, fill_value, acc_dtype, out: np.ndarray, finish) -> None:
+    """acc[p, i, j] = op-reduction over window (i, j)'s in-bounds taps of planes[p] (fill_value
+    where it has none), work item by work item in the worker threads; finish(acc, p0, p1, i0, i1)
+    turns it into out[p0:p1, i0:i1]. acc is that part of out itself when out has acc_dtype."""
+    plan = _separable_plan(spec, np.dtype(acc_dtype).itemsize)
+    in_place = out.dtype == acc_dtype
+
+    def reduce_taps(src, reduction, dst):
+        if reduction.first is None:
+            dst.fill(fill_value)
+        elif reduction.second is None:
+            np.copyto(dst, src[reduction.first])
+        else:  # in tap order, as below (the first tap wins ties), in dst's dtype (float16 sums in float32)
+            op(src[reduction.first], src[reduction.second], out=dst, dtype=dst.dtype)
+        for o, i in reduction.rest:
+            view = dst[o]
+            op(view, src[i], out=view)
+
+    def run(item):
+        p0, p1, i0, i1, r_lo, r_hi, rows = plan.items[item]
         row_result, acc = _workspace.arrays(((p1 - p0, r_hi - r_lo, spec.ow), acc_dtype),
                                             ((p1 - p0, 0 if in_place else i1 - i0, spec.ow), acc_dtype), slot="pool")
         if in_place:
             acc = out[p0:p1, i0:i1]
-        reduce_taps(planes[p0:p1, r_lo:r_hi], cols, spec.ow, row_result, along_rows=False)
-        rows = [(o, i) for _, o, i in _axis_taps(i1 - i0, sh, dh, spec.kh, top - i0 * sh + r_lo, r_hi - r_lo)]
-        reduce_taps(row_result, rows, i1 - i0, acc, along_rows=True)
+        reduce_taps(planes[p0:p1, r_lo:r_hi], plan.cols, row_result)
+        reduce_taps(row_result, rows, acc)
         finish(acc, p0, p1, i0, i1)
 
-    parallel_items(run, len(items))
+    parallel_items(run, len(plan.items), uses_blas=False)
     _workspace.release()
 
 
@@ -182,15 +227,38 @@ def divisor_factors(spec: PoolSpec) -> tuple[np.ndarray, np.ndarray]:
     return counts[0].astype(np.float64), counts[1].astype(np.float64)
 
 
+MAX_DIVISOR_PLANE = 16384  # oh * ow values: the whole divisor plane is kept for outputs up to this
+_divisors = _plan_cache.PlanCache(4 << 20, lambda found: sum(a.nbytes for a in found if a is not None))
+
+
+def _divisor(spec: PoolSpec, dtype: np.dtype):
+    """The divisor of every output position as a function of (i0, i1): its rows i0:i1, an (rows, ow)
+    array in dtype. Memoised per spec: the whole plane where it is small, else the row and column
+    factors whose outer product it is (O(oh + ow) values); read-only."""
+
+    def make():
+        rows, cols = (f.astype(dtype) for f in divisor_factors(spec))
+        # integer counts: the products are exact
+        plane = np.multiply.outer(rows, cols) if spec.oh * spec.ow <= MAX_DIVISOR_PLANE else None
+        for a in (rows, cols, plane):
+            if a is not None:
+                a.flags.writeable = False
+        return rows, cols, plane
+
+    rows, cols, plane = _divisors.get((spec, dtype), make)
+    if plane is not None:
+        return lambda i0, i1: plane[i0:i1]
+    return lambda i0, i1: np.multiply.outer(rows[i0:i1], cols)
+
+
 def avg_pool2d(x: np.ndarray, spec: PoolSpec) -> np.ndarray:
     planes = x.reshape(-1, spec.h, spec.w)
     acc_dtype = np.float32 if x.dtype == np.float16 else x.dtype
     out = np.empty((planes.shape[0], spec.oh, spec.ow), dtype=x.dtype)
-    row_factor, col_factor = (f.astype(acc_dtype) for f in divisor_factors(spec))
+    divisor = _divisor(spec, np.dtype(acc_dtype))
 
     def finish(acc, p0, p1, i0, i1):
-        # integer counts: the products are exact, as is the divisor they form
-        np.divide(acc, np.multiply.outer(row_factor[i0:i1], col_factor), out=out[p0:p1, i0:i1], casting="unsafe")
+        np.divide(acc, divisor(i0, i1), out=out[p0:p1, i0:i1], casting="unsafe")
 
     _separable(planes, spec, np.add, 0, acc_dtype, out, finish)
     return out.reshape(spec.out_shape)
