@@ -6,8 +6,8 @@ picks the register tiling and the number of K splits that minimise a simple time
 device: blocks run in waves of sm_count x blocks_per_sm; a wave takes as long as its busiest SM;
 a block's time is its k steps (plus a fixed overhead) times its tile's FMAs, at a rate that grows
 with the tile (more FLOPs per byte of shared memory). Split-K multiplies the blocks and divides
-their k steps; it costs a second kernel (splitk_reduce.cu) that moves (2 x splits + 1) values per
-result element, and scratch memory for the partial sums, bounded by gpuconv's workspace cap
+their k steps; it costs a second launch (host and device time: small layers, bound by launches,
+are not split) and a kernel (splitk_reduce.cu) that moves (2 x splits + 1) values per result element, and scratch memory for the partial sums, bounded by gpuconv's workspace cap
 (GPUCONV_WORKSPACE_MB): where the cap binds, fewer splits.
 
 The rates are estimates for an H100/H200-class GPU (FP32 on CUDA cores), not measurements: nothing
@@ -29,7 +29,7 @@ LONE_BLOCK_EFFICIENCY = 0.7   # an SM holding one block of a 2-blocks/SM tiling 
 OVERHEAD_STEPS = 3            # first loads and the epilogue, in k steps
 SM_FMA_PER_S = 128 * 1.98e9   # FP32 lanes x boost clock
 DRAM_BYTES_PER_S = 4.3e12     # device-to-device copy
-LAUNCH_S = 3e-6               # the reduce kernel's launch and drain
+LAUNCH_S = 10e-6              # the reduce kernel's launch: host (CuPy's launch path) and device
 MAX_SPLITS = 256
 MAX_GRID_X = 2**31 - 1
 MAX_GRID_YZ = 65535
@@ -62,9 +62,8 @@ class GemmPlan:
 
 @dataclass(frozen=True)
 class DirectWeightPlan:
-    """conv2d_grad_weight_direct (conv_grad_weight.cu): one block per (filter, channel) pair, split-K
-    over the output pixels until the blocks fill the device once (WDIRECT_WAVE_BLOCKS per SM), each
-    split keeping at least WDIRECT_MIN_PIXELS_PER_THREAD pixels per thread, within the scratch cap."""
+    """conv2d_grad_weight_direct (conv_grad_weight.cu): one block per (filter, channel) pair and K split
+    (plan_weight_direct)."""
     block: tuple[int, int, int]
     grid: tuple[int, int, int]  # (pairs, 1, splits)
     splits: int
@@ -162,27 +161,41 @@ def plan(kind: str, groups: int, m: int, n: int, k: int, ctype: str, itype: str,
                      FORCE_SPLITS)
 
 
-WDIRECT_WAVE_BLOCKS = 2           # blocks per SM the direct weight gradient aims for (its launch bounds)
-WDIRECT_MIN_PIXELS_PER_THREAD = 4
+# The direct weight gradient's model (estimates): a block reads dy and x about once per output pixel
+# (its taps' x hit the cache), latency bound: 256 threads with about 10 loads in flight each, about
+# 1 µs apart, read about 10 GB/s, plus about 1 µs per block (its start, the block sums of its tap
+# passes, its writes); 2 blocks per SM (its launch bounds).
+WDIRECT_BLOCK_BYTES_PER_S = 10e9
+WDIRECT_BLOCK_OVERHEAD_S = 1e-6
+WDIRECT_BLOCKS_PER_SM = 2
 
 
 @functools.lru_cache(maxsize=4096)
 def plan_weight_direct(pairs: int, taps: int, k: int, ctype: str, sm_count: int, scratch_cap: int,
                        force_splits: int | None = None) -> DirectWeightPlan:
-    """Splits for `pairs` blocks, each reducing `taps` values over k output pixels (DirectWeightPlan)."""
+    """Splits for `pairs` blocks, each reducing `taps` values over k output pixels: the count (1 to
+    MAX_SPLITS, within the scratch cap) that minimises waves x a block's read time + the reduce pass,
+    as plan_gemm's model; force_splits instead of the model's choice (the cap still lowers it)."""
     if pairs > MAX_GRID_X:
         raise ValueError(f"algorithm='direct' (weight gradient): F * C/groups = {pairs} (filter, channel) pairs "
                          f"exceed the CUDA grid limit {MAX_GRID_X}")
     threads = _kernels.constants("conv_grad_weight.cu")["WDIRECT_THREADS"]
-    by_cap = min(scratch_cap, MAX_SCRATCH_BYTES) // max(1, pairs * taps * acc_itemsize(ctype))
-    if force_splits is None:
-        requested = min(_ceil_div(sm_count * WDIRECT_WAVE_BLOCKS, pairs), k // (threads * WDIRECT_MIN_PIXELS_PER_THREAD))
-    else:
-        requested = force_splits
-    k_split = max(1, _ceil_div(k, max(1, min(requested, by_cap, MAX_SPLITS, k))))
-    splits = max(1, _ceil_div(k, k_split))  # every split gets at least one pixel (K = 0: one split of zeros)
-    return DirectWeightPlan((threads, 1, 1), (pairs, 1, splits), splits, k_split,
-                            splits * pairs * taps if splits > 1 else 0)
+    out_elements = pairs * taps
+    itemsize = 2 if ctype == "__half" else acc_itemsize(ctype)
+    by_cap = min(scratch_cap, MAX_SCRATCH_BYTES) // max(1, out_elements * acc_itemsize(ctype))
+    limit = max(1, min(by_cap, MAX_SPLITS, k))
+    best = None
+    for requested in range(1, limit + 1) if force_splits is None else (min(force_splits, limit),):
+        k_split = max(1, _ceil_div(k, requested))
+        splits = max(1, _ceil_div(k, k_split))  # every split gets at least one pixel (K = 0: one split of zeros)
+        waves = _ceil_div(pairs * splits, sm_count * WDIRECT_BLOCKS_PER_SM)
+        estimate = waves * (k_split * 2 * itemsize / WDIRECT_BLOCK_BYTES_PER_S + WDIRECT_BLOCK_OVERHEAD_S)
+        if splits > 1:
+            estimate += LAUNCH_S + (2 * splits * acc_itemsize(ctype) + itemsize) * out_elements / DRAM_BYTES_PER_S
+        if best is None or estimate < best[0]:
+            best = (estimate, DirectWeightPlan((threads, 1, 1), (pairs, 1, splits), splits, k_split,
+                                               splits * out_elements if splits > 1 else 0))
+    return best[1]
 
 
 def plan_direct_weight(pairs: int, taps: int, k: int, ctype: str, sm_count: int) -> DirectWeightPlan:
