@@ -1,11 +1,12 @@
 """The CUDA gradient kernels and split-K in the emulator ("cuda-emu"), through the backend methods.
 
 Data gradient (conv2d_grad_input, and the direct kernel on the transposed convolution), weight
-gradient (conv2d_grad_weight and conv2d_grad_weight_direct), the split-K reduction (splitk_reduce) of all three GEMMs, pooling and
-padding gradients: tile edges of every tiling, strides/dilations/asymmetric pads/groups, 64-bit
-indices, split-K on and off, the scratch cap, the three thread orders. Every result is compared
-with the float64 reference in tests/reference.py, outputs (and split-K scratch) NaN-poisoned before
-the call. The planner's choices (tiling, splits from the SM count) are checked without running.
+gradient (conv2d_grad_weight and conv2d_grad_weight_direct), the split-K reduction (splitk_reduce)
+of all three GEMMs, pooling and padding gradients: tile edges of every tiling, strides, dilations,
+asymmetric pads and groups, 64-bit indices, split-K on and off, the scratch cap, the three thread
+orders. Every result is compared with the float64 reference (gpuconv/_reference.py), outputs (and
+the split-K scratch) NaN-poisoned before the call. The planner's choices (tiling, splits from the
+SM count) are checked without running.
 """
 from __future__ import annotations
 

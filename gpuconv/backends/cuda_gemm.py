@@ -1,13 +1,15 @@
 """Tiling and split-K of the implicit-GEMM kernels, chosen from the device's SM count, and their launch.
 
 Three GEMMs share this: the forward convolution and its data gradient (conv_implicit_gemm.cu) and
-the weight gradient (conv_grad_weight.cu). Each is `groups` GEMMs of M x N reducing over K. A plan
+the weight gradient (conv_grad_weight.cu); the direct weight gradient splits K the same way
+(plan_weight_direct). Each GEMM is `groups` GEMMs of M x N reducing over K. A plan
 picks the register tiling and the number of K splits that minimise a simple time model of the
 device: blocks run in waves of sm_count x blocks_per_sm; a wave takes as long as its busiest SM;
 a block's time is its k steps (plus a fixed overhead) times its tile's FMAs, at a rate that grows
 with the tile (more FLOPs per byte of shared memory). Split-K multiplies the blocks and divides
 their k steps; it costs a second launch (host and device time: small layers, bound by launches,
-are not split) and a kernel (splitk_reduce.cu) that moves (2 x splits + 1) values per result element, and scratch memory for the partial sums, bounded by gpuconv's workspace cap
+are not split), a kernel (splitk_reduce.cu) that moves (2 x splits + 1) values per result
+element, and scratch memory for the partial sums, bounded by gpuconv's workspace cap
 (GPUCONV_WORKSPACE_MB): where the cap binds, fewer splits.
 
 The rates are estimates for an H100/H200-class GPU (FP32 on CUDA cores), not measurements: nothing
@@ -31,8 +33,6 @@ SM_FMA_PER_S = 128 * 1.98e9   # FP32 lanes x boost clock
 DRAM_BYTES_PER_S = 4.3e12     # device-to-device copy
 LAUNCH_S = 10e-6              # the reduce kernel's launch: host (CuPy's launch path) and device
 MAX_SPLITS = 256
-MAX_GRID_X = 2**31 - 1
-MAX_GRID_YZ = 65535
 MAX_SCRATCH_BYTES = 2**31 - 1  # the scratch never decides the index type
 
 # Test hooks: a tiling name and/or a split count to use instead of the model's choice (the
@@ -93,12 +93,9 @@ def acc_itemsize(ctype: str) -> int:
     return 8 if ctype == "double" else 4
 
 
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 def _estimate(tiles, splits, steps, tile_fmas, bps, efficiency, sm_count, reduce_bytes) -> float:
     """Seconds: the waves of tiles x splits blocks, plus the reduce pass when splits > 1."""
+    from .cuda import _ceil_div  # here: cuda.py imports this module
     slots = sm_count * bps
     full_waves, rest = divmod(tiles * splits, slots)
     block_s = (steps + OVERHEAD_STEPS) * tile_fmas / (efficiency * SM_FMA_PER_S)
@@ -116,6 +113,7 @@ def plan_gemm(kind: str, groups: int, m: int, n: int, k: int, ctype: str, itype:
               scratch_cap: int, force_tiling: str | None = None, force_splits: int | None = None) -> GemmPlan:
     """The fastest (tiling, splits) by the time model for `groups` GEMMs of m x n over k, with at most
     scratch_cap bytes of partial sums; force_* restrict the choice (the cap still lowers the splits)."""
+    from .cuda import MAX_GRID_X, MAX_GRID_YZ, _ceil_div
     bk = k_step(kind)
     out_elements = groups * m * n
     split_bytes = max(1, out_elements * acc_itemsize(ctype))
@@ -124,7 +122,8 @@ def plan_gemm(kind: str, groups: int, m: int, n: int, k: int, ctype: str, itype:
     steps_total = max(1, _ceil_div(k, bk))  # K = 0 (an empty batch's weight gradient): one step of zeros
     tilings = [t for t in _kernels.gemm_tilings(kind, ctype) if force_tiling in (None, t)]
     if not tilings:
-        raise ValueError(f"tiling {force_tiling!r}: the {kind} GEMM for {ctype} has {_kernels.gemm_tilings(kind, ctype)}")
+        raise ValueError(f"tiling {force_tiling!r}: the {kind} GEMM for {ctype} has "
+                         f"{_kernels.gemm_tilings(kind, ctype)}")
     best, refused = None, []
     for tiling in tilings:
         bm, bn, tm, tn = _kernels.IGEMM_TILINGS[tiling]
@@ -176,6 +175,7 @@ def plan_weight_direct(pairs: int, taps: int, k: int, ctype: str, sm_count: int,
     """Splits for `pairs` blocks, each reducing `taps` values over k output pixels: the count (1 to
     MAX_SPLITS, within the scratch cap) that minimises waves x a block's read time + the reduce pass,
     as plan_gemm's model; force_splits instead of the model's choice (the cap still lowers it)."""
+    from .cuda import MAX_GRID_X, _ceil_div
     if pairs > MAX_GRID_X:
         raise ValueError(f"algorithm='direct' (weight gradient): F * C/groups = {pairs} (filter, channel) pairs "
                          f"exceed the CUDA grid limit {MAX_GRID_X}")
@@ -209,6 +209,8 @@ def launch(device, plan, itype: str, index, inputs: tuple, out, geometry: tuple,
     type; then, with several splits, splitk_reduce over the partial sums (adding bias[(i / bias_period) %
     bias_count] when bias is not None; with one split the kernel adds it itself and partial is a null
     pointer)."""
+    from .cuda import MAX_ELEMENTWISE_BLOCKS, _ceil_div
+
     ctype = _kernels.ELEMENT_TYPES[out.dtype.name]
     partial = None
     if plan.splits > 1:
@@ -217,7 +219,7 @@ def launch(device, plan, itype: str, index, inputs: tuple, out, geometry: tuple,
                   (*inputs, out, partial, index(plan.k_split), *geometry))
     if plan.splits > 1:
         threads = _kernels.constants("splitk_reduce.cu")["REDUCE_THREADS"]
-        grid = (min(_ceil_div(out.size, threads), 65536), 1, 1)
+        grid = (min(_ceil_div(out.size, threads), MAX_ELEMENTWISE_BLOCKS), 1, 1)
         device.launch("splitk_reduce.cu", f"splitk_reduce<{ctype}, {itype}>", grid, (threads, 1, 1),
                       (partial, bias, out, index(out.size), np.int32(plan.splits), np.int32(bias is not None),
                        index(bias_period), index(bias_count)))
