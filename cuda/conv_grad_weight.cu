@@ -45,10 +45,9 @@ conv2d_grad_weight(const T* __restrict__ x, const T* __restrict__ dy, T* __restr
   const I cg = c / groups, fg = f / groups;
   const I taps = (I)kh * kw, n_total = cg * taps, pixels = oh * ow, plane = h * wd;
   const I k_total = n * pixels;
-  const I m_tiles = ceil_div<I>(fg, BM);
-  const int g = (int)(blockIdx.y / m_tiles);
-  const I m0 = (blockIdx.y % m_tiles) * BM;
-  const I n0 = (I)blockIdx.x * BN;
+  int g;
+  I m0, n0;
+  tile_origin<I, BM, BN>(fg, g, m0, n0);
   I k_begin, k_end;
   split_k_range<I>(k_total, k_split, k_begin, k_end);
 

@@ -54,10 +54,9 @@ __device__ __forceinline__ void conv_igemm(const T* __restrict__ src, const T* _
   const I kc = src_c / groups, mg = dst_c / groups;  // K channels and M rows per group
   const I taps = (I)kh * kw, k_total = kc * taps, src_plane = src_h * src_w;
   const I n_total = n * dst_pixels;
-  const I m_tiles = ceil_div<I>(mg, BM);
-  const int g = (int)(blockIdx.y / m_tiles);
-  const I m0 = (blockIdx.y % m_tiles) * BM;
-  const I n0 = (I)blockIdx.x * BN;
+  int g;
+  I m0, n0;
+  tile_origin<I, BM, BN>(mg, g, m0, n0);
   I k_begin, k_end;
   split_k_range<I>(k_total, k_split, k_begin, k_end);
 

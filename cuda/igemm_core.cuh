@@ -57,6 +57,16 @@ __device__ __forceinline__ void double_buffered_k_loop(I steps, Load& load, Stor
   }
 }
 
+// This block's tile of C: group g, first row m0, first column n0 (grid.y = groups x M tiles of BM
+// rows, m_per_group rows per group; grid.x = N tiles of BN columns).
+template <typename I, int BM, int BN>
+__device__ __forceinline__ void tile_origin(I m_per_group, int& g, I& m0, I& n0) {
+  const I m_tiles = ceil_div<I>(m_per_group, BM);
+  g = (int)(blockIdx.y / m_tiles);
+  m0 = (blockIdx.y % m_tiles) * BM;
+  n0 = (I)blockIdx.x * BN;
+}
+
 // A k index as a mixed-radix position (hi, mid, lo) with mid < mid_size and lo < lo_size: (channel,
 // tap row, tap column) or (image, output row, output column).
 template <typename I, typename J>
