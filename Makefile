@@ -1,33 +1,43 @@
 # Two commands do everything on a fresh machine with python3 (>= 3.10), make and g++:
 #   make demo   - virtual environment, install gpuconv with what the demo needs (Pillow), run the demo
 #   make test   - virtual environment, install gpuconv with its test extras, run the whole test suite
+#   make train  - train a small CNN on 8x8 digits with gpuconv's gradients (the train extra)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 CONFIG := $(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test bench gpu-check clean
+.PHONY: demo test bench train gpu-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # One stamp per set of extras and pyproject.toml version: `make demo` stays small (NumPy and
-# Pillow), `make test` adds the test extra to the same environment.
+# Pillow), `make train` adds scikit-learn and matplotlib, `make test` adds the test extra (which
+# includes train's) to the same environment.
 $(VENV)/.demo-$(CONFIG): pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e ".[demo]"
 	rm -f $(VENV)/.demo-*
 	touch $@
 
+$(VENV)/.train-$(CONFIG): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e ".[train]"
+	rm -f $(VENV)/.train-*
+	touch $@
+
 $(VENV)/.test-$(CONFIG): pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e ".[test,demo]"
-	rm -f $(VENV)/.test-* $(VENV)/.demo-*
-	touch $@ $(VENV)/.demo-$(CONFIG)
+	rm -f $(VENV)/.test-* $(VENV)/.demo-* $(VENV)/.train-*
+	touch $@ $(VENV)/.demo-$(CONFIG) $(VENV)/.train-$(CONFIG)
 
 demo: $(VENV)/.demo-$(CONFIG)
 	$(PY) -m gpuconv demo --out out/demo.png
 
 test: $(VENV)/.test-$(CONFIG)
 	$(PY) -m pytest -q
+
+train: $(VENV)/.train-$(CONFIG)
+	$(PY) -m gpuconv train --out out/train.png
 
 # PyTorch is only a peer the benchmark measures against. Without an NVIDIA GPU its CPU build is
 # enough, and pinning the release whose CPU wheel this project's machines keep locally avoids

@@ -1,4 +1,4 @@
-"""Command line: python -m gpuconv {info,demo,bench,check}."""
+"""Command line: python -m gpuconv {info,demo,bench,check,train}."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +11,7 @@ COMMANDS = {
     "demo": ("gpuconv._demo", "filter an image with a bank of classic kernels, pool, write a PNG grid"),
     "bench": ("gpuconv.benchmark.cli", "benchmark conv2d and pooling against peers"),
     "check": ("gpuconv._check", "compile every kernel and run the parity suite on every backend"),
+    "train": ("gpuconv._train", "train a small CNN (gpuconv ops and gradients, NumPy) on scikit-learn's 8x8 digits"),
 }
 
 

@@ -11,6 +11,7 @@ from . import _precision, _signal
 from ._precision import Precision
 from ._types import (Array, ArrayLike, Boundary, Conv1dPadding, ConvPadding, IntOrPair, PadMode, PaddingMode,
                      PadWidths, SignalMode)
+from ._torch_interop import accepts_torch
 from ._validate import array_module, as_array, check_bool, check_ndim, check_value_fits, result_dtype
 from .backends import is_cupy_array, select
 
@@ -33,6 +34,7 @@ def _check_algorithm(algorithm):
         raise TypeError(f"algorithm={algorithm!r}: must be a string such as 'auto'")
 
 
+@accepts_torch
 def conv2d(x: ArrayLike, w: ArrayLike, bias: ArrayLike | None = None, stride: IntOrPair = 1,
            padding: ConvPadding = 0, dilation: IntOrPair = 1, groups: int = 1, padding_mode: PaddingMode = "zeros", *,
            algorithm: str = "auto", precision: Precision | None = None, backend: str | None = None) -> Array:
@@ -50,6 +52,7 @@ def conv2d(x: ArrayLike, w: ArrayLike, bias: ArrayLike | None = None, stride: In
     return _conv(x, w, bias, stride, padding, dilation, groups, padding_mode, algorithm, precision, backend, ndim=2)
 
 
+@accepts_torch
 def conv1d(x: ArrayLike, w: ArrayLike, bias: ArrayLike | None = None, stride: int = 1, padding: Conv1dPadding = 0,
            dilation: int = 1, groups: int = 1, padding_mode: PaddingMode = "zeros", *, algorithm: str = "auto",
            precision: Precision | None = None, backend: str | None = None) -> Array:
@@ -100,6 +103,7 @@ def _check_algorithm_on_empty(backend, spec, algorithm):
                          f"which can run {applicable}")
 
 
+@accepts_torch
 def conv_transpose2d(x: ArrayLike, w: ArrayLike, bias: ArrayLike | None = None, stride: IntOrPair = 1,
                      padding: ConvPadding = 0, output_padding: IntOrPair = 0, groups: int = 1, dilation: IntOrPair = 1,
                      *, algorithm: str = "auto", backend: str | None = None) -> Array:
@@ -114,6 +118,7 @@ def conv_transpose2d(x: ArrayLike, w: ArrayLike, bias: ArrayLike | None = None, 
     return _conv_transpose(x, w, bias, stride, padding, output_padding, groups, dilation, algorithm, backend, ndim=2)
 
 
+@accepts_torch
 def conv_transpose1d(x: ArrayLike, w: ArrayLike, bias: ArrayLike | None = None, stride: int = 1,
                      padding: Conv1dPadding = 0, output_padding: int = 0, groups: int = 1, dilation: int = 1, *,
                      algorithm: str = "auto", backend: str | None = None) -> Array:
@@ -159,6 +164,7 @@ def _pool_input(x, ndim):
     return x.astype(result_dtype(x), copy=False)
 
 
+@accepts_torch
 def max_pool2d(x: ArrayLike, kernel_size: IntOrPair, stride: IntOrPair | None = None, padding: IntOrPair = 0,
                dilation: IntOrPair = 1, ceil_mode: bool = False, return_indices: bool = False, *,
                backend: str | None = None) -> Array | tuple[Array, Array]:
@@ -167,6 +173,7 @@ def max_pool2d(x: ArrayLike, kernel_size: IntOrPair, stride: IntOrPair | None = 
     return _max_pool(_pool_input(x, 2), kernel_size, stride, padding, dilation, ceil_mode, return_indices, backend, 2)
 
 
+@accepts_torch
 def max_pool1d(x: ArrayLike, kernel_size: int, stride: int | None = None, padding: int = 0, dilation: int = 1,
                ceil_mode: bool = False, return_indices: bool = False, *,
                backend: str | None = None) -> Array | tuple[Array, Array]:
@@ -196,6 +203,7 @@ def _max_pool(x, kernel_size, stride, padding, dilation, ceil_mode, return_indic
     return result
 
 
+@accepts_torch
 def avg_pool2d(x: ArrayLike, kernel_size: IntOrPair, stride: IntOrPair | None = None, padding: IntOrPair = 0,
                ceil_mode: bool = False, count_include_pad: bool = True, divisor_override: int | None = None, *,
                backend: str | None = None) -> Array:
@@ -204,6 +212,7 @@ def avg_pool2d(x: ArrayLike, kernel_size: IntOrPair, stride: IntOrPair | None = 
                      backend, 2)
 
 
+@accepts_torch
 def avg_pool1d(x: ArrayLike, kernel_size: int, stride: int | None = None, padding: int = 0, ceil_mode: bool = False,
                count_include_pad: bool = True, *, backend: str | None = None) -> Array:
     """1-D average pooling of x (N, C, L) or (C, L)."""
@@ -222,6 +231,7 @@ def _avg_pool(x, kernel_size, stride, padding, ceil_mode, count_include_pad, div
     return out[0] if unbatched else out
 
 
+@accepts_torch
 def pad2d(x: ArrayLike, padding: PadWidths, mode: PadMode = "constant", value: float = 0.0, *,
           backend: str | None = None) -> Array:
     """Pad the last two axes of a 2-D, 3-D or 4-D array.
@@ -243,12 +253,14 @@ def pad2d(x: ArrayLike, padding: PadWidths, mode: PadMode = "constant", value: f
     return out.reshape(lead + out.shape[-2:])
 
 
+@accepts_torch
 def correlate2d(image: ArrayLike, kernel: ArrayLike, mode: SignalMode = "full", boundary: Boundary = "fill",
                 fillvalue: float = 0, *, backend: str | None = None) -> Array:
     """scipy.signal.correlate2d for real 2-D arrays: mode full|valid|same, boundary fill|wrap|symm."""
     return _scipy_style(image, kernel, mode, boundary, fillvalue, backend, flip=False)
 
 
+@accepts_torch
 def convolve2d(image: ArrayLike, kernel: ArrayLike, mode: SignalMode = "full", boundary: Boundary = "fill",
                fillvalue: float = 0, *, backend: str | None = None) -> Array:
     """scipy.signal.convolve2d for real 2-D arrays: the kernel flipped, then correlate2d's rules."""

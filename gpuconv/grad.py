@@ -24,6 +24,7 @@ import numpy as np
 from . import _backward
 from . import _geometry as geometry
 from ._api import _check_algorithm, _on_device_of
+from ._torch_interop import accepts_torch
 from ._validate import as_array, check_bool, check_ndim, result_dtype
 
 __all__ = ["conv2d_input", "conv2d_weight", "conv2d_bias", "max_pool2d_input", "avg_pool2d_input", "pad2d_input",
@@ -63,6 +64,7 @@ def _grad_output(grad_output, expected: tuple[int, ...], unbatched: bool, op: st
 # ---- convolution -----------------------------------------------------------------------------
 
 
+@accepts_torch
 def conv2d_input(input_shape, w, grad_output, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", *,
                  algorithm="auto", backend=None):
     """Gradient of conv2d(x, w, ...) with respect to x, for x of input_shape ((N, C, H, W) or (C, H, W))."""
@@ -73,6 +75,7 @@ def conv2d_input(input_shape, w, grad_output, stride=1, padding=0, dilation=1, g
                        padding_mode, algorithm, backend, ndim=2)
 
 
+@accepts_torch
 def conv1d_input(input_shape, w, grad_output, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", *,
                  algorithm="auto", backend=None):
     """Gradient of conv1d(x, w, ...) with respect to x, for x of input_shape ((N, C, L) or (C, L))."""
@@ -100,6 +103,7 @@ def _conv_input(input_shape, w, grad_output, stride, padding, dilation, groups, 
     return dx[0] if unbatched else dx
 
 
+@accepts_torch
 def conv2d_weight(x, weight_shape, grad_output, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", *,
                   algorithm="auto", backend=None):
     """Gradient of conv2d(x, w, ...) with respect to w, for w of weight_shape (F, C/groups, KH, KW)."""
@@ -110,6 +114,7 @@ def conv2d_weight(x, weight_shape, grad_output, stride=1, padding=0, dilation=1,
                         padding_mode, algorithm, backend, ndim=2)
 
 
+@accepts_torch
 def conv1d_weight(x, weight_shape, grad_output, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", *,
                   algorithm="auto", backend=None):
     """Gradient of conv1d(x, w, ...) with respect to w, for w of weight_shape (F, C/groups, K)."""
@@ -137,6 +142,7 @@ def _conv_weight(x, weight_shape, grad_output, stride, padding, dilation, groups
                                  backend)
 
 
+@accepts_torch
 def conv2d_bias(grad_output):
     """Gradient of conv2d(x, w, bias) with respect to bias: grad_output summed over all but the channel axis."""
     grad_output = as_array(grad_output, "grad_output")
@@ -144,6 +150,7 @@ def conv2d_bias(grad_output):
     return _bias(grad_output)
 
 
+@accepts_torch
 def conv1d_bias(grad_output):
     """Gradient of conv1d(x, w, bias) with respect to bias: grad_output (N, F, OL) or (F, OL) summed
     over all but the channel axis."""
@@ -162,6 +169,7 @@ def _bias(grad_output):
 # ---- pooling and padding ---------------------------------------------------------------------
 
 
+@accepts_torch
 def max_pool2d_input(grad_output, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *,
                      indices=None, backend=None):
     """Gradient of max_pool2d(x, ...) with respect to x. indices: the forward's return_indices
@@ -172,6 +180,7 @@ def max_pool2d_input(grad_output, x, kernel_size, stride=None, padding=0, dilati
                            None if indices is None else as_array(indices, "indices"), backend, ndim=2)
 
 
+@accepts_torch
 def max_pool1d_input(grad_output, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *,
                      indices=None, backend=None):
     """Gradient of max_pool1d(x, ...) with respect to x (N, C, L) or (C, L); indices are positions along L."""
@@ -217,6 +226,7 @@ def _checked_indices(indices, shape, plane: int):
     return indices.astype(np.int64, copy=False)
 
 
+@accepts_torch
 def avg_pool2d_input(grad_output, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
                      count_include_pad=True, divisor_override=None, *, backend=None):
     """Gradient of avg_pool2d(x, ...) with respect to x, for x of input_shape."""
@@ -225,6 +235,7 @@ def avg_pool2d_input(grad_output, input_shape, kernel_size, stride=None, padding
                            count_include_pad, divisor_override, backend, ndim=2)
 
 
+@accepts_torch
 def avg_pool1d_input(grad_output, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
                      count_include_pad=True, *, backend=None):
     """Gradient of avg_pool1d(x, ...) with respect to x, for x of input_shape ((N, C, L) or (C, L))."""
@@ -251,6 +262,7 @@ def _avg_pool_input(grad_output, input_shape, kernel_size, stride, padding, ceil
     return dx[0] if unbatched else dx
 
 
+@accepts_torch
 def pad2d_input(grad_output, padding, mode="constant", *, backend=None):
     """Gradient of pad2d(x, padding, mode) with respect to x (any fill value): grad_output cropped,
     and for reflect/replicate/circular the pads' gradients added to the elements they copied."""
