@@ -1,4 +1,4 @@
-"""Command line: python -m gpuconv {info,demo,bench,check,train}."""
+"""Command line: python -m gpuconv {info,demo,bench,check,train,large}."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +12,8 @@ COMMANDS = {
     "bench": ("gpuconv.benchmark.cli", "benchmark conv2d and pooling against peers"),
     "check": ("gpuconv._check", "compile every kernel and run the parity suite on every backend"),
     "train": ("gpuconv._train", "train a small CNN (gpuconv ops and gradients, NumPy) on scikit-learn's 8x8 digits"),
+    "large": ("gpuconv._large", "filter an image larger than a worker's memory on a local dask cluster, zarr "
+                                "in and out; --scaling 1,2: the 1 vs 2 worker benchmark (extra 'dask')"),
 }
 
 

@@ -13,7 +13,7 @@ from ._types import (Array, ArrayLike, Boundary, Conv1dPadding, ConvPadding, Int
                      PadWidths, SignalMode)
 from ._torch_interop import accepts_torch
 from ._validate import array_module, as_array, check_bool, check_ndim, check_value_fits, result_dtype
-from .backends import is_cupy_array, select
+from .backends import is_cupy_array, is_dask_array, select
 
 
 def _on_device_of(x, a, name, x_name="x"):
@@ -23,6 +23,20 @@ def _on_device_of(x, a, name, x_name="x"):
     if is_cupy_array(x):
         return array_module(x).asarray(a)
     raise TypeError(f"{name} is a CuPy array but {x_name} is a NumPy array: pass both on the same device")
+
+
+def _dask():
+    """The dask path (gpuconv/_dask.py), imported only when a dask array comes in."""
+    from . import _dask
+
+    return _dask
+
+
+def _input(x, name):
+    """x as an array; a dask array is left as it is (the op's dask path takes it)."""
+    if is_dask_array(x):
+        return _dask().check_known(x, name)
+    return as_array(x, name)
 
 
 def _empty(x, shape, dtype):
@@ -46,7 +60,7 @@ def conv2d(x: ArrayLike, w: ArrayLike, bias: ArrayLike | None = None, stride: In
     precision: "highest" (exact float32) or "tf32" (float32 may multiply in TF32 on tensor cores);
     None: the innermost gpuconv.precision(...) block, else "highest".
     """
-    x, w = as_array(x, "x"), as_array(w, "w")
+    x, w = _input(x, "x"), as_array(w, "w")
     check_ndim(x, "x", (3, 4), "(N, C, H, W) or unbatched (C, H, W)")
     check_ndim(w, "w", (4,), "(F, C/groups, KH, KW)")
     return _conv(x, w, bias, stride, padding, dilation, groups, padding_mode, algorithm, precision, backend, ndim=2)
@@ -59,7 +73,7 @@ def conv1d(x: ArrayLike, w: ArrayLike, bias: ArrayLike | None = None, stride: in
     """1-D cross-correlation of x (N, C, L) or (C, L) with w (F, C/groups, K), as a conv2d of height 1.
 
     padding: int, (left, right), "valid" or "same"."""
-    x, w = as_array(x, "x"), as_array(w, "w")
+    x, w = _input(x, "x"), as_array(w, "w")
     check_ndim(x, "x", (2, 3), "(N, C, L) or unbatched (C, L)")
     check_ndim(w, "w", (3,), "(F, C/groups, K)")
     out = _conv(x[..., None, :], w[:, :, None, :], bias, stride, padding, dilation, groups, padding_mode, algorithm,
@@ -69,6 +83,9 @@ def conv1d(x: ArrayLike, w: ArrayLike, bias: ArrayLike | None = None, stride: in
 
 def _conv(x, w, bias, stride, padding, dilation, groups, padding_mode, algorithm, precision, backend, ndim):
     """conv2d of arrays of checked rank; ndim=1: a 1-D op's (height 1), its arguments its own."""
+    if is_dask_array(x):
+        return _dask().conv(x, w, bias, stride, padding, dilation, groups, padding_mode, algorithm, precision,
+                            backend, ndim)
     w = _on_device_of(x, w, "w")
     bias = None if bias is None else _on_device_of(x, as_array(bias, "bias"), "bias")
     _check_algorithm(algorithm)
@@ -112,7 +129,7 @@ def conv_transpose2d(x: ArrayLike, w: ArrayLike, bias: ArrayLike | None = None, 
 
     padding: int, (ph, pw), ((top, bottom), (left, right)), "valid", or "same" (output H*stride).
     Output size: (H-1)*stride - top - bottom + dilation*(KH-1) + output_padding + 1."""
-    x, w = as_array(x, "x"), as_array(w, "w")
+    x, w = _input(x, "x"), as_array(w, "w")
     check_ndim(x, "x", (3, 4), "(N, C_in, H, W) or unbatched (C_in, H, W)")
     check_ndim(w, "w", (4,), "(C_in, C_out/groups, KH, KW)")
     return _conv_transpose(x, w, bias, stride, padding, output_padding, groups, dilation, algorithm, backend, ndim=2)
@@ -125,7 +142,7 @@ def conv_transpose1d(x: ArrayLike, w: ArrayLike, bias: ArrayLike | None = None, 
     """conv_transpose2d on x (N, C_in, L) or (C_in, L) with w (C_in, C_out/groups, K).
 
     padding: int, (left, right), "valid" or "same"."""
-    x, w = as_array(x, "x"), as_array(w, "w")
+    x, w = _input(x, "x"), as_array(w, "w")
     check_ndim(x, "x", (2, 3), "(N, C_in, L) or unbatched (C_in, L)")
     check_ndim(w, "w", (3,), "(C_in, C_out/groups, K)")
     out = _conv_transpose(x[..., None, :], w[:, :, None, :], bias, stride, padding, output_padding, groups, dilation,
@@ -135,6 +152,11 @@ def conv_transpose1d(x: ArrayLike, w: ArrayLike, bias: ArrayLike | None = None, 
 
 def _conv_transpose(x, w, bias, stride, padding, output_padding, groups, dilation, algorithm, backend, ndim):
     """conv_transpose2d of arrays of checked rank; ndim=1: a 1-D op's (height 1), its arguments its own."""
+    if is_dask_array(x):
+        from . import _dask_grad
+
+        return _dask_grad.conv_transpose(x, w, bias, stride, padding, output_padding, groups, dilation, algorithm,
+                                         backend, ndim)
     w = _on_device_of(x, w, "w")
     bias = None if bias is None else _on_device_of(x, as_array(bias, "bias"), "bias")
     _check_algorithm(algorithm)
@@ -155,7 +177,7 @@ def _conv_transpose(x, w, bias, stride, padding, output_padding, groups, dilatio
 
 def _pool_input(x, ndim):
     """x as an array of a float dtype; a 1-D op's x gets a height axis of 1."""
-    x = as_array(x, "x")
+    x = _input(x, "x")
     if ndim == 2:
         check_ndim(x, "x", (3, 4), "(N, C, H, W) or unbatched (C, H, W)")
     else:
@@ -186,6 +208,8 @@ def max_pool1d(x: ArrayLike, kernel_size: int, stride: int | None = None, paddin
 
 
 def _max_pool(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices, backend, ndim):
+    if is_dask_array(x):
+        return _dask().max_pool(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices, backend, ndim)
     unbatched = x.ndim == 3
     if unbatched:
         x = x[None]
@@ -221,6 +245,9 @@ def avg_pool1d(x: ArrayLike, kernel_size: int, stride: int | None = None, paddin
 
 
 def _avg_pool(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, backend, ndim):
+    if is_dask_array(x):
+        return _dask().avg_pool(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override,
+                                backend, ndim)
     unbatched = x.ndim == 3
     if unbatched:
         x = x[None]
@@ -238,6 +265,8 @@ def pad2d(x: ArrayLike, padding: PadWidths, mode: PadMode = "constant", value: f
 
     padding: int, (ph, pw) or ((top, bottom), (left, right)).
     mode: "constant" (with `value`), "reflect", "replicate" or "circular" (PyTorch's meanings)."""
+    if is_dask_array(x):
+        return _dask().pad2d(x, padding, mode, value, backend=backend)
     x = as_array(x, "x")
     check_ndim(x, "x", (2, 3, 4), "(H, W), (C, H, W) or (N, C, H, W)")
     lead = x.shape[:-2]
@@ -268,6 +297,8 @@ def convolve2d(image: ArrayLike, kernel: ArrayLike, mode: SignalMode = "full", b
 
 
 def _scipy_style(image, kernel, mode, boundary, fillvalue, backend, flip):
+    if is_dask_array(image):
+        return _dask().correlate(image, kernel, mode, boundary, fillvalue, backend, flip)
     image = as_array(image, "image")
     kernel = _on_device_of(image, as_array(kernel, "kernel"), "kernel")
     return _signal.correlate(image, kernel, mode, boundary, fillvalue, backend, flip)

@@ -7,6 +7,8 @@ whole image is made, so the scratch of a call stays under the cap for any image 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ._config import config
@@ -17,10 +19,39 @@ BOUNDARIES = {"fill": "fill", "pad": "fill", "wrap": "wrap", "circular": "wrap",
               "symmetric": "symm"}
 
 
+@dataclass(frozen=True)
+class Plan:
+    """The padded image as index maps: padded row i (column j) holds image row rows[i] (column
+    cols[j]), -1 for fillvalue; its 'valid' correlation with weights (1, 1, KH, KW) is the result."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    weights: object
+    dtype: np.dtype
+    fillvalue: float
+
+
 def correlate(image, kernel, mode, boundary, fillvalue, backend, flip: bool):
     """correlate2d (flip=False) or convolve2d (flip=True) of validated 2-D arrays image and kernel."""
     from ._api import conv2d
 
+    layout = plan(image, kernel, mode, boundary, fillvalue, flip)
+    kh, kw = layout.weights.shape[2:]
+    oh, ow, dtype = layout.rows.size - kh + 1, layout.cols.size - kw + 1, layout.dtype
+    xp = array_module(image)
+    row_bytes = image.itemsize * image.shape[1] + 2 * dtype.itemsize * layout.cols.size  # a padded row, cast
+    band = _band_rows(row_bytes, kh, oh)
+    out = xp.empty((oh, ow), dtype=dtype)
+    with config.reserve((band + kh - 1) * row_bytes + band * ow * dtype.itemsize):  # the band and its result
+        for i0 in range(0, oh, band):
+            i1 = min(oh, i0 + band)
+            padded = _gather(image, layout.rows[i0:i1 + kh - 1], layout.cols, layout.fillvalue, dtype, xp)
+            out[i0:i1] = conv2d(padded[None, None], layout.weights, backend=backend)[0, 0]
+    return out
+
+
+def plan(image, kernel, mode, boundary, fillvalue, flip: bool) -> Plan:
+    """The arguments checked, and the padded image's index maps."""
     check_ndim(image, "image", (2,), "a 2-D array (H, W)")
     check_ndim(kernel, "kernel", (2,), "a 2-D array (KH, KW)")
     check_choice(mode, "mode", MODES)
@@ -44,20 +75,9 @@ def correlate(image, kernel, mode, boundary, fillvalue, backend, flip: bool):
     dtype = result_dtype(image, kernel)
     check_value_fits(fillvalue, "fillvalue", dtype)
     boundary = BOUNDARIES[boundary]
-    # padded row i (column j) of the band holds image row rows[i] (column cols[j]); -1: fillvalue
     rows = _sources(np.arange(oh + kh - 1) - (kh - 1 - r0), h, boundary)
     cols = _sources(np.arange(ow + kw - 1) - (kw - 1 - c0), w, boundary)
-    xp = array_module(image)
-    weights = (kernel[::-1, ::-1] if flip else kernel)[None, None]
-    row_bytes = image.itemsize * w + 2 * dtype.itemsize * cols.size  # a padded row, as gathered and cast
-    band = _band_rows(row_bytes, kh, oh)
-    out = xp.empty((oh, ow), dtype=dtype)
-    with config.reserve((band + kh - 1) * row_bytes + band * ow * dtype.itemsize):  # the band and its result
-        for i0 in range(0, oh, band):
-            i1 = min(oh, i0 + band)
-            padded = _gather(image, rows[i0:i1 + kh - 1], cols, fillvalue, dtype, xp)
-            out[i0:i1] = conv2d(padded[None, None], weights, backend=backend)[0, 0]
-    return out
+    return Plan(rows, cols, (kernel[::-1, ::-1] if flip else kernel)[None, None], dtype, fillvalue)
 
 
 def _sources(positions: np.ndarray, size: int, boundary: str) -> np.ndarray:

@@ -23,12 +23,20 @@ import numpy as np
 
 from . import _backward
 from . import _geometry as geometry
-from ._api import _check_algorithm, _on_device_of
+from ._api import _check_algorithm, _input, _on_device_of
 from ._torch_interop import accepts_torch
 from ._validate import as_array, check_bool, check_ndim, result_dtype
+from .backends import is_dask_array
 
 __all__ = ["conv2d_input", "conv2d_weight", "conv2d_bias", "max_pool2d_input", "avg_pool2d_input", "pad2d_input",
            "conv1d_input", "conv1d_weight", "conv1d_bias", "max_pool1d_input", "avg_pool1d_input"]
+
+
+def _dask():
+    """The dask path (gpuconv/_dask_grad.py), imported only when a dask array comes in."""
+    from . import _dask_grad
+
+    return _dask_grad
 
 
 def _shape(value, name: str, lengths: tuple[int, ...], layout: str) -> tuple[int, ...]:
@@ -71,7 +79,7 @@ def conv2d_input(input_shape, w, grad_output, stride=1, padding=0, dilation=1, g
     input_shape = _shape(input_shape, "input_shape", (3, 4), "(N, C, H, W) or unbatched (C, H, W)")
     w = as_array(w, "w")
     check_ndim(w, "w", (4,), "(F, C/groups, KH, KW)")
-    return _conv_input(input_shape, w, as_array(grad_output, "grad_output"), stride, padding, dilation, groups,
+    return _conv_input(input_shape, w, _input(grad_output, "grad_output"), stride, padding, dilation, groups,
                        padding_mode, algorithm, backend, ndim=2)
 
 
@@ -80,7 +88,7 @@ def conv1d_input(input_shape, w, grad_output, stride=1, padding=0, dilation=1, g
                  algorithm="auto", backend=None):
     """Gradient of conv1d(x, w, ...) with respect to x, for x of input_shape ((N, C, L) or (C, L))."""
     input_shape = _shape(input_shape, "input_shape", (2, 3), "(N, C, L) or unbatched (C, L)")
-    w, grad_output = as_array(w, "w"), as_array(grad_output, "grad_output")
+    w, grad_output = as_array(w, "w"), _input(grad_output, "grad_output")
     check_ndim(w, "w", (3,), "(F, C/groups, K)")
     check_ndim(grad_output, "grad_output", (len(input_shape),), "(N, F, OL) or unbatched (F, OL)")
     dx = _conv_input(input_shape[:-1] + (1, input_shape[-1]), w[:, :, None, :], grad_output[..., None, :], stride,
@@ -91,6 +99,9 @@ def conv1d_input(input_shape, w, grad_output, stride=1, padding=0, dilation=1, g
 def _conv_input(input_shape, w, grad_output, stride, padding, dilation, groups, padding_mode, algorithm, backend,
                 ndim):
     """conv2d_input of a 2-D layout; ndim=1: a 1-D op's (height 1), its arguments its own."""
+    if is_dask_array(grad_output):
+        return _dask().conv_input(input_shape, w, grad_output, stride, padding, dilation, groups, padding_mode,
+                                  algorithm, backend, ndim)
     w = _on_device_of(grad_output, w, "w", "grad_output")
     _check_algorithm(algorithm)
     unbatched = len(input_shape) == 3
@@ -107,10 +118,10 @@ def _conv_input(input_shape, w, grad_output, stride, padding, dilation, groups, 
 def conv2d_weight(x, weight_shape, grad_output, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", *,
                   algorithm="auto", backend=None):
     """Gradient of conv2d(x, w, ...) with respect to w, for w of weight_shape (F, C/groups, KH, KW)."""
-    x = as_array(x, "x")
+    x = _input(x, "x")
     check_ndim(x, "x", (3, 4), "(N, C, H, W) or unbatched (C, H, W)")
     weight_shape = _shape(weight_shape, "weight_shape", (4,), "(F, C/groups, KH, KW)")
-    return _conv_weight(x, weight_shape, as_array(grad_output, "grad_output"), stride, padding, dilation, groups,
+    return _conv_weight(x, weight_shape, _input(grad_output, "grad_output"), stride, padding, dilation, groups,
                         padding_mode, algorithm, backend, ndim=2)
 
 
@@ -118,7 +129,7 @@ def conv2d_weight(x, weight_shape, grad_output, stride=1, padding=0, dilation=1,
 def conv1d_weight(x, weight_shape, grad_output, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", *,
                   algorithm="auto", backend=None):
     """Gradient of conv1d(x, w, ...) with respect to w, for w of weight_shape (F, C/groups, K)."""
-    x, grad_output = as_array(x, "x"), as_array(grad_output, "grad_output")
+    x, grad_output = _input(x, "x"), _input(grad_output, "grad_output")
     check_ndim(x, "x", (2, 3), "(N, C, L) or unbatched (C, L)")
     check_ndim(grad_output, "grad_output", (x.ndim,), "(N, F, OL) or unbatched (F, OL)")
     f, cg, k = _shape(weight_shape, "weight_shape", (3,), "(F, C/groups, K)")
@@ -130,6 +141,9 @@ def conv1d_weight(x, weight_shape, grad_output, stride=1, padding=0, dilation=1,
 def _conv_weight(x, weight_shape, grad_output, stride, padding, dilation, groups, padding_mode, algorithm, backend,
                  ndim):
     """conv2d_weight of a 2-D layout; ndim=1: a 1-D op's (height 1), its arguments its own."""
+    if is_dask_array(x) or is_dask_array(grad_output):
+        return _dask().conv_weight(x, weight_shape, grad_output, stride, padding, dilation, groups, padding_mode,
+                                   algorithm, backend, ndim)
     grad_output = _on_device_of(x, grad_output, "grad_output")
     _check_algorithm(algorithm)
     unbatched = x.ndim == 3
@@ -145,7 +159,7 @@ def _conv_weight(x, weight_shape, grad_output, stride, padding, dilation, groups
 @accepts_torch
 def conv2d_bias(grad_output):
     """Gradient of conv2d(x, w, bias) with respect to bias: grad_output summed over all but the channel axis."""
-    grad_output = as_array(grad_output, "grad_output")
+    grad_output = _input(grad_output, "grad_output")
     check_ndim(grad_output, "grad_output", (3, 4), "(N, F, OH, OW) or unbatched (F, OH, OW)")
     return _bias(grad_output)
 
@@ -154,7 +168,7 @@ def conv2d_bias(grad_output):
 def conv1d_bias(grad_output):
     """Gradient of conv1d(x, w, bias) with respect to bias: grad_output (N, F, OL) or (F, OL) summed
     over all but the channel axis."""
-    grad_output = as_array(grad_output, "grad_output")
+    grad_output = _input(grad_output, "grad_output")
     check_ndim(grad_output, "grad_output", (2, 3), "(N, F, OL) or unbatched (F, OL)")
     return _bias(grad_output[..., None, :])
 
@@ -174,21 +188,21 @@ def max_pool2d_input(grad_output, x, kernel_size, stride=None, padding=0, dilati
                      indices=None, backend=None):
     """Gradient of max_pool2d(x, ...) with respect to x. indices: the forward's return_indices
     (int flat index within H*W, -1 for none), or None to find the maxima again."""
-    x = as_array(x, "x")
+    x = _input(x, "x")
     check_ndim(x, "x", (3, 4), "(N, C, H, W) or unbatched (C, H, W)")
-    return _max_pool_input(as_array(grad_output, "grad_output"), x, kernel_size, stride, padding, dilation, ceil_mode,
-                           None if indices is None else as_array(indices, "indices"), backend, ndim=2)
+    return _max_pool_input(_input(grad_output, "grad_output"), x, kernel_size, stride, padding, dilation, ceil_mode,
+                           None if indices is None else _input(indices, "indices"), backend, ndim=2)
 
 
 @accepts_torch
 def max_pool1d_input(grad_output, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *,
                      indices=None, backend=None):
     """Gradient of max_pool1d(x, ...) with respect to x (N, C, L) or (C, L); indices are positions along L."""
-    x, grad_output = as_array(x, "x"), as_array(grad_output, "grad_output")
+    x, grad_output = _input(x, "x"), _input(grad_output, "grad_output")
     check_ndim(x, "x", (2, 3), "(N, C, L) or unbatched (C, L)")
     check_ndim(grad_output, "grad_output", (x.ndim,), "(N, C, OL) or unbatched (C, OL)")
     if indices is not None:
-        indices = as_array(indices, "indices")
+        indices = _input(indices, "indices")
         check_ndim(indices, "indices", (x.ndim,), "grad_output's shape")
         indices = indices[..., None, :]
     dx = _max_pool_input(grad_output[..., None, :], x[..., None, :], kernel_size, stride, padding, dilation,
@@ -198,6 +212,9 @@ def max_pool1d_input(grad_output, x, kernel_size, stride=None, padding=0, dilati
 
 def _max_pool_input(grad_output, x, kernel_size, stride, padding, dilation, ceil_mode, indices, backend, ndim):
     """max_pool2d_input of a 2-D layout; ndim=1: a 1-D op's (height 1), its arguments its own."""
+    if is_dask_array(x) or is_dask_array(grad_output) or is_dask_array(indices):
+        return _dask().max_pool_input(grad_output, x, kernel_size, stride, padding, dilation, ceil_mode, indices,
+                                      backend, ndim)
     grad_output = _on_device_of(x, grad_output, "grad_output")
     unbatched = x.ndim == 3
     x = x[None] if unbatched else x
@@ -231,7 +248,7 @@ def avg_pool2d_input(grad_output, input_shape, kernel_size, stride=None, padding
                      count_include_pad=True, divisor_override=None, *, backend=None):
     """Gradient of avg_pool2d(x, ...) with respect to x, for x of input_shape."""
     input_shape = _shape(input_shape, "input_shape", (3, 4), "(N, C, H, W) or unbatched (C, H, W)")
-    return _avg_pool_input(as_array(grad_output, "grad_output"), input_shape, kernel_size, stride, padding, ceil_mode,
+    return _avg_pool_input(_input(grad_output, "grad_output"), input_shape, kernel_size, stride, padding, ceil_mode,
                            count_include_pad, divisor_override, backend, ndim=2)
 
 
@@ -240,7 +257,7 @@ def avg_pool1d_input(grad_output, input_shape, kernel_size, stride=None, padding
                      count_include_pad=True, *, backend=None):
     """Gradient of avg_pool1d(x, ...) with respect to x, for x of input_shape ((N, C, L) or (C, L))."""
     input_shape = _shape(input_shape, "input_shape", (2, 3), "(N, C, L) or unbatched (C, L)")
-    grad_output = as_array(grad_output, "grad_output")
+    grad_output = _input(grad_output, "grad_output")
     check_ndim(grad_output, "grad_output", (len(input_shape),), "(N, C, OL) or unbatched (C, OL)")
     dx = _avg_pool_input(grad_output[..., None, :], input_shape[:-1] + (1, input_shape[-1]), kernel_size, stride,
                          padding, ceil_mode, count_include_pad, None, backend, ndim=1)
@@ -250,6 +267,9 @@ def avg_pool1d_input(grad_output, input_shape, kernel_size, stride=None, padding
 def _avg_pool_input(grad_output, input_shape, kernel_size, stride, padding, ceil_mode, count_include_pad,
                     divisor_override, backend, ndim):
     """avg_pool2d_input of a 2-D layout; ndim=1: a 1-D op's (height 1), its arguments its own."""
+    if is_dask_array(grad_output):
+        return _dask().avg_pool_input(grad_output, input_shape, kernel_size, stride, padding, ceil_mode,
+                                      count_include_pad, divisor_override, backend, ndim)
     unbatched = len(input_shape) == 3
     spec = _spec(lambda shape: geometry.pool_spec(shape, kernel_size, stride, padding, 1,
                                                   check_bool(ceil_mode, "ceil_mode"),
@@ -266,6 +286,8 @@ def _avg_pool_input(grad_output, input_shape, kernel_size, stride, padding, ceil
 def pad2d_input(grad_output, padding, mode="constant", *, backend=None):
     """Gradient of pad2d(x, padding, mode) with respect to x (any fill value): grad_output cropped,
     and for reflect/replicate/circular the pads' gradients added to the elements they copied."""
+    if is_dask_array(grad_output):
+        return _dask().pad2d_input(grad_output, padding, mode, backend=backend)
     grad_output = as_array(grad_output, "grad_output")
     check_ndim(grad_output, "grad_output", (2, 3, 4), "(H, W), (C, H, W) or (N, C, H, W)")
     if isinstance(padding, str):

@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 
-from gpuconv.backends import get_backend
+from gpuconv.backends import BackendUnavailable, get_backend
 from support import require_backend
 
 # "cuda-emu" must run in CI (a missing g++ or CUDA header fails the run there); "cuda" needs a
@@ -62,3 +62,18 @@ def emu():
         return get_backend("cuda-emu")
     except BackendUnavailable as exc:
         pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    """A dask.distributed client of two worker processes (one thread and 1 GiB each), started once per
+    module that uses it and shut down after it: its scheduler's threads allocate in this process,
+    which other modules' tracemalloc measurements (test_memory) would count."""
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit="1GiB",
+                      dashboard_address=":0", silence_logs=logging.WARNING) as cluster, \
+            Client(cluster, set_as_default=False) as client:
+        yield client

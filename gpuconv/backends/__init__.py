@@ -107,10 +107,18 @@ def is_cupy_array(x) -> bool:
     return found
 
 
-def select(x, backend: str | None):
+def is_dask_array(x) -> bool:
+    return type(x).__module__.startswith("dask.array") and type(x).__name__ == "Array"
+
+
+def requested_backend(backend: str | None) -> str | None:
+    """The backend named by the `backend=` argument, the innermost use_backend(...) or
+    GPUCONV_BACKEND, in that order; None when none names one."""
     name = _check_name(backend) if backend is not None else _current.get()
     if name is None and os.environ.get("GPUCONV_BACKEND"):
         name = _check_name(os.environ["GPUCONV_BACKEND"], "environment variable GPUCONV_BACKEND")
-    if name is None:
-        name = "cuda" if is_cupy_array(x) else "numpy"
-    return get_backend(name)
+    return name
+
+
+def select(x, backend: str | None):
+    return get_backend(requested_backend(backend) or ("cuda" if is_cupy_array(x) else "numpy"))
