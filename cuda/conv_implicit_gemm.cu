@@ -1,146 +1,179 @@
-// Implicit-GEMM convolution: per group g, Y_g (M x N) = W_g (M x K) * X_g (K x N) + bias, with
-// M = F/groups filters, N = n*oh*ow output pixels and K = C/groups*kh*kw taps. X_g is the im2col
-// matrix, never stored: its tiles are gathered from x on the fly (padding of every mode by index
-// mapping). The weights arrive transposed, wt (groups, K, M), so tile loads along M coalesce.
+// Implicit-GEMM convolution and its data gradient, one GEMM per group g:
 //
-// Tiling (template parameters): a block of (BM/TM) x (BN/TN) threads computes a BM x BN tile of
-// Y_g; each thread accumulates a TM x TN register tile. K is walked in steps of BK = threads/32
-// (one warp per k row of each tile load). The BK x BM and BK x BN tiles sit in shared memory,
-// double-buffered: the global loads of step k+1 are issued into registers before the FMAs of
-// step k and stored to the other buffer after them, one barrier per step.
-// A thread's TM rows are TM/4 runs of 4 consecutive rows, the runs BM/(TM/4) apart (likewise
-// columns), so each run is one 16-byte-aligned vector read and a warp's reads of a k row fall
-// on distinct banks (broadcast for the 2 rows a warp spans).
-#include "common.cuh"
+//   forward   conv2d_implicit_gemm: Y_g (F/g x n*oh*ow) = W_g (F/g x K) * im2col(X_g) + bias,
+//             K = C/g*kh*kw taps (channel, tap row, tap column);
+//   gradient  conv2d_grad_input:    dX_g (C/g x n*h*w) = W_g^T (C/g x K') * gather(dY_g),
+//             K' = F/g*kh*kw (filter, tap row, tap column): the transposed convolution.
+//
+// Neither gathered matrix is stored: its tiles are gathered on the fly. Forward: column (img, oy,
+// ox), row (ci, a, b) reads x[img, ci, oy*sh - top + a*dh, ox*sw - left + b*dw] (padding of every
+// mode by index mapping). Gradient: column (img, iy, ix), row (fi, a, b) reads dy[img, fi, oy, ox]
+// where tap a reached input row iy from output row oy = (iy + top - a*dh) / sh, only when that
+// division is exact and oy is in [0, oh) (likewise columns); other entries are 0. Writing
+// iy + top = qy*sh + ry and a*dh = qa*sh + ra (0 <= ry, ra < sh), the division is exact exactly
+// when ry == ra, and then oy = qy - qa: no division per element. Each output element is computed by
+// one block (per split), so there are no atomics.
+//
+// The weights arrive as (groups, K, M) so tile loads along M coalesce: forward wt[g][k][f], the
+// gradient wt[g][(fi, a, b)][ci].
+//
+// Tiling (template parameters, igemm_core.cuh): a block of (BM/TM) x (BN/TN) threads computes a
+// BM x BN tile; K is walked in steps of BK = threads/32 (one warp per k row of each tile load: 32
+// consecutive M values of the weights, 32 consecutive output pixels of the gather), double-buffered
+// in shared memory. Split-K: grid.z splits K (igemm_core.cuh); splitk_reduce.cu adds the partial
+// sums (and the bias) when there is more than one split.
+#include "igemm_core.cuh"
 
 // Registers: 2 blocks/SM (<= 128 registers) for float tiles up to 4x8 with 32-bit indices; 1 block
 // (<= 255) for 8x8 tiles, double, and 64-bit indices, which would spill at 128.
-template <typename T, typename I, int BM, int BN, int TM, int TN>
-__global__ void
-__launch_bounds__((BM / TM) * (BN / TN), TM * TN >= 64 || sizeof(T) == 8 || sizeof(I) == 8 ? 1 : 2)
-conv2d_implicit_gemm(const T* __restrict__ x, const T* __restrict__ wt, const T* __restrict__ bias,
-                     T* __restrict__ y, int has_bias, I n, I c, I h, I wd, I f, I oh, I ow, int kh,
-                     int kw, int groups, int sh, int sw, int dh, int dw, int top, int left,
-                     int mode) {
+#define IGEMM_MIN_BLOCKS(T, I, TM, TN) ((TM) * (TN) >= 64 || sizeof(T) == 8 || sizeof(I) == 8 ? 1 : 2)
+
+// The convolution's geometry is always the forward's: x (n, c, h, wd), y (n, f, oh, ow), kernel
+// (kh, kw), stride, dilation, top/left pads. INPUT_GRAD selects the GEMM: src is x (forward) or dy
+// (gradient), dst is y or dx.
+template <typename T, typename I, int BM, int BN, int TM, int TN, bool INPUT_GRAD>
+__device__ __forceinline__ void conv_igemm(const T* __restrict__ src, const T* __restrict__ wt,
+                                           const T* __restrict__ bias, T* __restrict__ dst,
+                                           typename Acc<T>::type* __restrict__ partial, I k_split, int has_bias,
+                                           I n, I c, I h, I wd, I f, I oh, I ow, int kh, int kw, int groups, int sh,
+                                           int sw, int dh, int dw, int top, int left, int mode) {
   typedef typename Acc<T>::type A;
-  constexpr int THREADS = (BM / TM) * (BN / TN);
-  constexpr int BK = THREADS / 32;
+  typedef TileMap<BM, BN, TM, TN> Map;
+  constexpr int BK = Map::THREADS / 32;
   constexpr int LOADS_M = BM / 32;  // weight values each thread loads per k step
-  constexpr int LOADS_N = BN / 32;  // im2col values each thread loads per k step
-  constexpr int COLS = BN / TN;     // threads along N
-  static_assert(BM % 32 == 0 && BN % 32 == 0 && TM % 4 == 0 && TN % 4 == 0, "tile shape");
+  constexpr int LOADS_N = BN / 32;  // gathered values each thread loads per k step
   __shared__ __align__(16) A s_w[2][BK][BM];
-  __shared__ __align__(16) A s_x[2][BK][BN];
+  __shared__ __align__(16) A s_g[2][BK][BN];
 
   const int tid = threadIdx.x;
   const int lane = tid % 32;    // this thread's column in the tile loads
   const int k_row = tid / 32;   // this thread's k row in the tile loads
-  const int t_row = tid / COLS, t_col = tid % COLS;  // register tile position
-  const I cg = c / groups, fg = f / groups;
-  const I taps = (I)kh * kw, k_total = cg * taps, hw = h * wd, pixels = oh * ow;
-  const I n_total = n * pixels;
-  const I m_tiles = ceil_div<I>(fg, BM);
-  const int g = (int)(blockIdx.y / m_tiles);
-  const I m0 = (blockIdx.y % m_tiles) * BM;
-  const I n0 = (I)blockIdx.x * BN;
+  // Gathered tensor (channels, plane) and result tensor (channels, plane).
+  const I src_c = INPUT_GRAD ? f : c, src_h = INPUT_GRAD ? oh : h, src_w = INPUT_GRAD ? ow : wd;
+  const I dst_c = INPUT_GRAD ? c : f, dst_w = INPUT_GRAD ? wd : ow, dst_pixels = INPUT_GRAD ? h * wd : oh * ow;
+  const I kc = src_c / groups, mg = dst_c / groups;  // K channels and M rows per group
+  const I taps = (I)kh * kw, k_total = kc * taps, src_plane = src_h * src_w;
+  const I n_total = n * dst_pixels;
+  int g;
+  I m0, n0;
+  tile_origin<I, BM, BN>(mg, g, m0, n0);
+  I k_begin, k_end;
+  split_k_range<I>(k_total, k_split, k_begin, k_end);
 
-  // The output pixels whose im2col columns this thread gathers: x offset of the group's first
-  // channel (-1 past N) and the padded-input origin of the window.
+  // The result pixels whose gathered columns this thread loads: offset of the group's first
+  // channel in src (-1 past N) and the pixel's row/column terms. Forward: the padded-input origin
+  // of the window. Gradient: (qy, qx) and the phase ry*sw + rx of (iy + top, ix + left).
   I col_base[LOADS_N], col_y[LOADS_N], col_x[LOADS_N];
+  int col_phase[LOADS_N];
   #pragma unroll
   for (int j = 0; j < LOADS_N; ++j) {
     const I nn = n0 + lane + 32 * j;
-    const I img = nn / pixels, p = nn - img * pixels, oy = p / ow;
-    col_base[j] = nn < n_total ? (img * c + (I)g * cg) * hw : (I)-1;
-    col_y[j] = oy * sh - top;
-    col_x[j] = (p - oy * ow) * sw - left;
+    const I img = nn / dst_pixels, p = nn - img * dst_pixels, py = p / dst_w, px = p - py * dst_w;
+    col_base[j] = nn < n_total ? (img * src_c + (I)g * kc) * src_plane : (I)-1;
+    if (INPUT_GRAD) {
+      col_y[j] = (py + top) / sh;
+      col_x[j] = (px + left) / sw;
+      col_phase[j] = (int)(py + top - col_y[j] * sh) * sw + (int)(px + left - col_x[j] * sw);
+    } else {
+      col_y[j] = py * sh - top;
+      col_x[j] = px * sw - left;
+      col_phase[j] = 0;
+    }
   }
 
-  // This thread's k row of the next tile load, as (channel, tap row, tap column); advanced by BK
-  // = (step_ci, step_a, step_b) per step with carries instead of divisions (step_b < kw and
-  // step_a < kh, so each carry is at most 1).
-  I k = k_row, ci = k / taps;
-  int a = (int)((k - ci * taps) / kw), b = (int)(k - ci * taps - (I)a * kw);
-  const I step_ci = BK / taps;
-  const int step_tap = (int)(BK - step_ci * taps);
-  const int step_a = step_tap / kw, step_b = step_tap - step_a * kw;
+  // This thread's k row of the next tile load, as (channel, tap row, tap column), advanced by BK
+  // per step with carries (igemm_core.cuh).
+  I k = k_begin + k_row, ci, step_ci;
+  int a, b, step_a, step_b;
+  split_index<I, int>(k, kh, kw, ci, a, b);
+  split_index<I, int>(BK, kh, kw, step_ci, step_a, step_b);
 
-  A next_w[LOADS_M], next_x[LOADS_N];
-  auto load_tile = [&]() {  // global -> registers, zeros outside M, N and K; then advance k
-    const I x_channel = ci * hw;
+  A next_w[LOADS_M], next_g[LOADS_N];
+  auto load = [&]() {  // global -> registers, zeros outside M, N and the split's k range; then advance k
+    const bool k_valid = k < k_end;
     #pragma unroll
     for (int j = 0; j < LOADS_M; ++j) {
       const I m = m0 + lane + 32 * j;
-      next_w[j] = (k < k_total && m < fg) ? to_acc(wt[((I)g * k_total + k) * fg + m]) : (A)0;
+      next_w[j] = (k_valid && m < mg) ? to_acc(wt[((I)g * k_total + k) * mg + m]) : (A)0;
     }
-    #pragma unroll
-    for (int j = 0; j < LOADS_N; ++j) {
-      A v = 0;
-      if (k < k_total && col_base[j] >= 0) {
-        const I sy = source_index<I>(col_y[j] + (I)a * dh, h, mode);
-        const I sx = source_index<I>(col_x[j] + (I)b * dw, wd, mode);
-        if (sy >= 0 && sx >= 0) v = to_acc(x[col_base[j] + x_channel + sy * wd + sx]);
+    const I channel = ci * src_plane;
+    if (INPUT_GRAD) {
+      const int qa = a * dh / sh, qb = b * dw / sw;
+      const int tap_phase = (a * dh - qa * sh) * sw + (b * dw - qb * sw);
+      #pragma unroll
+      for (int j = 0; j < LOADS_N; ++j) {
+        A v = 0;
+        if (k_valid && col_base[j] >= 0 && col_phase[j] == tap_phase) {
+          const I oy = col_y[j] - qa, ox = col_x[j] - qb;
+          if (oy >= 0 && oy < src_h && ox >= 0 && ox < src_w) v = to_acc(src[col_base[j] + channel + oy * src_w + ox]);
+        }
+        next_g[j] = v;
       }
-      next_x[j] = v;
+    } else {
+      #pragma unroll
+      for (int j = 0; j < LOADS_N; ++j) {
+        A v = 0;
+        if (k_valid && col_base[j] >= 0) {
+          const I sy = source_index<I>(col_y[j] + (I)a * dh, src_h, mode);
+          const I sx = source_index<I>(col_x[j] + (I)b * dw, src_w, mode);
+          if (sy >= 0 && sx >= 0) v = to_acc(src[col_base[j] + channel + sy * src_w + sx]);
+        }
+        next_g[j] = v;
+      }
     }
     k += BK;
-    b += step_b;
-    if (b >= kw) b -= kw, ++a;
-    a += step_a;
-    if (a >= kh) a -= kh, ++ci;
-    ci += step_ci;
+    advance_index<I, int>(ci, a, b, step_ci, step_a, step_b, kh, kw);
   };
-  auto store_tile = [&](int buf) {  // registers -> shared: a warp writes 32 consecutive values
+  auto store = [&](int buf) {  // registers -> shared: a warp writes 32 consecutive values
     #pragma unroll
     for (int j = 0; j < LOADS_M; ++j) s_w[buf][k_row][lane + 32 * j] = next_w[j];
     #pragma unroll
-    for (int j = 0; j < LOADS_N; ++j) s_x[buf][k_row][lane + 32 * j] = next_x[j];
+    for (int j = 0; j < LOADS_N; ++j) s_g[buf][k_row][lane + 32 * j] = next_g[j];
   };
-
   A acc[TM][TN];
   #pragma unroll
   for (int i = 0; i < TM; ++i)
     #pragma unroll
     for (int j = 0; j < TN; ++j) acc[i][j] = 0;
+  auto multiply = [&](int buf) { multiply_tiles<BM, BN, TM, TN, BK, BM, BN>(acc, s_w[buf], s_g[buf], tid); };
+  double_buffered_k_loop<I>(ceil_div<I>(k_end - k_begin, BK), load, store, multiply);
 
-  load_tile();
-  store_tile(0);
-  __syncthreads();
-  const I steps = ceil_div<I>(k_total, BK);
-  for (I step = 0; step < steps; ++step) {
-    const int buf = (int)(step & 1);
-    if (step + 1 < steps) load_tile();
-    #pragma unroll
-    for (int kk = 0; kk < BK; ++kk) {
-      A rm[TM], rn[TN];
-      #pragma unroll
-      for (int i = 0; i < TM; ++i) rm[i] = s_w[buf][kk][(i / 4) * (BM / (TM / 4)) + t_row * 4 + i % 4];
-      #pragma unroll
-      for (int j = 0; j < TN; ++j) rn[j] = s_x[buf][kk][(j / 4) * (BN / (TN / 4)) + t_col * 4 + j % 4];
-      #pragma unroll
-      for (int i = 0; i < TM; ++i)
-        #pragma unroll
-        for (int j = 0; j < TN; ++j) acc[i][j] += rm[i] * rn[j];
-    }
-    if (step + 1 < steps) store_tile(buf ^ 1);
-    __syncthreads();
-  }
-
-  // Epilogue: bias, convert, scatter into y (n, f, oh, ow); consecutive threads write
-  // consecutive runs of 4 pixels.
+  // Epilogue: scatter into dst (n, dst_c, plane); consecutive threads write consecutive runs of 4
+  // pixels. The bias is added here with one split, by splitk_reduce with several.
+  const I total = n * dst_c * dst_pixels;
   #pragma unroll
   for (int j = 0; j < TN; ++j) {
-    const I nn = n0 + (j / 4) * (BN / (TN / 4)) + t_col * 4 + j % 4;
+    const I nn = n0 + Map::col(tid, j);
     if (nn >= n_total) continue;
-    const I img = nn / pixels, p = nn - img * pixels;
-    T* out = y + img * f * pixels + p;
+    const I img = nn / dst_pixels, p = nn - img * dst_pixels;
     #pragma unroll
     for (int i = 0; i < TM; ++i) {
-      const I m = m0 + (i / 4) * (BM / (TM / 4)) + t_row * 4 + i % 4;
-      if (m >= fg) continue;
-      const I fo = (I)g * fg + m;
-      const A b = has_bias ? to_acc(bias[fo]) : (A)0;
-      out[fo * pixels] = from_acc<T>(acc[i][j] + b);
+      const I m = m0 + Map::row(tid, i);
+      if (m >= mg) continue;
+      const I channel = (I)g * mg + m;
+      const A b = !INPUT_GRAD && has_bias && gridDim.z == 1 ? to_acc(bias[channel]) : (A)0;
+      store_result<T, I>(dst, partial, total, (img * dst_c + channel) * dst_pixels + p, acc[i][j] + b);
     }
   }
+}
+
+template <typename T, typename I, int BM, int BN, int TM, int TN>
+__global__ void __launch_bounds__((BM / TM) * (BN / TN), IGEMM_MIN_BLOCKS(T, I, TM, TN))
+conv2d_implicit_gemm(const T* __restrict__ x, const T* __restrict__ wt, const T* __restrict__ bias,
+                     T* __restrict__ y, typename Acc<T>::type* __restrict__ partial, I k_split, int has_bias, I n,
+                     I c, I h, I wd, I f, I oh, I ow, int kh, int kw, int groups, int sh, int sw, int dh, int dw,
+                     int top, int left, int mode) {
+  conv_igemm<T, I, BM, BN, TM, TN, false>(x, wt, bias, y, partial, k_split, has_bias, n, c, h, wd, f, oh, ow, kh, kw,
+                                          groups, sh, sw, dh, dw, top, left, mode);
+}
+
+// dx (n, c, h, wd) of the zero-padded convolution whose output gradient is dy (n, f, oh, ow);
+// wt[g][(fi, a, b)][ci] = w[g*F/g + fi][ci][a][b].
+template <typename T, typename I, int BM, int BN, int TM, int TN>
+__global__ void __launch_bounds__((BM / TM) * (BN / TN), IGEMM_MIN_BLOCKS(T, I, TM, TN))
+conv2d_grad_input(const T* __restrict__ dy, const T* __restrict__ wt, T* __restrict__ dx,
+                  typename Acc<T>::type* __restrict__ partial, I k_split, I n, I c, I h, I wd, I f, I oh, I ow,
+                  int kh, int kw, int groups, int sh, int sw, int dh, int dw, int top, int left) {
+  conv_igemm<T, I, BM, BN, TM, TN, true>(dy, wt, nullptr, dx, partial, k_split, 0, n, c, h, wd, f, oh, ow, kh, kw,
+                                         groups, sh, sw, dh, dw, top, left, PAD_ZEROS);
 }

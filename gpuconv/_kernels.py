@@ -49,10 +49,18 @@ INDEX_TYPES = ("int", "long long")  # 32-bit index arithmetic when the tensors a
 
 # Direct convolution: filters per block (FB) and whether the input tile is staged in shared memory.
 DIRECT_FILTER_BATCHES = (1, 4)
-# Implicit GEMM register tilings (BM, BN, TM, TN), all 256 threads: 128x128 tiles of 8x8 per thread
-# for large GEMMs, 64x128 of 4x8 for 33-96 filters per group, 64x64 of 4x4 for small GEMMs and
-# float64 (whose registers hold half as many values).
+# Implicit GEMM register tilings (BM, BN, TM, TN), all 256 threads: 128x128 tiles of 8x8 per thread,
+# 64x128 of 4x8, 64x64 of 4x4 (float64's only: its registers hold half as many values). The forward
+# and the data gradient (conv_implicit_gemm.cu) have all three, the weight gradient
+# (conv_grad_weight.cu) "large" and "small"; backends/cuda_gemm.py picks one per call.
 IGEMM_TILINGS = {"large": (128, 128, 8, 8), "wide": (64, 128, 4, 8), "small": (64, 64, 4, 4)}
+WGRAD_TILINGS = ("large", "small")
+# GEMM kernels by the convolution pass they compute: (file, kernel template, tilings).
+GEMM_KERNELS = {
+    "forward": ("conv_implicit_gemm.cu", "conv2d_implicit_gemm", tuple(IGEMM_TILINGS)),
+    "input": ("conv_implicit_gemm.cu", "conv2d_grad_input", tuple(IGEMM_TILINGS)),
+    "weight": ("conv_grad_weight.cu", "conv2d_grad_weight", WGRAD_TILINGS),
+}
 
 
 @functools.lru_cache(maxsize=None)
@@ -61,8 +69,15 @@ def direct_kernel(ctype: str, itype: str, filter_batch: int, staged: bool) -> st
 
 
 @functools.lru_cache(maxsize=None)
-def implicit_gemm_kernel(ctype: str, itype: str, tiling: str) -> str:
-    return f"conv2d_implicit_gemm<{ctype}, {itype}, {', '.join(map(str, IGEMM_TILINGS[tiling]))}>"
+def gemm_kernel(kind: str, ctype: str, itype: str, tiling: str) -> str:
+    """Name expression of the `kind` ("forward", "input", "weight") GEMM kernel with `tiling`."""
+    return f"{GEMM_KERNELS[kind][1]}<{ctype}, {itype}, {', '.join(map(str, IGEMM_TILINGS[tiling]))}>"
+
+
+def gemm_tilings(kind: str, ctype: str) -> tuple[str, ...]:
+    """The tilings the `kind` GEMM is instantiated with: float64 only "small" (an 8x8 double tile
+    needs more than 128 registers for its accumulators alone)."""
+    return ("small",) if ctype == "double" else GEMM_KERNELS[kind][2]
 
 
 def implicit_gemm_tc_kernel(ctype: str, itype: str, block_m: int) -> str:
@@ -75,23 +90,24 @@ TENSOR_CORE_TYPES = ("__half", "float")
 TENSOR_CORE_BLOCK_M = (128, 64)
 
 
-def igemm_tilings(ctype: str) -> tuple[str, ...]:
-    return ("small",) if ctype == "double" else tuple(IGEMM_TILINGS)
-
-
 def _all_instantiations() -> dict[str, tuple[str, ...]]:
-    sources: dict[str, list[str]] = {"conv_direct.cu": [], "conv_implicit_gemm.cu": [], "conv_implicit_gemm_tc.cu": [],
-                                     "pool.cu": [], "pad.cu": []}
+    files = ("conv_direct.cu", "conv_implicit_gemm.cu", "conv_implicit_gemm_tc.cu", "conv_grad_weight.cu",
+             "splitk_reduce.cu", "pool.cu", "pad.cu")
+    sources: dict[str, list[str]] = {file: [] for file in files}
     for ctype in ELEMENT_TYPES.values():
         for itype in INDEX_TYPES:
             sources["conv_direct.cu"] += [direct_kernel(ctype, itype, fb, staged)
                                           for fb in DIRECT_FILTER_BATCHES for staged in (True, False)]
-            sources["conv_implicit_gemm.cu"] += [implicit_gemm_kernel(ctype, itype, t) for t in igemm_tilings(ctype)]
+            for kind, (file, _, _) in GEMM_KERNELS.items():
+                sources[file] += [gemm_kernel(kind, ctype, itype, t) for t in gemm_tilings(kind, ctype)]
             if ctype in TENSOR_CORE_TYPES:
                 sources["conv_implicit_gemm_tc.cu"] += [implicit_gemm_tc_kernel(ctype, itype, bm)
                                                         for bm in TENSOR_CORE_BLOCK_M]
-            sources["pool.cu"] += [f"max_pool2d<{ctype}, {itype}>", f"avg_pool2d<{ctype}, {itype}>"]
-            sources["pad.cu"].append(f"pad2d<{ctype}, {itype}>")
+            sources["conv_grad_weight.cu"].append(f"conv2d_grad_weight_direct<{ctype}, {itype}>")
+            sources["splitk_reduce.cu"].append(f"splitk_reduce<{ctype}, {itype}>")
+            sources["pool.cu"] += [f"{op}<{ctype}, {itype}>"
+                                   for op in ("max_pool2d", "avg_pool2d", "max_pool2d_grad", "avg_pool2d_grad")]
+            sources["pad.cu"] += [f"pad2d<{ctype}, {itype}>", f"pad2d_grad<{ctype}, {itype}>"]
     return {file: tuple(names) for file, names in sources.items()}
 
 

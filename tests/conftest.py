@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 
-from gpuconv.backends import get_backend
+from gpuconv.backends import BackendUnavailable, get_backend
 from support import require_backend
 
 # "cuda-emu" must run in CI (a missing g++ or CUDA header fails the run there); "cuda" needs a
@@ -51,10 +51,17 @@ def torch():
 
 @pytest.fixture(scope="session")
 def grad_backend(backend) -> str:
-    """`backend`, for the gradient tests: the one place that skips a backend without gradient methods."""
-    if not hasattr(get_backend(backend), "conv2d_input"):
-        pytest.skip("CUDA backward kernels not merged yet")
+    """`backend`, for the gradient tests (every backend has the gradient methods)."""
     return backend
+
+
+@pytest.fixture(scope="session")
+def emu():
+    """The "cuda-emu" backend object, for the kernel-level tests (skipped when the emulator cannot run)."""
+    try:
+        return get_backend("cuda-emu")
+    except BackendUnavailable as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
-"""The CUDA backends' launch variants, forced on small shapes: each GEMM tiling, 64-bit indices, the
-direct kernel's unstaged (global-memory) path and its more-than-48-KB shared-memory path.
+"""The CUDA backends' launch variants, forced on small shapes: each GEMM tiling and split-K, 64-bit
+indices, the direct kernel's unstaged (global-memory) path and its more-than-48-KB shared-memory path.
 
 One source for the variant tests (tests/test_cuda_variants.py: the real GPU, and the emulator where
 cheap) and the compute-sanitizer driver of `make gpu-check` (tools/gpucheck/sanitize_driver.py).
@@ -14,9 +14,6 @@ import numpy as np
 
 from gpuconv import _kernels
 
-NEVER = 1 << 62  # a threshold no shape reaches
-
-
 @contextlib.contextmanager
 def _patched(changes):
     """Set (object, attribute, value) for the block, restoring each afterwards."""
@@ -30,17 +27,19 @@ def _patched(changes):
             setattr(obj, name, value)
 
 
-def forced(tiling: str | None = None, index64: bool = False, unstaged: bool = False):
-    """A context in which the CUDA backends plan the implicit GEMM with `tiling` ("large", "wide",
-    "small"; float64 has "small" only), use the 64-bit index instantiations, and/or find no shared
-    memory for the direct kernel's staged tile (so it takes the global-memory path)."""
-    from gpuconv.backends import cuda
+def forced(tiling: str | None = None, index64: bool = False, unstaged: bool = False, splits: int | None = None):
+    """A context in which the CUDA backends plan the implicit GEMMs with `tiling` ("large", "wide",
+    "small": _kernels.gemm_tilings says which a GEMM and dtype have) and/or `splits` K splits (the
+    split-K reduction runs when > 1; the workspace cap may lower it), use the 64-bit index
+    instantiations, and/or find no shared memory for the direct kernel's staged tile (so it takes
+    the global-memory path)."""
+    from gpuconv.backends import cuda, cuda_gemm
 
     changes = []
     if tiling is not None:
-        large, wide = {"large": (0, 0), "wide": (NEVER, 0), "small": (NEVER, NEVER)}[tiling]
-        changes += [(cuda, "IGEMM_LARGE_MIN_FILTERS", large), (cuda, "IGEMM_LARGE_MIN_PIXELS", large),
-                    (cuda, "IGEMM_WIDE_MIN_FILTERS", wide), (cuda, "IGEMM_WIDE_MIN_PIXELS", wide)]
+        changes.append((cuda_gemm, "FORCE_TILING", tiling))
+    if splits is not None:
+        changes.append((cuda_gemm, "FORCE_SPLITS", splits))
     if index64:
         changes.append((cuda, "FORCE_INDEX64", True))
     if unstaged:
@@ -127,6 +126,8 @@ CONV_VARIANTS = (
             "conv2d_implicit_gemm<{T}, {I}, 64, 128, 4, 8>", dtypes=("float16", "float32")),
     Variant("gemm small", dict(tiling="small"), (2, 3, 5, 13), (65, 3, 3, 3), _GEMM,
             "conv2d_implicit_gemm<{T}, {I}, 64, 64, 4, 4>"),
+    # K = 8*9 = 72: 9 k steps in 3 splits, summed by splitk_reduce (with the bias).
+    Variant("gemm split-K", dict(splits=3), (2, 8, 6, 5), (9, 8, 3, 3), _GEMM, "splitk_reduce<{T}, {I}>"),
     Variant("gemm 64-bit indices", dict(index64=True), (2, 4, 9, 10), (6, 2, 3, 3),
             dict(_GROUPED, algorithm="implicit_gemm"), "conv2d_implicit_gemm<{T}, {I}, 64, 64, 4, 4>"),
     Variant("direct 64-bit indices", dict(index64=True), (2, 4, 9, 10), (6, 2, 3, 3),

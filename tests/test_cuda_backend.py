@@ -53,10 +53,13 @@ def test_every_launched_kernel_is_instantiated():
     names = {name for names in _kernels.KERNEL_SOURCES.values() for name in names}
     for ctype in _kernels.ELEMENT_TYPES.values():
         for itype in _kernels.INDEX_TYPES:
-            assert f"max_pool2d<{ctype}, {itype}>" in names and f"pad2d<{ctype}, {itype}>" in names
+            for op in ("max_pool2d", "avg_pool2d", "pad2d", "max_pool2d_grad", "avg_pool2d_grad", "pad2d_grad",
+                       "splitk_reduce", "conv2d_grad_weight_direct"):
+                assert f"{op}<{ctype}, {itype}>" in names
             assert _kernels.direct_kernel(ctype, itype, 1, False) in names
-            for tiling in _kernels.igemm_tilings(ctype):
-                assert _kernels.implicit_gemm_kernel(ctype, itype, tiling) in names
+            for kind in _kernels.GEMM_KERNELS:
+                for tiling in _kernels.gemm_tilings(kind, ctype):
+                    assert _kernels.gemm_kernel(kind, ctype, itype, tiling) in names
     for file in _kernels.KERNEL_SOURCES:
         assert (_kernels.CUDA_DIR / file).is_file()
 

@@ -28,10 +28,19 @@ def test_no_spills_and_no_warnings(records):
     assert not bad, "\n".join(map(str, bad))
 
 
+GEMMS = ("conv2d_implicit_gemm", "conv2d_grad_input", "conv2d_grad_weight")
+
+
 def test_register_budgets_follow_the_launch_bounds(records):
-    """__launch_bounds__(threads, min blocks) caps registers: direct 64 (FB = 1) or 128 (FB = 4), GEMM 128
-    for 32-bit-index float tiles up to 4x8 (else 255), tensor-core GEMM 255, pool/pad 64."""
-    limits = {"max_pool2d": 64, "avg_pool2d": 64, "pad2d": 64, "conv2d_implicit_gemm_tc": 255}
+    """__launch_bounds__(threads, min blocks) caps registers: direct 64 (FB = 1) or 128 (FB = 4), GEMMs 128
+    for 32-bit-index float tiles up to 4x8 (else 255), tensor-core GEMM 255, pool/pad and their gradients
+    and the split-K reduction 64, the direct weight gradient 128. The GEMM planner's blocks per SM
+    (cuda_gemm.blocks_per_sm) must fit those registers."""
+    from gpuconv.backends import cuda_gemm
+
+    limits = {name: 64 for name in ("max_pool2d", "avg_pool2d", "pad2d", "max_pool2d_grad", "avg_pool2d_grad",
+                                    "pad2d_grad", "splitk_reduce")}
+    limits.update(conv2d_implicit_gemm_tc=255, conv2d_grad_weight_direct=128)  # __launch_bounds__(256, 2)
     for r in records:
         name = r.name_expression.split("<")[0]
         wide = r.name_expression.endswith("8, 8>") or "<double" in r.name_expression or "long long" in r.name_expression
@@ -39,9 +48,23 @@ def test_register_budgets_follow_the_launch_bounds(records):
         if name == "conv2d_direct":
             limit = 64 if ", 1, " in r.name_expression else 128
         assert 0 < r.registers <= limit, r
-    gemm = [r for r in records if r.name_expression.startswith("conv2d_implicit_gemm<")]
-    for r in gemm:  # double-buffered BK x (BM + BN) tiles of the accumulation type, BK = 8
+        if name in GEMMS:
+            ctype, itype, *tile = r.name_expression[len(name) + 1:-1].split(", ")
+            tiling = next(t for t, v in _kernels.IGEMM_TILINGS.items() if list(v) == [int(x) for x in tile])
+            assert cuda_gemm.blocks_per_sm(tiling, ctype, itype) * 256 * r.registers <= 65536, r
+
+
+def test_gemm_shared_memory_is_the_double_buffered_tiles(records):
+    """BK x (BM + BN) tiles of the accumulation type, twice: BK = 8 for the forward and data gradient,
+    WGRAD_BK = 16 with rows padded by WGRAD_PAD = 4 for the weight gradient; the tensor-core kernel's
+    shared memory is all dynamic (> 48 KB)."""
+    for r in records:
+        name = r.name_expression.split("<")[0]
+        if name not in GEMMS:
+            continue
         bm, bn = map(int, r.name_expression[:-1].split(", ")[2:4])
-        assert r.static_shared_bytes == 2 * 8 * (bm + bn) * (8 if "<double" in r.name_expression else 4), r
+        acc = 8 if "<double" in r.name_expression else 4
+        bk, pad = (16, 4) if name == "conv2d_grad_weight" else (8, 0)
+        assert r.static_shared_bytes == 2 * bk * (bm + pad + bn + pad) * acc, r
     tensor_cores = [r for r in records if r.name_expression.startswith("conv2d_implicit_gemm_tc<")]
-    assert tensor_cores and all(r.static_shared_bytes == 0 for r in tensor_cores)  # all dynamic (> 48 KB)
+    assert tensor_cores and all(r.static_shared_bytes == 0 for r in tensor_cores)

@@ -14,21 +14,12 @@ import pytest
 import gpuconv
 from gpuconv import _reference as ref
 from gpuconv._geometry import conv_spec
-from gpuconv.backends import BackendUnavailable, get_backend
 from support import (DTYPES, as_reference_input, assert_close, assert_same, poisoned_numpy_backend, random_array,
                      stable_seed)
 
 pytestmark = pytest.mark.emulator
 
 ALGORITHMS = ("direct", "implicit_gemm")
-
-
-@pytest.fixture(scope="module")
-def emu():
-    try:
-        return get_backend("cuda-emu")
-    except BackendUnavailable as exc:
-        pytest.skip(str(exc))
 
 
 @pytest.fixture
@@ -122,8 +113,9 @@ def test_implicit_gemm_k_boundaries(emu, channels):
 def test_implicit_gemm_wider_tilings(emu, cuda_module, monkeypatch, dtype, tiling, filters, index64):
     """The 128x128 (8x8) and 64x128 (4x8) tilings, forced on a small shape crossing their tile edges
     (F = BM + 1, N*OH*OW = 130 = BN + 2), with 32- and 64-bit indices."""
-    for name in ("IGEMM_LARGE_MIN_PIXELS", "IGEMM_WIDE_MIN_PIXELS", "IGEMM_WIDE_MIN_FILTERS"):
-        monkeypatch.setattr(cuda_module, name, 0)
+    from gpuconv.backends import cuda_gemm
+
+    monkeypatch.setattr(cuda_gemm, "FORCE_TILING", tiling)
     monkeypatch.setattr(cuda_module, "FORCE_INDEX64", index64)
     spec = conv_spec((2, 3, 5, 13), (filters, 3, 3, 3), 1, 1, 1, 1, "zeros")
     assert emu._plan(spec, "implicit_gemm", dtype).tiling == tiling

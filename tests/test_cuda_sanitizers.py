@@ -1,7 +1,9 @@
-"""The conv and pooling kernels under ASan+UBSan and under TSan, in the emulator, in a child process.
+"""The conv, pooling and padding kernels and their gradients under ASan+UBSan and under TSan, in the
+emulator, in a child process.
 
-The child runs all of tests/test_cuda_kernels.py and tests/test_cuda_tensor_cores.py (its float16
-parity cases in three thread orders, both TF32 and float16 tile edges) with the sanitizer runtime
+The child runs all of tests/test_cuda_kernels.py, tests/test_cuda_grad_kernels.py and
+tests/test_cuda_tensor_cores.py (its float16 parity cases in three thread orders, both TF32 and
+float16 tile edges) with the sanitizer runtime
 preloaded (gpuconv.emulator.sanitizer_env); its whole output is captured and must hold no report:
 ASan/UBSan catch out-of-bounds global and shared accesses, TSan catches races between the
 threads of a block (a missing barrier, a non-atomic read-modify-write).
@@ -19,6 +21,7 @@ from gpuconv.backends import BackendUnavailable, get_backend
 pytestmark = [pytest.mark.emulator, pytest.mark.sanitizer, pytest.mark.slow]
 
 TESTS = Path(__file__).resolve().parent
+KERNEL_TESTS = ("test_cuda_kernels.py", "test_cuda_grad_kernels.py", "test_cuda_tensor_cores.py")
 REPORT_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "WARNING: ThreadSanitizer", "ERROR: LeakSanitizer",
                   "SUMMARY: UndefinedBehaviorSanitizer")
 
@@ -32,7 +35,7 @@ def test_kernels_have_no_sanitizer_reports(mode):
     from gpuconv.emulator import sanitizer_command, sanitizer_env
 
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", "-m", "not gpu",
-           str(TESTS / "test_cuda_kernels.py"), str(TESTS / "test_cuda_tensor_cores.py")]
+           *(str(TESTS / name) for name in KERNEL_TESTS)]
     proc = subprocess.run(sanitizer_command(cmd, mode), env=sanitizer_env(mode), capture_output=True, text=True,
                           timeout=900, cwd=TESTS.parent)
     output = proc.stdout + proc.stderr

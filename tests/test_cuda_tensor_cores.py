@@ -37,14 +37,6 @@ TF32_EXACT_TOL = 2e-3    # against the exact result
 ORDERS = [("forward", 0), ("reverse", 0), ("random", 7)]
 
 
-@pytest.fixture(scope="module")
-def emu():
-    try:
-        return get_backend("cuda-emu")
-    except BackendUnavailable as exc:
-        pytest.skip(str(exc))
-
-
 @pytest.fixture(params=ORDERS, ids=[o for o, _ in ORDERS])
 def order(request, emu):
     from gpuconv import emulator

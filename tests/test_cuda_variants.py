@@ -1,6 +1,6 @@
 """The CUDA backends' launch variants, forced on small shapes (tests/cuda_variants.py), on the real GPU
 (marked `gpu`: GPUCONV_REQUIRE_GPU=1 turns a missing GPU into a failure) and in the emulator where
-cheap: every GEMM tiling, 64-bit indices (conv, pooling, padding), the direct kernel's unstaged path
+cheap: every GEMM tiling, split-K, 64-bit indices (conv, pooling, padding), the direct kernel's unstaged path
 and its more-than-48-KB shared-memory path. Each checks the launched kernel, then the result against
 the float64 reference with the outputs poisoned before the call. Also the rule max pooling follows
 for float32 subnormals, which CuPy's -ftz=true may change on the GPU."""

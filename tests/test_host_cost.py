@@ -100,9 +100,10 @@ def test_the_spec_is_built_once_per_signature(monkeypatch):
 
 # ---- the CUDA launcher -------------------------------------------------------------------------------
 def test_plans_follow_the_device_limit_and_the_settings_they_read(monkeypatch):
-    """Memoised plans are keyed by the device's shared-memory limit and the planning settings: a change
-    of either (tests make both) gives a new plan, never a stale one."""
-    from gpuconv.backends import cuda
+    """Memoised plans are keyed by the device's shared-memory limit, SM count and the planning settings
+    (the GEMM planner's hooks among them): a change of either (tests make both) gives a new plan, never
+    a stale one."""
+    from gpuconv.backends import cuda, cuda_gemm
 
     backend = _emu()
     spec = _geometry.conv_spec((1, 2, 20, 20), (6, 2, 9, 9), 1, 1, 1, 1, "zeros")
@@ -110,9 +111,16 @@ def test_plans_follow_the_device_limit_and_the_settings_they_read(monkeypatch):
     monkeypatch.setattr(cuda, "EMULATED_SHARED_BYTES", 1024)
     assert not backend._plan(spec, "direct", np.float32).staged
     gemm = _geometry.conv_spec((2, 3, 5, 13), (129, 3, 3, 3), 1, 1, 1, 1, "zeros")
-    assert backend._plan(gemm, "implicit_gemm", np.float32).tiling == "small"
-    monkeypatch.setattr(cuda, "IGEMM_LARGE_MIN_PIXELS", 0)
-    assert backend._plan(gemm, "implicit_gemm", np.float32).tiling == "large"
+    natural = backend._plan(gemm, "implicit_gemm", np.float32)
+    other = "large" if natural.tiling != "large" else "small"
+    monkeypatch.setattr(cuda_gemm, "FORCE_TILING", other)
+    assert backend._plan(gemm, "implicit_gemm", np.float32).tiling == other
+    monkeypatch.setattr(cuda_gemm, "FORCE_SPLITS", 2)
+    assert backend._plan(gemm, "implicit_gemm", np.float32).splits == 2
+    monkeypatch.setattr(cuda, "EMULATED_SM_COUNT", 1)  # the SM count is part of the key too
+    monkeypatch.setattr(cuda_gemm, "FORCE_TILING", None)
+    monkeypatch.setattr(cuda_gemm, "FORCE_SPLITS", None)
+    assert backend._plan(gemm, "implicit_gemm", np.float32).splits == 1
     assert backend.choose_algorithm(spec) == "direct"
     monkeypatch.setattr(cuda, "IGEMM_MIN_REDUCTION", 1)
     monkeypatch.setattr(cuda, "IGEMM_MIN_FILTERS", 1)

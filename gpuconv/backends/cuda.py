@@ -10,7 +10,8 @@ tiles, i.e. at least IGEMM_MIN_FILTERS filters per group and a reduction (C/grou
 at least IGEMM_MIN_REDUCTION taps; otherwise the direct kernel (few channels, image filters,
 depthwise and small grouped layers), where a GEMM tile would be mostly padding. A GEMM-shaped
 layer runs on tensor cores (implicit_gemm_tc, _tensor_cores.py) where they apply: float16, and
-float32 when the call allows TF32.
+float32 when the call allows TF32. The SIMT GEMM's tiling and split-K come from the device's SM
+count (cuda_gemm.py). The gradients are in cuda_grad.py.
 """
 from __future__ import annotations
 
@@ -22,16 +23,12 @@ import numpy as np
 
 from .. import _kernels
 from .._memo import BoundedCache
-from . import BackendUnavailable, _tensor_cores, is_cupy_array
+from . import BackendUnavailable, _tensor_cores, cuda_gemm, is_cupy_array
+from .cuda_grad import CudaGradients
 
 ALGORITHMS = ("auto", "direct", "implicit_gemm", _tensor_cores.ALGORITHM)
 IGEMM_MIN_FILTERS = 16
 IGEMM_MIN_REDUCTION = 64
-# GEMM tiling: "large" (128 x 128) once most of a 128-row tile holds filters and there are enough
-# output pixels to give every SM of a large GPU a few tiles; "wide" (64 x 128) for 33-96 filters
-# per group; else "small" (64 x 64). float64 always "small".
-IGEMM_LARGE_MIN_FILTERS, IGEMM_LARGE_MIN_PIXELS = 96, 16384
-IGEMM_WIDE_MIN_FILTERS, IGEMM_WIDE_MIN_PIXELS = 33, 8192
 
 MODE_CODES = {"zeros": 0, "constant": 0, "reflect": 1, "replicate": 2, "circular": 3}  # common.cuh PadMode
 _MODE_ARGS = {mode: np.int32(code) for mode, code in MODE_CODES.items()}  # as kernel arguments
@@ -42,12 +39,12 @@ MAX_ELEMENTWISE_BLOCKS = 65536  # pooling/padding kernels loop (grid-stride) bey
 DEFAULT_SHARED_BYTES = 48 * 1024  # above this, dynamic shared memory needs the kernel attribute raised
 EMULATED_SHARED_BYTES = 96 * 1024  # the emulator plays a device with sm_70's opt-in limit
 EMULATED_COMPUTE_CAPABILITY = 90  # and sm_90's tensor cores (its <mma.h> has TF32)
+EMULATED_SM_COUNT = 132  # and an H200's SM count, so the GEMM planning runs as on one
 
 # Test hook: True forces the 64-bit index instantiations on small tensors.
 FORCE_INDEX64 = False
 # The settings above that planning reads: part of every memoised plan's key (_memoised_plan).
-PLAN_SETTINGS = ("IGEMM_MIN_FILTERS", "IGEMM_MIN_REDUCTION", "IGEMM_LARGE_MIN_FILTERS", "IGEMM_LARGE_MIN_PIXELS",
-                 "IGEMM_WIDE_MIN_FILTERS", "IGEMM_WIDE_MIN_PIXELS")
+PLAN_SETTINGS = ("IGEMM_MIN_FILTERS", "IGEMM_MIN_REDUCTION", "FORCE_INDEX64")
 _plan_settings = operator.itemgetter(*PLAN_SETTINGS)
 
 
@@ -97,10 +94,17 @@ class _Device:
             return EMULATED_COMPUTE_CAPABILITY
         return _compute_capability(self.xp.cuda.Device().id)
 
+    def sm_count(self) -> int:
+        if self.kind == "emu":
+            return EMULATED_SM_COUNT
+        return _sm_count(self.xp.cuda.Device().id)
+
     def identity(self) -> tuple:
-        """What a launch plan depends on besides its arguments: the device, its shared-memory limit
-        and compute capability, and the module settings that planning reads (tests change them)."""
-        limits = (self.max_shared_bytes(), self.compute_capability(), _plan_settings(globals()))
+        """What a launch plan depends on besides its arguments: the device, its shared-memory limit,
+        compute capability and SM count, and the settings that planning reads (tests change them; the
+        GEMM planner's: the workspace cap and its test hooks)."""
+        limits = (self.max_shared_bytes(), self.compute_capability(), self.sm_count(), _plan_settings(globals()),
+                  cuda_gemm.settings())
         if self.kind == "emu":
             return (self.kind, *limits)
         return (self.kind, self.xp.cuda.runtime.getDevice(), *limits)
@@ -136,14 +140,34 @@ def _compute_capability(device_id: int) -> int:
     return int(cupy.cuda.Device(device_id).compute_capability)
 
 
+@functools.lru_cache(maxsize=None)
+def _sm_count(device_id: int) -> int:
+    import cupy
+
+    return int(cupy.cuda.Device(device_id).attributes["MultiProcessorCount"])
+
+
 _nbytes = operator.attrgetter("nbytes")
 
 
 def _index_type(*arrays) -> tuple[str, type]:
     """32-bit index arithmetic when every tensor is under 2^31 bytes, else 64-bit."""
-    if FORCE_INDEX64 or max(map(_nbytes, arrays)) >= 2**31:
+    return _index_type_of(max(map(_nbytes, arrays)))
+
+
+def _index_type_of(nbytes: int) -> tuple[str, type]:
+    """_index_type of tensors whose largest has nbytes bytes (before they exist)."""
+    if FORCE_INDEX64 or nbytes >= 2**31:
         return "long long", np.int64
     return "int", np.int32
+
+
+def _conv_index_type(spec, dtype) -> tuple[str, type]:
+    """_index_type of a convolution's x, w and y."""
+    cg = spec.c // spec.groups
+    return _index_type_of(np.dtype(dtype).itemsize * max(spec.n * spec.c * spec.h * spec.w,
+                                                         spec.f * cg * spec.kh * spec.kw,
+                                                         spec.n * spec.f * spec.oh * spec.ow))
 
 
 _CTYPES = {np.dtype(name): ctype for name, ctype in _kernels.ELEMENT_TYPES.items()}
@@ -174,7 +198,8 @@ def _memoised_plan(method):
 @functools.lru_cache(maxsize=1024)
 def _conv_geometry(spec, I) -> tuple:
     """The conv kernels' (c, h, w, f, oh, ow, kh, kw, groups, sh, sw, dh, dw, top, left) arguments
-    (NumPy scalars of the kernels' C types, built once per spec and index type)."""
+    (NumPy scalars of the kernels' C types, built once per spec and index type; the forward kernels
+    take the padding mode after them)."""
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
     top, _, left, _ = spec.pads
     return (I(spec.c), I(spec.h), I(spec.w), I(spec.f), I(spec.oh), I(spec.ow),
@@ -215,30 +240,7 @@ class _DirectPlan:
         self.tile_args = tuple(map(np.int32, (self.tiles_x, self.tiles_y, *self.in_hw)))  # the kernel's last four
 
 
-class _ImplicitGemmPlan:
-    """Tiling and grid of conv2d_implicit_gemm for one spec."""
-
-    def __init__(self, spec, ctype: str):
-        fg = spec.f // spec.groups
-        pixels = spec.n * spec.oh * spec.ow
-        if ctype == "double":
-            self.tiling = "small"
-        elif fg >= IGEMM_LARGE_MIN_FILTERS and pixels >= IGEMM_LARGE_MIN_PIXELS:
-            self.tiling = "large"
-        elif fg >= IGEMM_WIDE_MIN_FILTERS and pixels >= IGEMM_WIDE_MIN_PIXELS:
-            self.tiling = "wide"
-        else:
-            self.tiling = "small"
-        bm, bn, tm, tn = _kernels.IGEMM_TILINGS[self.tiling]
-        self.block = ((bm // tm) * (bn // tn), 1, 1)
-        self.grid = (_ceil_div(pixels, bn), spec.groups * _ceil_div(fg, bm), 1)
-        if self.grid[1] > MAX_GRID_YZ or self.grid[0] > MAX_GRID_X:
-            raise ValueError(f"algorithm='implicit_gemm' needs groups * ceil(F/groups / {bm}) <= {MAX_GRID_YZ} and "
-                             f"ceil(N*OH*OW / {bn}) <= {MAX_GRID_X}; got groups={spec.groups}, F={spec.f}, "
-                             f"N*OH*OW={pixels}")
-
-
-class CudaBackend:
+class CudaBackend(CudaGradients):
     algorithms = ALGORITHMS
 
     def __init__(self, name: str, device: _Device):
@@ -272,7 +274,9 @@ class CudaBackend:
         if algorithm == "direct":
             return _DirectPlan(spec, self.device.max_shared_bytes(), _acc_itemsize(dtype))
         if algorithm == "implicit_gemm":
-            return _ImplicitGemmPlan(spec, _ctype(dtype))
+            cg, fg = spec.c // spec.groups, spec.f // spec.groups
+            return cuda_gemm.plan("forward", spec.groups, fg, spec.n * spec.oh * spec.ow, cg * spec.kh * spec.kw,
+                                  _ctype(dtype), _conv_index_type(spec, dtype)[0], self.device.sm_count())
         if algorithm == _tensor_cores.ALGORITHM:
             return _tensor_cores.TensorCorePlan(spec, dtype, precision, self.device.compute_capability(),
                                                 self.device.max_shared_bytes())
@@ -297,9 +301,7 @@ class CudaBackend:
         ctype = _ctype(x.dtype)
         geometry = (*_conv_geometry(spec, I), _MODE_ARGS[spec.padding_mode])
         if algorithm == "direct":
-            name = _kernels.direct_kernel(ctype, itype, plan.filter_batch, plan.staged)
-            args = (xd, wd, bd, out, _FLAG_ARGS[has_bias], *geometry, *plan.tile_args)
-            dev.launch("conv_direct.cu", name, plan.grid, plan.block, args, plan.shared)
+            self._launch_direct(plan, spec, xd, wd, bd, out, itype, I)
         elif algorithm == _tensor_cores.ALGORITHM:
             args = (xd, wd, bd, out, _FLAG_ARGS[has_bias], I(spec.n), *geometry)
             dev.launch(_tensor_cores.FILE, _kernels.implicit_gemm_tc_kernel(ctype, itype, plan.block_m), plan.grid,
@@ -307,28 +309,35 @@ class CudaBackend:
         else:
             groups, fg = spec.groups, spec.f // spec.groups
             wt = dev.xp.ascontiguousarray(wd.reshape(groups, fg, -1).transpose(0, 2, 1))  # (groups, K, F/groups)
-            name = _kernels.implicit_gemm_kernel(ctype, itype, plan.tiling)
-            args = (xd, wt, bd, out, _FLAG_ARGS[has_bias], I(spec.n), *geometry)
-            dev.launch("conv_implicit_gemm.cu", name, plan.grid, plan.block, args)
+            cuda_gemm.launch(dev, plan, itype, I, (xd, wt, bd), out, (_FLAG_ARGS[has_bias], I(spec.n), *geometry),
+                             bias=bd, bias_period=spec.oh * spec.ow, bias_count=spec.f)
         return dev.like(out, x)
 
-    # ---- pooling and padding: one thread per output element --------------------------------------
-    def _elementwise(self, file, threads_constant, kernel, x, out_shape, scalars, extra_outputs=()):
-        """Launch `kernel`<T, I>(x, out, *extra_outputs, total, *scalars(I)) over out_shape; returns out."""
+    def _launch_direct(self, plan, spec, xd, wd, bd, out, itype, I):
+        """conv2d_direct of spec (bd: the bias, or None)."""
+        name = _kernels.direct_kernel(_ctype(xd.dtype), itype, plan.filter_batch, plan.staged)
+        args = (xd, wd, bd, out, _FLAG_ARGS[bd is not None], *_conv_geometry(spec, I), _MODE_ARGS[spec.padding_mode],
+                *plan.tile_args)
+        self.device.launch("conv_direct.cu", name, plan.grid, plan.block, args, plan.shared)
+
+    # ---- pooling and padding (and their gradients): one thread per output element -----------------
+    def _elementwise(self, file, threads_constant, kernel, inputs, out_shape, scalars, extra_outputs=()):
+        """Launch `kernel`<T, I>(*inputs, out, *extra_outputs, total, *scalars(I)) over out_shape, T the
+        first input's element type; returns out."""
         dev = self.device
-        xd = dev.to_work(x)
-        out = dev.xp.empty(out_shape, dtype=x.dtype)
-        itype, I = _index_type(xd, out, *extra_outputs)
+        work = [dev.to_work(a) for a in inputs]
+        out = dev.xp.empty(out_shape, dtype=work[0].dtype)
+        itype, I = _index_type(*work, out, *extra_outputs)
         threads = _kernels.constants(file)[threads_constant]
         grid = (min(_ceil_div(out.size, threads), MAX_ELEMENTWISE_BLOCKS), 1, 1)
-        args = (xd, out, *extra_outputs, I(out.size), *scalars(I))
-        dev.launch(file, f"{kernel}<{_ctype(x.dtype)}, {itype}>", grid, (threads, 1, 1), args)
+        args = (*work, out, *extra_outputs, I(out.size), *scalars(I))
+        dev.launch(file, f"{kernel}<{_ctype(work[0].dtype)}, {itype}>", grid, (threads, 1, 1), args)
         return out
 
     def max_pool2d(self, x, spec, return_indices):
         with self.device.scope(x):
             indices = self.device.xp.empty(spec.out_shape if return_indices else (1,), dtype=np.int64)
-            out = self._elementwise("pool.cu", "POOL_THREADS", "max_pool2d", x, spec.out_shape,
+            out = self._elementwise("pool.cu", "POOL_THREADS", "max_pool2d", (x,), spec.out_shape,
                                     functools.partial(_max_pool_scalars, spec, return_indices=return_indices),
                                     (indices,))
             out = self.device.like(out, x)
@@ -336,13 +345,13 @@ class CudaBackend:
 
     def avg_pool2d(self, x, spec):
         with self.device.scope(x):
-            out = self._elementwise("pool.cu", "POOL_THREADS", "avg_pool2d", x, spec.out_shape,
+            out = self._elementwise("pool.cu", "POOL_THREADS", "avg_pool2d", (x,), spec.out_shape,
                                     functools.partial(_avg_pool_scalars, spec))
             return self.device.like(out, x)
 
     def pad2d(self, x, spec):
         with self.device.scope(x):
-            out = self._elementwise("pad.cu", "PAD_THREADS", "pad2d", x, spec.out_shape,
+            out = self._elementwise("pad.cu", "PAD_THREADS", "pad2d", (x,), spec.out_shape,
                                     functools.partial(_pad_scalars, spec))
             return self.device.like(out, x)
 

@@ -45,13 +45,17 @@ PAD_MODES = ("constant", "reflect", "replicate", "circular")
 GRAD_METHODS = ("conv2d_input", "conv2d_weight", "max_pool2d_input", "avg_pool2d_input", "pad2d_input")
 
 
-def forcings(algorithm: str) -> list[dict]:
-    """The forced(...) settings that reach every instantiation an algorithm has: each GEMM tiling
-    and the direct kernel's unstaged path, each with 32- and 64-bit indices."""
+def forcings(algorithm: str, dtype, gemm: str = "forward") -> list[dict]:
+    """The forced(...) settings that reach every instantiation an algorithm has: each tiling of the
+    `gemm` ("forward", "input", "weight") GEMM in this dtype with one and with 3 K splits (the split-K
+    reduction), the direct kernel's unstaged path, each with 32- and 64-bit indices."""
     if algorithm == "implicit_gemm":
-        return [dict(tiling=tiling, index64=index64) for tiling in _kernels.IGEMM_TILINGS for index64 in (False, True)]
+        tilings = _kernels.gemm_tilings(gemm, _kernels.ELEMENT_TYPES[np.dtype(dtype).name])
+        return [dict(tiling=tiling, splits=splits, index64=index64)
+                for tiling in tilings for splits in (1, 3) for index64 in (False, True)]
     if algorithm == "direct":
-        return [dict(unstaged=unstaged, index64=index64) for unstaged in (False, True) for index64 in (False, True)]
+        return [dict(unstaged=unstaged, splits=splits, index64=index64)
+                for unstaged in (False, True) for splits in (1, 3) for index64 in (False, True)]
     return [dict(index64=index64) for index64 in (False, True)]
 
 
@@ -75,7 +79,7 @@ def forward(backend: str, dtype, rng, emulated: bool) -> None:
             for algorithm in implementation.applicable_algorithms(spec, np.dtype(dtype), precision)[1:]:
                 call = dict(kwargs, algorithm=algorithm, precision=precision, backend=backend)
                 gpuconv.conv2d(x, w, None, **call)
-                for force in forcings(algorithm):
+                for force in forcings(algorithm, dtype):
                     with forced(**force):
                         gpuconv.conv2d(x, w, b, **call)
     for variant in CONV_VARIANTS:
@@ -108,12 +112,22 @@ def gradients(backend: str, dtype, rng) -> list[str]:
     (px,) = _arrays(backend, rng, POOL_SHAPE, dtype=dtype)
     (pool_grad,) = _arrays(backend, rng, pool.out_shape, dtype=dtype)
     _, indices = gpuconv.max_pool2d(px, 3, 2, 1, ceil_mode=True, return_indices=True, backend=backend)
+    unit = _geometry.conv_spec((2, 4, 9, 10), (6, 2, 3, 3), 1, 1, 1, 2, "zeros")  # stride 1: the direct dx too
+    (unit_grad,) = _arrays(backend, rng, unit.out_shape, dtype=dtype)
+    for which, gemm, method in (("input", "input", "conv2d_input"), ("weight", "weight", "conv2d_weight")):
+        if method not in have:
+            continue
+        for conv, go in ((spec, grad_out), (unit, unit_grad)):
+            applicable = getattr(implementation, f"applicable_{which}_grad_algorithms", lambda s: ("auto",))(conv)
+            for algorithm in applicable:
+                for force in forcings(algorithm, dtype, gemm):
+                    with forced(**force):
+                        if which == "input":
+                            implementation.conv2d_input(go, w, conv, algorithm)
+                        else:
+                            implementation.conv2d_weight(x, go, conv, algorithm)
     for index64 in (False, True):
         with forced(index64=index64):
-            if "conv2d_input" in have:
-                implementation.conv2d_input(grad_out, w, spec, "auto")
-            if "conv2d_weight" in have:
-                implementation.conv2d_weight(x, grad_out, spec, "auto")
             if "max_pool2d_input" in have:
                 implementation.max_pool2d_input(pool_grad, px, indices, pool)
                 implementation.max_pool2d_input(pool_grad, px, None, pool)
