@@ -178,7 +178,8 @@ def test_window_views_on_every_input_layout(monkeypatch, layout, padding):
     w = random_array(rng, (4, 3, 5, 3), np.float32)
     built = []
     real = _tap_windows.window_view
-    monkeypatch.setattr(_tap_windows, "window_view", lambda a, *rest: (built.append(a.flags.c_contiguous), real(a, *rest))[1])
+    monkeypatch.setattr(_tap_windows, "window_view",
+                        lambda a, *rest: (built.append(a.flags.c_contiguous), real(a, *rest))[1])
     out = gpuconv.conv2d(x, w, padding=padding, algorithm="im2col", backend="numpy")
     assert_close(out, ref.conv2d(as_reference_input(x), as_reference_input(w), padding=padding), np.float32,
                  f"{layout} input, padding {padding}")
