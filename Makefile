@@ -2,12 +2,13 @@
 #   make demo   - virtual environment, install gpuconv with what the demo needs (Pillow), run the demo
 #   make test   - virtual environment, install gpuconv with its test extras, run the whole test suite
 #   make train  - train a small CNN on 8x8 digits with gpuconv's gradients (the train extra)
+#   make lint   - ruff over the whole tree (rules in pyproject.toml); CI runs it beside make test
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 CONFIG := $(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test bench train gpu-check clean
+.PHONY: demo test lint bench train gpu-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,16 +26,24 @@ $(VENV)/.train-$(CONFIG): pyproject.toml | $(PY)
 	rm -f $(VENV)/.train-*
 	touch $@
 
+$(VENV)/.lint-$(CONFIG): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e ".[lint]"
+	rm -f $(VENV)/.lint-*
+	touch $@
+
 $(VENV)/.test-$(CONFIG): pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e ".[test,demo]"
-	rm -f $(VENV)/.test-* $(VENV)/.demo-* $(VENV)/.train-*
-	touch $@ $(VENV)/.demo-$(CONFIG) $(VENV)/.train-$(CONFIG)
+	rm -f $(VENV)/.test-* $(VENV)/.demo-* $(VENV)/.train-* $(VENV)/.lint-*
+	touch $@ $(VENV)/.demo-$(CONFIG) $(VENV)/.train-$(CONFIG) $(VENV)/.lint-$(CONFIG)
 
 demo: $(VENV)/.demo-$(CONFIG)
 	$(PY) -m gpuconv demo --out out/demo.png
 
 test: $(VENV)/.test-$(CONFIG)
 	$(PY) -m pytest -q
+
+lint: $(VENV)/.lint-$(CONFIG)
+	$(PY) -m ruff check .
 
 train: $(VENV)/.train-$(CONFIG)
 	$(PY) -m gpuconv train --out out/train.png
@@ -60,4 +69,4 @@ gpu-check:
 	PYTHONPATH=$(CURDIR) $(PYTHON) tools/gpu_check.py
 
 clean:
-	rm -rf $(VENV) out build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) out build *.egg-info .pytest_cache .hypothesis .ruff_cache

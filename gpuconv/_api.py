@@ -56,7 +56,7 @@ def conv2d(x: ArrayLike, w: ArrayLike, bias: ArrayLike | None = None, stride: In
 
     padding: int, (ph, pw), ((top, bottom), (left, right)), "valid" or "same" (TensorFlow's rule,
     any stride). padding_mode: "zeros", "reflect", "replicate" or "circular".
-    algorithm: "auto" or a backend-specific method name (see README).
+    algorithm: "auto" or a backend-specific method name (docs/algorithms.md).
     precision: "highest" (exact float32) or "tf32" (float32 may multiply in TF32 on tensor cores);
     None: the innermost gpuconv.precision(...) block, else "highest".
     """

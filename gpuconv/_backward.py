@@ -57,7 +57,7 @@ def conv_input(grad_out, w, spec: geometry.ConvSpec, algorithm: str, backend, bi
 def conv_weight(x, grad_out, spec: geometry.ConvSpec, algorithm: str, backend):
     """Gradient of conv2d (spec) with respect to its weights, shape (f, c/groups, kh, kw)."""
     if spec.n == 0:
-        return _zeros(x, (spec.f, spec.c // spec.groups, spec.kh, spec.kw), x.dtype)
+        return _zeros(x, (spec.f, spec.channels_per_group, spec.kh, spec.kw), x.dtype)
     chosen, pad = select(x, backend), _mode_pad(spec)
     return chosen.conv2d_weight(x if pad is None else chosen.pad2d(x, pad), grad_out, backend_spec(spec), algorithm)
 

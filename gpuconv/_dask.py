@@ -23,7 +23,7 @@ import dask.array as da
 import numpy as np
 from dask.array.utils import meta_from_array
 
-from . import _api, _backward, _precision, _signal
+from . import _api, _precision, _signal
 from . import _geometry as geometry
 from ._dask_plan import AxisPlan, group_chunks, plan_axis
 from ._validate import array_module, as_array, check_ndim
@@ -48,7 +48,7 @@ def conv(x, w, bias, stride, padding, dilation, groups, padding_mode, algorithm,
     offsets = spec.pads[::2]
     x4, spec, row_chunks, col_chunks = _pad_split_axes(x4.astype(empty.dtype), spec)
     rows, cols = _spatial_plans(spec, row_chunks, col_chunks, spec.kh, spec.kw, offsets)
-    cg, fg = spec.c // spec.groups, spec.f // spec.groups
+    cg, fg = spec.channels_per_group, spec.filters_per_group
     channel_chunks = group_chunks(x4.chunks[1], cg)
     _check_algorithm(name, algorithm, spec, rows, cols, channel_chunks, x4.chunks[0])
     out = da.map_overlap(
@@ -118,7 +118,7 @@ def correlate(image, kernel, mode, boundary, fillvalue, backend, flip):
 # ---- chunk work (runs on the workers; module-level functions so that they pickle) --------------------
 def _conv_block(block, *, w, bias, spec, rows, cols, channel_bounds, backend, algorithm, precision, block_id):
     x, local = _local(block, spec, rows, cols, block_id)
-    cg, fg = spec.c // spec.groups, spec.f // spec.groups
+    cg, fg = spec.channels_per_group, spec.filters_per_group
     g0, g1 = channel_bounds[block_id[1]] // cg, channel_bounds[block_id[1] + 1] // cg
     local = dataclasses.replace(local, f=(g1 - g0) * fg, groups=g1 - g0)
     w = _api._on_device_of(x, w[g0 * fg:g1 * fg], "w")
@@ -222,7 +222,7 @@ def _check_algorithm(backend, algorithm, spec, rows, cols, channel_chunks, batch
     chosen = get_backend(backend)
     if algorithm not in chosen.algorithms:
         raise ValueError(f"algorithm={algorithm!r}: the {backend} backend offers {chosen.algorithms}")
-    cg, fg = spec.c // spec.groups, spec.f // spec.groups
+    cg, fg = spec.channels_per_group, spec.filters_per_group
     for r in {dataclasses.replace(rows.window(j), origin=0) for j in range(len(rows.out_chunks))}:
         for q in {dataclasses.replace(cols.window(j), origin=0) for j in range(len(cols.out_chunks))}:
             for c in set(channel_chunks):

@@ -31,8 +31,8 @@ def conv_input(input_shape, w, grad_output, stride, padding, dilation, groups, p
                ndim):
     unbatched = len(input_shape) == 3
     spec = eager._spec(lambda shape: geometry.conv_spec(shape, w.shape, stride, padding, dilation, groups,
-                                                        padding_mode, ndim), "input_shape", (1,) * unbatched + input_shape,
-                       "x")
+                                                        padding_mode, ndim),
+                       "input_shape", (1,) * unbatched + input_shape, "x")
     g4 = eager._grad_output(check_known(grad_output, "grad_output"), spec.out_shape, unbatched, _op("conv", ndim), ndim)
     empty = eager._conv_input((0,) + input_shape[-3:], w, _stand_in(g4), stride, padding, dilation, groups,
                               padding_mode, algorithm, backend, ndim)
@@ -72,16 +72,16 @@ def conv_weight(x, weight_shape, grad_output, stride, padding, dilation, groups,
         x4 = global_pad(x4, spec.pads, spec.padding_mode)
         row_chunks, col_chunks = _grow_edges(row_chunks, t, b), _grow_edges(col_chunks, l, r)
     rows, cols = _spatial_plans(bspec, row_chunks, col_chunks, spec.kh, spec.kw, offsets)
-    cg, fg = spec.c // spec.groups, spec.f // spec.groups
+    cg, fg = spec.channels_per_group, spec.filters_per_group
     c_chunks = group_chunks(x4.chunks[1], cg)
     f_chunks = tuple(c // cg * fg for c in c_chunks)
-    taps = cg * spec.kh * spec.kw
     parts = da.map_overlap(
         _conv_weight_block, x4.rechunk({1: c_chunks, 2: rows.in_chunks, 3: cols.in_chunks}),
         g4.rechunk({0: x4.chunks[0], 1: f_chunks, 2: rows.out_chunks, 3: cols.out_chunks}),
         depth=[{2: rows.depth, 3: cols.depth}, 0], boundary="none", trim=False, allow_rechunk=False,
         align_arrays=False, new_axis=[2],
-        chunks=((1,) * x4.numblocks[0], f_chunks, (taps,), (1,) * len(rows.out_chunks), (1,) * len(cols.out_chunks)),
+        chunks=((1,) * x4.numblocks[0], f_chunks, (spec.reduction,), (1,) * len(rows.out_chunks),
+                (1,) * len(cols.out_chunks)),
         meta=meta_from_array(x4, ndim=5, dtype=compute),
         spec=bspec, rows=rows, cols=cols, channel_bounds=_bounds(c_chunks), backend=name, algorithm=algorithm)
     return parts.sum(axis=(0, 3, 4)).reshape(empty.shape).astype(empty.dtype)
@@ -146,7 +146,7 @@ def _op(name, ndim):
 def _conv_input_block(block, *, w, spec, rows, cols, channel_bounds, backend, algorithm, block_id):
     r, q = rows.grad_window(block_id[-2]), cols.grad_window(block_id[-1])
     g = block[:, :, r.g, q.g]
-    cg, fg = spec.c // spec.groups, spec.f // spec.groups
+    cg, fg = spec.channels_per_group, spec.filters_per_group
     g0, g1 = channel_bounds[block_id[1]] // fg, channel_bounds[block_id[1] + 1] // fg
     local = dataclasses.replace(_local_spec(spec, g, r, q), c=(g1 - g0) * cg, f=(g1 - g0) * fg, groups=g1 - g0)
     w = _api._on_device_of(g, w[g0 * fg:g1 * fg], "w")
@@ -155,7 +155,7 @@ def _conv_input_block(block, *, w, spec, rows, cols, channel_bounds, backend, al
 
 def _conv_weight_block(x_block, g, *, spec, rows, cols, channel_bounds, backend, algorithm, block_id):
     x, local = _local(x_block, spec, rows, cols, block_id)
-    cg, fg = spec.c // spec.groups, spec.f // spec.groups
+    cg, fg = spec.channels_per_group, spec.filters_per_group
     g0, g1 = channel_bounds[block_id[1]] // cg, channel_bounds[block_id[1] + 1] // cg
     local = dataclasses.replace(local, f=(g1 - g0) * fg, groups=g1 - g0)
     dw = get_backend(backend).conv2d_weight(x, g, local, algorithm)
@@ -210,7 +210,7 @@ def _conv_input(g4, w, spec, dtype, algorithm, backend, bias=None):
     g4, w = g4.astype(compute), w.astype(compute, copy=False)
     bspec = _backward.backend_spec(spec)
     rows, cols = _grad_plans(bspec, g4.chunks[2], g4.chunks[3], spec.kh, spec.kw, spec.pads[::2])
-    cg, fg = spec.c // spec.groups, spec.f // spec.groups
+    cg, fg = spec.channels_per_group, spec.filters_per_group
     f_chunks = group_chunks(g4.chunks[1], fg)
     c_chunks = tuple(f // fg * cg for f in f_chunks)
     dx = _grad_blocks(_conv_input_block, [g4.rechunk({1: f_chunks})], rows, cols, (g4.chunks[0], c_chunks),

@@ -44,9 +44,36 @@ class ConvSpec:
     def out_shape(self) -> tuple[int, int, int, int]:
         return (self.n, self.f, self.oh, self.ow)
 
+    # The per-group GEMM: each of the `groups` groups multiplies its weights
+    # (filters_per_group x reduction) by its im2col columns (reduction x out_pixels, per image).
+    @property
+    def filters_per_group(self) -> int:
+        """F/groups: the GEMM's rows (M)."""
+        return self.f // self.groups
+
+    @property
+    def channels_per_group(self) -> int:
+        """C/groups: the input channels each filter reads."""
+        return self.c // self.groups
+
+    @property
+    def taps(self) -> int:
+        """KH*KW: the kernel's taps."""
+        return self.kh * self.kw
+
+    @property
+    def reduction(self) -> int:
+        """C/groups*KH*KW: the GEMM's reduction length (K), one im2col column."""
+        return self.channels_per_group * self.taps
+
+    @property
+    def out_pixels(self) -> int:
+        """OH*OW: the GEMM's columns (N) per image."""
+        return self.oh * self.ow
+
     @property
     def flops(self) -> int:
-        return 2 * self.n * self.f * (self.c // self.groups) * self.kh * self.kw * self.oh * self.ow
+        return 2 * self.n * self.f * self.reduction * self.out_pixels
 
 
 @dataclass(frozen=True)

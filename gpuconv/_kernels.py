@@ -1,9 +1,10 @@
 """The CUDA kernels: where the .cu files are, how they compile, every instantiation, and loading.
 
 One source of truth for what the CUDA backend hands to CuPy's RawModule (CUPY_OPTIONS) and what
-the compile check (gpuconv._compile) and the emulator compile (NVRTC_OPTIONS), and KERNEL_SOURCES. get_module() returns a
-CuPy RawModule on a GPU ("cuda") or the emulator's Module on the CPU ("emu"); both have
-get_function(name_expression).
+the compile check (gpuconv._compile) and the emulator compile (NVRTC_OPTIONS), and KERNEL_SOURCES.
+get_module() returns a CuPy RawModule on a GPU ("cuda") or the emulator's Module on the CPU
+("emu"); both have get_function(name_expression). The emulator's functions are checked against
+their argument tables (_kernel_params) when first loaded.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import threading
 from pathlib import Path
 
 import gpuconv
+
+from . import _kernel_params
 
 
 def _cuda_dir() -> Path:
@@ -156,6 +159,8 @@ def get_function(file: str, name: str, device_kind: str):
     if function is None:
         try:
             function = get_module(file, device_kind).get_function(name)
+            if device_kind == "emu":
+                check_arguments(name, function)
         except Exception as exc:
             if device_kind != "cuda" or type(exc).__name__ != "CompileException":
                 raise
@@ -165,6 +170,15 @@ def get_function(file: str, name: str, device_kind: str):
         with _lock:
             function = _functions.setdefault(key, function)
     return function
+
+
+def check_arguments(name: str, function) -> None:
+    """Raise TypeError unless the argument table of kernel `name` (gpuconv/_kernel_params.py) lists the
+    parameters of the emulator's `function`, compiled from its source, by name, order and type."""
+    table = _kernel_params.KERNELS.get(_kernel_params.function_name(name))
+    if table is None:
+        raise TypeError(f"kernel {name} has no argument table: add it to gpuconv/_kernel_params.py")
+    table.check(name, function.parameter_names, function.signature)
 
 
 def _build(file: str, device_kind: str):

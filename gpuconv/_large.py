@@ -27,11 +27,12 @@ def add_arguments(parser):
     parser.add_argument("--size", type=int, default=16384, help="side of the square image (default 16384)")
     parser.add_argument("--channels", type=int, default=3, help="image channels (default 3)")
     parser.add_argument("--chunk", default=None, metavar="ROWS[xCOLS]",
-                        help="chunk shape (default: bands of whole rows, about 1 Mpixel each; see README)")
+                        help="chunk shape (default: bands of whole rows, about 1 Mpixel each; see docs/dask.md)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes, one thread each (default 2)")
     parser.add_argument("--memory-limit", default="1GiB", help="memory limit of each worker (default 1GiB)")
     parser.add_argument("--store", type=Path, default=Path("out/large.zarr"),
-                        help="zarr store: 'input' is generated there once, 'output' is written (default out/large.zarr)")
+                        help="zarr store: 'input' is generated there once, 'output' is written "
+                             "(default out/large.zarr)")
     parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
                         help="a running dask.distributed scheduler to use instead of starting local workers")
     parser.add_argument("--backend", default=None, help="backend every chunk runs on (default: by the chunks' type)")

@@ -90,7 +90,8 @@ def conv_out_size(n, before, after, k, s, d):
 
 
 def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):
-    """out[n, f, i, j] = bias[f] + sum_{c, a, b} xpad[n, g(f)*C/groups + c, i*sh + a*dh, j*sw + b*dw] * w[f, c, a, b]."""
+    """out[n, f, i, j] = bias[f] + sum_{c, a, b} xpad[n, g(f)*C/groups + c, i*sh + a*dh, j*sw + b*dw] * w[f, c, a, b]
+    (g(f): the group of filter f)."""
     x = np.asarray(x, dtype=np.float64)
     w = np.asarray(w, dtype=np.float64)
     n, c, h, wd = x.shape

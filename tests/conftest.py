@@ -1,6 +1,6 @@
 """Shared fixtures: the `backend` parametrisation of every parity test (and `grad_backend` for the
-gradient tests), `rng` (random data from a printed seed) and `torch` (the oracle is checked against
-it; required in CI)."""
+gradient tests), `rng` (random data from a printed seed), `torch` (the oracle is checked against
+it; required in CI) and `torch_cuda` (a CUDA device both torch and the "cuda" backend can use)."""
 from __future__ import annotations
 
 import os
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from gpuconv.backends import BackendUnavailable, get_backend
-from support import require_backend
+from support import must_run, require_backend
 
 # "cuda-emu" must run in CI (a missing g++ or CUDA header fails the run there); "cuda" needs a
 # real GPU and GPUCONV_REQUIRE_GPU=1 makes its absence a failure on GPU CI.
@@ -47,6 +47,17 @@ def torch():
             pytest.fail(f"PyTorch must be installed in CI to check the oracle against it: {exc}")
         pytest.skip(f"PyTorch is not installed ({exc})")
     return torch
+
+
+@pytest.fixture(scope="module")
+def torch_cuda(torch):
+    """The current CUDA device, where gpuconv's "cuda" backend and torch's CUDA build can both run."""
+    require_backend("cuda")
+    if not torch.cuda.is_available():
+        if must_run("cuda"):
+            pytest.fail("GPUCONV_REQUIRE_GPU=1 but torch has no CUDA device (a CPU build?)")
+        pytest.skip("torch has no CUDA device (a CPU build?)")
+    return torch.device("cuda", torch.cuda.current_device())
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,8 @@ PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 PAD_MODES = ("constant", "reflect", "replicate", "circular")
 
 
-CONV_SEEDS, POOL_SEEDS, PAD_SEEDS, OTHER_SEEDS = range(1000, 1024), range(2000, 2016), range(3000, 3008), range(4000, 4006)
+CONV_SEEDS, POOL_SEEDS = range(1000, 1024), range(2000, 2016)
+PAD_SEEDS, OTHER_SEEDS = range(3000, 3008), range(4000, 4006)
 
 
 def random_chunks(rng, size: int, most: int) -> tuple[int, ...]:
@@ -138,7 +139,8 @@ def draw_pad(seed):
     """(rng, mode, shape, pads): a 2-D to 4-D shape and the largest pads the mode allows, or up to 8."""
     rng = np.random.default_rng(seed)
     mode = str(rng.choice(PAD_MODES))
-    shape = tuple(int(s) for s in rng.integers(1, 4, rng.integers(0, 3))) + tuple(int(s) for s in rng.integers(4, 20, 2))
+    batch = tuple(int(s) for s in rng.integers(1, 4, rng.integers(0, 3)))
+    shape = batch + tuple(int(s) for s in rng.integers(4, 20, 2))
     limit = {"reflect": min(shape[-2:]) - 1, "circular": min(shape[-2:])}.get(mode, 8)
     return rng, mode, shape, tuple(tuple(int(p) for p in rng.integers(0, limit + 1, 2)) for _ in range(2))
 

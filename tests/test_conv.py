@@ -175,9 +175,11 @@ def test_finite_inputs_raise_no_floating_point_warnings(backend):
     from gpuconv._config import config
 
     rng = np.random.default_rng(13)
-    cases = [((2, 3, 12, 12), (4, 3, 3, 3), dict(padding=1)), ((1, 3, 13, 11), (6, 1, 5, 3), dict(groups=3, dilation=2)),
+    cases = [((2, 3, 12, 12), (4, 3, 3, 3), dict(padding=1)),
+             ((1, 3, 13, 11), (6, 1, 5, 3), dict(groups=3, dilation=2)),
              ((2, 4, 9, 10), (4, 4, 2, 2), dict(stride=2, padding="same")), ((1, 2, 14, 14), (3, 2, 3, 3), {}),
-             ((2, 3, 5, 4), (2, 3, 5, 4), {}), ((1, 2, 4, 3), (2, 2, 3, 3), dict(padding=(3, 2), padding_mode="reflect"))]
+             ((2, 3, 5, 4), (2, 3, 5, 4), {}),
+             ((1, 2, 4, 3), (2, 2, 3, 3), dict(padding=(3, 2), padding_mode="reflect"))]
     impl = get_backend(backend)
     saved = config.num_threads
     gpuconv.set_num_threads(1)  # the tiles run on the calling thread: the fresh one
@@ -311,3 +313,16 @@ def test_huge_strides_and_dilations_give_the_definitions_result(backend, big):
                             (dict(stride=(big, 2), dilation=(1, big)), dict(stride=(5, 2)))]:
         out = gpuconv.conv2d(xb, wb, **kwargs, backend=backend)
         assert_close(out, ref.conv2d(x, w, **same_as), np.float32, f"{backend} {kwargs}")
+
+
+def test_conv_spec_gemm_shape():
+    """ConvSpec's per-group GEMM shape, the sizes every backend plans with: weights of group g are
+    (filters_per_group x reduction), one image's columns (reduction x out_pixels), and flops counts
+    one multiply and one add per term."""
+    spec = conv_spec((2, 6, 9, 11), (4, 3, 2, 5), (2, 1), 1, (1, 2), 2, "zeros")
+    w = np.zeros((4, 3, 2, 5))
+    assert (spec.oh, spec.ow) == (5, 5)
+    assert spec.filters_per_group == 2 and spec.channels_per_group == 3 and spec.taps == 10
+    assert spec.reduction == w[0].size == 30
+    assert spec.out_pixels == 25
+    assert spec.flops == 2 * spec.n * spec.f * spec.reduction * spec.out_pixels == 12000

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
 
 import gpuconv
 from gpuconv import _reference as ref
@@ -198,7 +198,8 @@ def test_64bit_indices(emu, monkeypatch, launches, dtype):
         check_half(x_shape, w_shape, 4, **kwargs)
     else:
         check_tf32(x_shape, w_shape, 4, **kwargs)
-    assert launches == [_kernels.implicit_gemm_tc_kernel(_kernels.ELEMENT_TYPES[np.dtype(dtype).name], "long long", 128)]
+    ctype = _kernels.ELEMENT_TYPES[np.dtype(dtype).name]
+    assert launches == [_kernels.implicit_gemm_tc_kernel(ctype, "long long", 128)]
 
 
 def test_tf32_differs_from_exact_float32(emu):

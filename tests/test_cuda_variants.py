@@ -130,4 +130,4 @@ def test_gpu_max_pool_float32_subnormals():
                 if np.array_equal(got[1], indices) and np.array_equal(got[0].view(np.int32), values.view(np.int32))]
     assert followed, f"max_pool2d of subnormals on the GPU: values {got[0].ravel()}, indices {got[1].ravel()}: " \
                      f"neither rule ({rules})"
-    warnings.warn(f"max_pool2d on this GPU compares float32 subnormals by the {followed[0]} rule")
+    warnings.warn(f"max_pool2d on this GPU compares float32 subnormals by the {followed[0]} rule", stacklevel=1)

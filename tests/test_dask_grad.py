@@ -84,7 +84,8 @@ def draw_transpose(rng):
     stride, dilation = tuple(int(s) for s in rng.integers(1, 4, 2)), tuple(int(d) for d in rng.integers(1, 3, 2))
     padding = [int(rng.integers(0, 3)), "same", tuple(tuple(int(p) for p in rng.integers(0, 3, 2)) for _ in range(2))][
         rng.integers(0, 3)]
-    output_padding = 0 if padding == "same" else tuple(int(rng.integers(0, max(s, d))) for s, d in zip(stride, dilation))
+    output_padding = 0 if padding == "same" else tuple(int(rng.integers(0, max(s, d)))
+                                                       for s, d in zip(stride, dilation))
     return dict(x=(int(rng.integers(1, 3)), groups * int(rng.integers(1, 3)), int(rng.integers(3, 14)),
                    int(rng.integers(3, 14))),
                 w=(None, int(rng.integers(1, 3))) + tuple(int(k) for k in rng.integers(1, 5, 2)),
@@ -123,7 +124,8 @@ def test_random_chunks_match_the_reference(build, seed):
 
 def test_gradients_on_a_cluster_of_two_worker_processes(dask_client):
     cases = ([conv_grad_case(s, most=2) for s in CONV_SEEDS[:4]] + [pool_grad_case(s, most=2) for s in POOL_SEEDS[:3]]
-             + [pad_grad_case(s, most=2) for s in PAD_SEEDS[:2]] + [transpose_case(s, most=2) for s in TRANSPOSE_SEEDS[:2]])
+             + [pad_grad_case(s, most=2) for s in PAD_SEEDS[:2]]
+             + [transpose_case(s, most=2) for s in TRANSPOSE_SEEDS[:2]])
     run_cases(dask_client, cases)
 
 

@@ -1,5 +1,5 @@
 """The worked examples of the tutorials this project started from, on every backend, and the
-README's Python examples as written."""
+Python examples of the README and docs/ as written."""
 from __future__ import annotations
 
 import re
@@ -49,8 +49,8 @@ def test_3_channel_input_and_one_3_kernel_filter_give_one_channel(backend):
     assert out.shape == (1, 3, 3)
     per_channel_sum = sum(signal.correlate2d(x[c], w[0, c], "valid") for c in range(3))
     np.testing.assert_allclose(out[0], per_channel_sum, rtol=1e-12, atol=1e-12)
-    out_b = to_numpy(gpuconv.conv2d(to_backend(x, backend), to_backend(w, backend), to_backend(np.array([0.5]), backend),
-                                    backend=backend))
+    out_b = to_numpy(gpuconv.conv2d(to_backend(x, backend), to_backend(w, backend),
+                                    to_backend(np.array([0.5]), backend), backend=backend))
     np.testing.assert_allclose(out_b[0], per_channel_sum + 0.5, rtol=1e-12, atol=1e-12)
 
 
@@ -67,7 +67,8 @@ def test_3x3_kernel_valid_matches_scipy_on_single_channel_images(backend, size):
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
 def test_same_keeps_the_size_and_valid_shrinks_it_by_k_minus_1(backend, k):
     rng = np.random.default_rng(k)
-    x, w = to_backend(rng.standard_normal((2, 3, 9, 7)), backend), to_backend(rng.standard_normal((4, 3, k, k)), backend)
+    x = to_backend(rng.standard_normal((2, 3, 9, 7)), backend)
+    w = to_backend(rng.standard_normal((4, 3, k, k)), backend)
     assert gpuconv.conv2d(x, w, padding="same", backend=backend).shape == (2, 4, 9, 7)
     assert gpuconv.conv2d(x, w, padding="valid", backend=backend).shape == (2, 4, 9 - (k - 1), 7 - (k - 1))
 
@@ -86,16 +87,23 @@ def test_3x3_pooling_on_known_matrices(backend):
                                [[6, 7], [10, 11]], rtol=1e-12)
 
 
-README = Path(__file__).resolve().parent.parent / "README.md"
-README_BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+REPOSITORY = Path(__file__).resolve().parent.parent
+DOCUMENTS = [REPOSITORY / "README.md", *sorted((REPOSITORY / "docs").glob("*.md")), REPOSITORY / "cuda" / "README.md"]
+PYTHON_BLOCKS = [(document.relative_to(REPOSITORY).as_posix(), index, block) for document in DOCUMENTS
+                 for index, block in enumerate(re.findall(r"```python\n(.*?)```", document.read_text(), re.S))]
 
 
-@pytest.mark.parametrize("index", range(len(README_BLOCKS)))
-def test_readme_python_examples_run_as_written(index, monkeypatch):
-    """Each ```python block of the README runs in a fresh namespace from the repository root (the
-    emulator example names cuda/pad.cu). A block that starts a child process (the sanitizer
-    example) runs with that one call recorded instead: the child is tests/test_cuda_sanitizers.py."""
-    monkeypatch.chdir(README.parent)
+def test_the_documents_have_python_examples():
+    assert {document for document, _, _ in PYTHON_BLOCKS} >= {"README.md", "docs/emulator.md"}
+
+
+@pytest.mark.parametrize("document, index, block", PYTHON_BLOCKS, ids=[f"{d}:{i}" for d, i, _ in PYTHON_BLOCKS])
+def test_python_examples_run_as_written(document, index, block, monkeypatch):
+    """Each ```python block of the README and of docs/ runs in a fresh namespace from the repository
+    root (the emulator example names cuda/pad.cu). A block that starts a child process (the
+    sanitizer example) runs with that one call recorded instead: the child is
+    tests/test_cuda_sanitizers.py."""
+    monkeypatch.chdir(REPOSITORY)
     children = []
     real_run = subprocess.run
 
@@ -106,6 +114,5 @@ def test_readme_python_examples_run_as_written(index, monkeypatch):
         return real_run(command, *args, **kwargs)
 
     monkeypatch.setattr(subprocess, "run", run)
-    block = README_BLOCKS[index]
-    exec(compile(block, f"README.md python block {index}", "exec"), {"__name__": "readme_example"})
+    exec(compile(block, f"{document} python block {index}", "exec"), {"__name__": "readme_example"})
     assert ("subprocess.run(" in block) == bool(children)

@@ -336,7 +336,7 @@ def test_empty_batches_give_zero_gradients(grad_backend):
 def _directional_check(forward, gradient, point, go, what):
     """<gradient, v> against the central difference of sum(go * forward(point + t v)) along random v."""
     rng = np.random.default_rng(43)
-    for trial in range(3):
+    for _ in range(3):
         v = rng.standard_normal(point.shape)
         eps = 1e-6
         numeric = (np.sum(go * to_numpy(forward(point + eps * v))) - np.sum(go * to_numpy(forward(point - eps * v)))) \

@@ -154,7 +154,7 @@ def test_conv_transpose_is_the_adjoint_of_conv(case):
     conv_out = ref.conv2d(np.zeros(out.shape), w, **conv_kwargs)
     # the conv of an output-sized input may have rows past x's (output_padding >= stride): they get no gradient
     assert conv_out.shape[:2] == x.shape[:2] and all(a >= b for a, b in zip(conv_out.shape[2:], x.shape[2:]))
-    for trial in range(3):
+    for _ in range(3):
         y = rng.standard_normal(out.shape)
         forward = ref.conv2d(y, w, **conv_kwargs)[..., :x_shape[2], :x_shape[3]]
         assert np.isclose((out * y).sum(), (x * forward).sum(), rtol=1e-12, atol=1e-12)

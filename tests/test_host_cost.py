@@ -170,15 +170,16 @@ def test_a_zero_grid_dimension_launches_nothing(monkeypatch):
 def test_window_views_on_every_input_layout(monkeypatch, layout, padding):
     """The tile windows are built directly on C-contiguous memory and through the array interface
     otherwise (a Fortran-order or strided input): both give the reference result."""
-    from gpuconv.backends.cpu import _windows
+    from gpuconv.backends.cpu import _tap_windows
 
     rng = np.random.default_rng(4)
     x = random_array(rng, (2, 3, 22, 9), np.float32)
     x = {"contiguous": x, "fortran": np.asfortranarray(x), "strided": x[:, :, ::2]}[layout]
     w = random_array(rng, (4, 3, 5, 3), np.float32)
     built = []
-    real = _windows.window_view
-    monkeypatch.setattr(_windows, "window_view", lambda a, *rest: (built.append(a.flags.c_contiguous), real(a, *rest))[1])
+    real = _tap_windows.window_view
+    monkeypatch.setattr(_tap_windows, "window_view",
+                        lambda a, *rest: (built.append(a.flags.c_contiguous), real(a, *rest))[1])
     out = gpuconv.conv2d(x, w, padding=padding, algorithm="im2col", backend="numpy")
     assert_close(out, ref.conv2d(as_reference_input(x), as_reference_input(w), padding=padding), np.float32,
                  f"{layout} input, padding {padding}")

@@ -247,7 +247,8 @@ def test_a_tile_that_cannot_fit_the_cap_is_a_clear_memory_error():
         gpuconv.conv2d(x, w, algorithm="im2col", backend="numpy")
 
 
-@pytest.mark.parametrize("min_parallel, blas_threads", [(0, 1), (1 << 40, 2)], ids=["tiles on 2 threads", "caller alone"])
+@pytest.mark.parametrize("min_parallel, blas_threads", [(0, 1), (1 << 40, 2)],
+                         ids=["tiles on 2 threads", "caller alone"])
 def test_blas_threads_are_limited_during_a_call_and_restored_after_it(min_parallel, blas_threads, monkeypatch):
     """Worker threads run their matmuls with BLAS at one thread; a call on the caller alone lets BLAS
     use config.num_threads; afterwards the user's own setting is back. The user's setting here
@@ -381,7 +382,8 @@ def test_calls_from_several_user_threads_at_once(monkeypatch):
             except BaseException as exc:  # a thread's exception would otherwise only be printed
                 failures.append(f"{name} raised {type(exc).__name__}: {exc}")
                 continue
-            if out.shape != expected.shape or not np.allclose(out, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max()):
+            atol = 1e-4 * np.abs(expected).max()
+            if out.shape != expected.shape or not np.allclose(out, expected, rtol=1e-4, atol=atol):
                 failures.append(name)
 
     threads = [threading.Thread(target=worker, args=(seed,)) for seed in range(4)]

@@ -18,7 +18,6 @@ from gpuconv import _reference as ref
 
 from gpuconv._tolerance import error_ratio
 from support import assert_close, random_array
-from test_torch_interop import torch_cuda  # noqa: F401  (skips without CuPy, a GPU and torch's CUDA build)
 
 SEED = 4100
 DTYPES = (torch.float16, torch.float32, torch.float64)

@@ -17,7 +17,7 @@ from gpuconv import _reference as ref
 from gpuconv import _torch_interop, grad
 from gpuconv.backends import get_backend
 
-from support import as_reference_input, assert_close, must_run, random_array, require_backend
+from support import as_reference_input, assert_close, random_array
 
 RNG_SEED = 20260
 
@@ -277,17 +277,6 @@ def test_cuda_tensors_without_cupy_are_a_type_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy raises ImportError
     with pytest.raises(TypeError, match=r"CUDA tensors need CuPy: pip install 'gpuconv\[cuda12\]'"):
         _torch_interop._device_scope(torch, torch.device("cuda", 0))
-
-
-@pytest.fixture(scope="module")
-def torch_cuda():
-    """The current CUDA device, where gpuconv's "cuda" backend and torch's CUDA build can both run."""
-    require_backend("cuda")
-    if not torch.cuda.is_available():
-        if must_run("cuda"):
-            pytest.fail("GPUCONV_REQUIRE_GPU=1 but torch has no CUDA device (a CPU build?)")
-        pytest.skip("torch has no CUDA device (a CPU build?)")
-    return torch.device("cuda", torch.cuda.current_device())
 
 
 @pytest.mark.gpu

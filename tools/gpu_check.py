@@ -107,7 +107,8 @@ def main(argv=None) -> int:
     steps = make(prefix, out.resolve())
     for step in steps:
         first = [step.env.pop("GPUCHECK_PYTHONPATH_FIRST")] if "GPUCHECK_PYTHONPATH_FIRST" in step.env else []
-        step.env["PYTHONPATH"] = os.pathsep.join([*first, str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        paths = [*first, str(REPO), os.environ.get("PYTHONPATH", "")]
+        step.env["PYTHONPATH"] = os.pathsep.join(paths).rstrip(os.pathsep)
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as scratch:
         outcomes = run_steps(steps, Path(scratch), started + args.budget, REPO)
     written = write_results(outcomes, out, prefix)

@@ -59,7 +59,7 @@ class TensorCorePlan:
         if reason:
             raise ValueError(f"algorithm={ALGORITHM!r} cannot run this call: {reason}")
         k = _kernels.constants(FILE)
-        fg, pixels = spec.f // spec.groups, spec.n * spec.oh * spec.ow
+        fg, pixels = spec.filters_per_group, spec.n * spec.out_pixels
         self.block_m = block_m(fg)
         self.block = (k["TC_THREADS"], 1, 1)
         self.grid = (_ceil_div(pixels, k["TC_BN"]), spec.groups * _ceil_div(fg, self.block_m), 1)
@@ -71,7 +71,7 @@ class TensorCorePlan:
         if self.shared > max_shared:
             raise ValueError(f"algorithm={ALGORITHM!r} needs {self.shared} bytes of shared memory per block; this "
                              f"device allows {max_shared}")
-        self.k_total = spec.c // spec.groups * spec.kh * spec.kw
+        self.k_total = spec.reduction
         self.k_padded = _ceil_div(self.k_total, k["TC_BK"]) * k["TC_BK"]
 
     def weights(self, xp, w):

@@ -21,6 +21,7 @@ import operator
 
 import numpy as np
 
+from .. import _kernel_params as params
 from .. import _kernels
 from .._memo import BoundedCache
 from . import BackendUnavailable, _tensor_cores, cuda_gemm, is_cupy_array
@@ -31,8 +32,6 @@ IGEMM_MIN_FILTERS = 16
 IGEMM_MIN_REDUCTION = 64
 
 MODE_CODES = {"zeros": 0, "constant": 0, "reflect": 1, "replicate": 2, "circular": 3}  # common.cuh PadMode
-_MODE_ARGS = {mode: np.int32(code) for mode, code in MODE_CODES.items()}  # as kernel arguments
-_FLAG_ARGS = (np.int32(0), np.int32(1))
 MAX_GRID_X = 2**31 - 1
 MAX_GRID_YZ = 65535
 MAX_ELEMENTWISE_BLOCKS = 65536  # pooling/padding kernels loop (grid-stride) beyond this many blocks
@@ -164,10 +163,8 @@ def _index_type_of(nbytes: int) -> tuple[str, type]:
 
 def _conv_index_type(spec, dtype) -> tuple[str, type]:
     """_index_type of a convolution's x, w and y."""
-    cg = spec.c // spec.groups
-    return _index_type_of(np.dtype(dtype).itemsize * max(spec.n * spec.c * spec.h * spec.w,
-                                                         spec.f * cg * spec.kh * spec.kw,
-                                                         spec.n * spec.f * spec.oh * spec.ow))
+    return _index_type_of(np.dtype(dtype).itemsize * max(spec.n * spec.c * spec.h * spec.w, spec.f * spec.reduction,
+                                                         spec.n * spec.f * spec.out_pixels))
 
 
 _CTYPES = {np.dtype(name): ctype for name, ctype in _kernels.ELEMENT_TYPES.items()}
@@ -195,15 +192,29 @@ def _memoised_plan(method):
     return planned
 
 
-@functools.lru_cache(maxsize=1024)
-def _conv_geometry(spec, I) -> tuple:
-    """The conv kernels' (c, h, w, f, oh, ow, kh, kw, groups, sh, sw, dh, dw, top, left) arguments
-    (NumPy scalars of the kernels' C types, built once per spec and index type; the forward kernels
-    take the padding mode after them)."""
+def conv_geometry(spec) -> dict[str, int]:
+    """The arguments every conv kernel takes, by their names in the kernels (_kernel_params)."""
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
     top, _, left, _ = spec.pads
-    return (I(spec.c), I(spec.h), I(spec.w), I(spec.f), I(spec.oh), I(spec.ow),
-            *map(np.int32, (spec.kh, spec.kw, spec.groups, sh, sw, dh, dw, top, left)))
+    return dict(n=spec.n, c=spec.c, h=spec.h, wd=spec.w, f=spec.f, oh=spec.oh, ow=spec.ow, kh=spec.kh, kw=spec.kw,
+                groups=spec.groups, sh=sh, sw=sw, dh=dh, dw=dw, top=top, left=left)
+
+
+# The scalar arguments of each launch, built once per spec, index type I and plan (host cost per call).
+@functools.lru_cache(maxsize=1024)
+def _direct_scalars(spec, I, has_bias: bool, tiles: tuple[int, int, int, int]) -> tuple:
+    geometry = conv_geometry(spec)
+    del geometry["n"]  # the grid's x dimension covers the images
+    tiles_x, tiles_y, in_h, in_w = tiles
+    return params.CONV_DIRECT.scalars(I, has_bias=has_bias, **geometry, mode=MODE_CODES[spec.padding_mode],
+                                      tiles_x=tiles_x, tiles_y=tiles_y, in_h=in_h, in_w=in_w)
+
+
+@functools.lru_cache(maxsize=1024)
+def _forward_scalars(table, spec, I, has_bias: bool, k_split: int | None = None) -> tuple:
+    """conv2d_implicit_gemm's (with k_split) or conv2d_implicit_gemm_tc's scalars."""
+    split = {} if k_split is None else {"k_split": k_split}
+    return table.scalars(I, **split, has_bias=has_bias, **conv_geometry(spec), mode=MODE_CODES[spec.padding_mode])
 
 
 def _acc_itemsize(dtype) -> int:
@@ -221,7 +232,7 @@ class _DirectPlan:
         k = _kernels.constants("conv_direct.cu")
         self.block = (k["DIRECT_BLOCK_X"], k["DIRECT_BLOCK_Y"], 1)
         tile_w, tile_h = k["DIRECT_BLOCK_X"], k["DIRECT_BLOCK_Y"] * k["DIRECT_ROWS_PER_THREAD"]
-        fg = spec.f // spec.groups
+        fg = spec.filters_per_group
         self.filter_batch = 4 if fg >= 4 else 1
         self.tiles_x, self.tiles_y = _ceil_div(spec.ow, tile_w), _ceil_div(spec.oh, tile_h)
         blocks = self.tiles_x * self.tiles_y * spec.n
@@ -232,12 +243,12 @@ class _DirectPlan:
         self.grid = (blocks, min(batches, MAX_GRID_YZ), 1)
         in_h = (tile_h - 1) * spec.stride[0] + (spec.kh - 1) * spec.dilation[0] + 1
         in_w = (tile_w - 1) * spec.stride[1] + (spec.kw - 1) * spec.dilation[1] + 1
-        shared = (in_h * in_w + self.filter_batch * spec.kh * spec.kw) * acc_itemsize
+        shared = (in_h * in_w + self.filter_batch * spec.taps) * acc_itemsize
         # Fast path: the input tile and its halo fit in shared memory; else read global memory.
         self.staged = shared <= max_shared
         self.shared = shared if self.staged else 0
         self.in_hw = (in_h, in_w) if self.staged else (0, 0)
-        self.tile_args = tuple(map(np.int32, (self.tiles_x, self.tiles_y, *self.in_hw)))  # the kernel's last four
+        self.tiles = (self.tiles_x, self.tiles_y, *self.in_hw)  # the kernel's last four arguments
 
 
 class CudaBackend(CudaGradients):
@@ -260,8 +271,8 @@ class CudaBackend(CudaGradients):
 
     @_memoised_plan
     def choose_algorithm(self, spec, dtype=np.float32, precision="highest") -> str:
-        fg, reduction = spec.f // spec.groups, spec.c // spec.groups * spec.kh * spec.kw
-        preferred = "implicit_gemm" if fg >= IGEMM_MIN_FILTERS and reduction >= IGEMM_MIN_REDUCTION else "direct"
+        gemm_shaped = spec.filters_per_group >= IGEMM_MIN_FILTERS and spec.reduction >= IGEMM_MIN_REDUCTION
+        preferred = "implicit_gemm" if gemm_shaped else "direct"
         usable = self.applicable_algorithms(spec, dtype, precision)[1:]
         if preferred == "implicit_gemm" and _tensor_cores.ALGORITHM in usable:
             return _tensor_cores.ALGORITHM
@@ -274,9 +285,9 @@ class CudaBackend(CudaGradients):
         if algorithm == "direct":
             return _DirectPlan(spec, self.device.max_shared_bytes(), _acc_itemsize(dtype))
         if algorithm == "implicit_gemm":
-            cg, fg = spec.c // spec.groups, spec.f // spec.groups
-            return cuda_gemm.plan("forward", spec.groups, fg, spec.n * spec.oh * spec.ow, cg * spec.kh * spec.kw,
-                                  _ctype(dtype), _conv_index_type(spec, dtype)[0], self.device.sm_count())
+            return cuda_gemm.plan("forward", spec.groups, spec.filters_per_group, spec.n * spec.out_pixels,
+                                  spec.reduction, _ctype(dtype), _conv_index_type(spec, dtype)[0],
+                                  self.device.sm_count())
         if algorithm == _tensor_cores.ALGORITHM:
             return _tensor_cores.TensorCorePlan(spec, dtype, precision, self.device.compute_capability(),
                                                 self.device.max_shared_bytes())
@@ -299,86 +310,94 @@ class CudaBackend(CudaGradients):
         out = dev.xp.empty(spec.out_shape, dtype=x.dtype)
         itype, I = _index_type(xd, wd, out)
         ctype = _ctype(x.dtype)
-        geometry = (*_conv_geometry(spec, I), _MODE_ARGS[spec.padding_mode])
         if algorithm == "direct":
             self._launch_direct(plan, spec, xd, wd, bd, out, itype, I)
         elif algorithm == _tensor_cores.ALGORITHM:
-            args = (xd, wd, bd, out, _FLAG_ARGS[has_bias], I(spec.n), *geometry)
-            dev.launch(_tensor_cores.FILE, _kernels.implicit_gemm_tc_kernel(ctype, itype, plan.block_m), plan.grid,
+            table = params.CONV_IMPLICIT_GEMM_TC
+            args = table.pack(_forward_scalars(table, spec, I, has_bias), x=xd, wp=wd, bias=bd, y=out)
+            dev.launch(table.file, _kernels.implicit_gemm_tc_kernel(ctype, itype, plan.block_m), plan.grid,
                        plan.block, args, plan.shared)
         else:
-            groups, fg = spec.groups, spec.f // spec.groups
-            wt = dev.xp.ascontiguousarray(wd.reshape(groups, fg, -1).transpose(0, 2, 1))  # (groups, K, F/groups)
-            cuda_gemm.launch(dev, plan, itype, I, (xd, wt, bd), out, (_FLAG_ARGS[has_bias], I(spec.n), *geometry),
-                             bias=bd, bias_period=spec.oh * spec.ow, bias_count=spec.f)
+            wt = dev.xp.ascontiguousarray(  # (groups, K, F/groups)
+                wd.reshape(spec.groups, spec.filters_per_group, spec.reduction).transpose(0, 2, 1))
+            scalars = _forward_scalars(params.CONV_IMPLICIT_GEMM, spec, I, has_bias, plan.k_split)
+            cuda_gemm.launch(dev, plan, itype, I, scalars, dict(x=xd, wt=wt, bias=bd, y=out), out, bias=bd,
+                             bias_period=spec.out_pixels, bias_count=spec.f)
         return dev.like(out, x)
 
     def _launch_direct(self, plan, spec, xd, wd, bd, out, itype, I):
         """conv2d_direct of spec (bd: the bias, or None)."""
         name = _kernels.direct_kernel(_ctype(xd.dtype), itype, plan.filter_batch, plan.staged)
-        args = (xd, wd, bd, out, _FLAG_ARGS[bd is not None], *_conv_geometry(spec, I), _MODE_ARGS[spec.padding_mode],
-                *plan.tile_args)
-        self.device.launch("conv_direct.cu", name, plan.grid, plan.block, args, plan.shared)
+        table = params.CONV_DIRECT
+        args = table.pack(_direct_scalars(spec, I, bd is not None, plan.tiles), x=xd, w=wd, bias=bd, y=out)
+        self.device.launch(table.file, name, plan.grid, plan.block, args, plan.shared)
 
     # ---- pooling and padding (and their gradients): one thread per output element -----------------
-    def _elementwise(self, file, threads_constant, kernel, inputs, out_shape, scalars, extra_outputs=()):
-        """Launch `kernel`<T, I>(*inputs, out, *extra_outputs, total, *scalars(I)) over out_shape, T the
-        first input's element type; returns out."""
+    def _elementwise(self, table, threads_constant, inputs: dict, out: str, out_shape, scalars, extra_outputs=None):
+        """Launch table's kernel<T, I> over out_shape, one thread per element of its output `out`: the
+        arrays `inputs` and `extra_outputs` by name, scalars(I, total) its scalar arguments (total: the
+        output's size); T the first input's element type. Returns the output."""
         dev = self.device
-        work = [dev.to_work(a) for a in inputs]
-        out = dev.xp.empty(out_shape, dtype=work[0].dtype)
-        itype, I = _index_type(*work, out, *extra_outputs)
-        threads = _kernels.constants(file)[threads_constant]
-        grid = (min(_ceil_div(out.size, threads), MAX_ELEMENTWISE_BLOCKS), 1, 1)
-        args = (*work, out, *extra_outputs, I(out.size), *scalars(I))
-        dev.launch(file, f"{kernel}<{_ctype(work[0].dtype)}, {itype}>", grid, (threads, 1, 1), args)
-        return out
+        arrays = {name: dev.to_work(a) for name, a in inputs.items()}
+        dtype = next(iter(arrays.values())).dtype
+        result = arrays[out] = dev.xp.empty(out_shape, dtype=dtype)
+        if extra_outputs:
+            arrays.update(extra_outputs)
+        itype, I = _index_type(*arrays.values())
+        threads = _kernels.constants(table.file)[threads_constant]
+        grid = (min(_ceil_div(result.size, threads), MAX_ELEMENTWISE_BLOCKS), 1, 1)
+        dev.launch(table.file, f"{table.template}<{_ctype(dtype)}, {itype}>", grid, (threads, 1, 1),
+                   table.pack(scalars(I, result.size), **arrays))
+        return result
 
     def max_pool2d(self, x, spec, return_indices):
         with self.device.scope(x):
             indices = self.device.xp.empty(spec.out_shape if return_indices else (1,), dtype=np.int64)
-            out = self._elementwise("pool.cu", "POOL_THREADS", "max_pool2d", (x,), spec.out_shape,
-                                    functools.partial(_max_pool_scalars, spec, return_indices=return_indices),
-                                    (indices,))
+            out = self._elementwise(params.MAX_POOL, "POOL_THREADS", {"x": x}, "y", spec.out_shape,
+                                    functools.partial(_max_pool_scalars, params.MAX_POOL, spec,
+                                                      with_indices=return_indices),
+                                    {"indices": indices})
             out = self.device.like(out, x)
             return (out, self.device.like(indices, x)) if return_indices else out
 
     def avg_pool2d(self, x, spec):
         with self.device.scope(x):
-            out = self._elementwise("pool.cu", "POOL_THREADS", "avg_pool2d", (x,), spec.out_shape,
-                                    functools.partial(_avg_pool_scalars, spec))
+            out = self._elementwise(params.AVG_POOL, "POOL_THREADS", {"x": x}, "y", spec.out_shape,
+                                    functools.partial(_avg_pool_scalars, params.AVG_POOL, spec))
             return self.device.like(out, x)
 
     def pad2d(self, x, spec):
         with self.device.scope(x):
-            out = self._elementwise("pad.cu", "PAD_THREADS", "pad2d", (x,), spec.out_shape,
-                                    functools.partial(_pad_scalars, spec))
+            out = self._elementwise(params.PAD, "PAD_THREADS", {"x": x}, "y", spec.out_shape,
+                                    functools.partial(_pad_scalars, params.PAD, spec))
             return self.device.like(out, x)
 
 
-# The scalar arguments of the pooling and padding kernels after (input, output, [indices,] total),
-# NumPy scalars of the kernels' C types, built once per spec and index type.
+# The scalar arguments of the pooling and padding kernels and their gradients (`total` threads: one per
+# element of the kernel's output), built once per spec and index type I.
 @functools.lru_cache(maxsize=1024)
-def _max_pool_scalars(spec, I, return_indices: bool) -> tuple:
-    top, _, left, _ = spec.pads
-    return (I(spec.h), I(spec.w), I(spec.oh), I(spec.ow),
-            *map(np.int32, (spec.kh, spec.kw, *spec.stride, *spec.dilation, top, left, return_indices)))
-
-
-@functools.lru_cache(maxsize=1024)
-def _avg_pool_scalars(spec, I) -> tuple:
-    top, bottom, left, right = spec.pads
-    return (I(spec.h), I(spec.w), I(spec.oh), I(spec.ow),
-            *map(np.int32, (spec.kh, spec.kw, *spec.stride, top, bottom, left, right, spec.count_include_pad,
-                            spec.divisor_override or 0)))
+def _max_pool_scalars(table, spec, I, total: int, with_indices: bool) -> tuple:
+    (top, _, left, _), (sh, sw), (dh, dw) = spec.pads, spec.stride, spec.dilation
+    return table.scalars(I, total=total, h=spec.h, w=spec.w, oh=spec.oh, ow=spec.ow, kh=spec.kh, kw=spec.kw, sh=sh,
+                         sw=sw, dh=dh, dw=dw, top=top, left=left, with_indices=with_indices)
 
 
 @functools.lru_cache(maxsize=1024)
-def _pad_scalars(spec, I) -> tuple:
+def _avg_pool_scalars(table, spec, I, total: int) -> tuple:
+    (top, bottom, left, right), (sh, sw) = spec.pads, spec.stride
+    return table.scalars(I, total=total, h=spec.h, w=spec.w, oh=spec.oh, ow=spec.ow, kh=spec.kh, kw=spec.kw, sh=sh,
+                         sw=sw, top=top, bottom=bottom, left=left, right=right,
+                         count_include_pad=spec.count_include_pad, divisor_override=spec.divisor_override or 0)
+
+
+@functools.lru_cache(maxsize=1024)
+def _pad_scalars(table, spec, I, total: int) -> tuple:
+    """pad2d's scalars (the fill value among them) or pad2d_grad's (without it)."""
     top, _, left, _ = spec.pads
     _, _, oh, ow = spec.out_shape
-    return (I(spec.h), I(spec.w), I(oh), I(ow), I(top), I(left), np.int32(MODE_CODES[spec.mode]),
-            np.float64(spec.value))
+    value = {"value": spec.value} if table is params.PAD else {}
+    return table.scalars(I, total=total, h=spec.h, w=spec.w, oh=oh, ow=ow, top=top, left=left,
+                         mode=MODE_CODES[spec.mode], **value)
 
 
 def _gpu_unavailable_reason() -> str | None:

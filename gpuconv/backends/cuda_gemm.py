@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import _kernels
+from .. import _kernel_params, _kernels
 from .._config import config
 
 # Time model (estimates, see the module docstring).
@@ -53,8 +53,9 @@ class GemmPlan:
     estimate_s: float  # the model's time, for comparing plans only
 
     @property
-    def file(self) -> str:
-        return _kernels.GEMM_KERNELS[self.kind][0]
+    def params(self) -> _kernel_params.KernelParams:
+        """The kernel's argument table."""
+        return _kernel_params.KERNELS[_kernels.GEMM_KERNELS[self.kind][1]]
 
     def kernel_name(self, ctype: str, itype: str) -> str:
         return _kernels.gemm_kernel(self.kind, ctype, itype, self.tiling)
@@ -69,7 +70,7 @@ class DirectWeightPlan:
     splits: int
     k_split: int
     scratch_elements: int
-    file = "conv_grad_weight.cu"
+    params = _kernel_params.CONV_GRAD_WEIGHT_DIRECT
 
     def kernel_name(self, ctype: str, itype: str) -> str:
         return f"conv2d_grad_weight_direct<{ctype}, {itype}>"
@@ -203,23 +204,31 @@ def plan_direct_weight(pairs: int, taps: int, k: int, ctype: str, sm_count: int)
     return plan_weight_direct(pairs, taps, k, ctype, sm_count, config.workspace_bytes, FORCE_SPLITS)
 
 
-def launch(device, plan, itype: str, index, inputs: tuple, out, geometry: tuple, bias=None, bias_period: int = 1,
+def launch(device, plan, itype: str, index, scalars: tuple, pointers: dict, out, bias=None, bias_period: int = 1,
            bias_count: int = 1) -> None:
-    """Run the plan's kernel<T, itype> as kernel(*inputs, out, partial, k_split, *geometry), T out's element
-    type; then, with several splits, splitk_reduce over the partial sums (adding bias[(i / bias_period) %
-    bias_count] when bias is not None; with one split the kernel adds it itself and partial is a null
-    pointer)."""
+    """Run the plan's kernel<T, itype> with the arrays `pointers` (by name, out among them) and a partial
+    sums buffer, and its scalars (plan.params.scalars, k_split = plan.k_split among them); T out's
+    element type. Then, with several splits, splitk_reduce over the partial sums (adding
+    bias[(i / bias_period) % bias_count] when bias is not None; with one split the kernel adds it
+    itself and partial is a null pointer)."""
     from .cuda import MAX_ELEMENTWISE_BLOCKS, _ceil_div
 
     ctype = _kernels.ELEMENT_TYPES[out.dtype.name]
     partial = None
     if plan.splits > 1:
         partial = device.xp.empty(plan.scratch_elements, dtype=np.float64 if ctype == "double" else np.float32)
-    device.launch(plan.file, plan.kernel_name(ctype, itype), plan.grid, plan.block,
-                  (*inputs, out, partial, index(plan.k_split), *geometry))
+    device.launch(plan.params.file, plan.kernel_name(ctype, itype), plan.grid, plan.block,
+                  plan.params.pack(scalars, **pointers, partial=partial))
     if plan.splits > 1:
-        threads = _kernels.constants("splitk_reduce.cu")["REDUCE_THREADS"]
+        reduce = _kernel_params.SPLITK_REDUCE
+        threads = _kernels.constants(reduce.file)["REDUCE_THREADS"]
         grid = (min(_ceil_div(out.size, threads), MAX_ELEMENTWISE_BLOCKS), 1, 1)
-        device.launch("splitk_reduce.cu", f"splitk_reduce<{ctype}, {itype}>", grid, (threads, 1, 1),
-                      (partial, bias, out, index(out.size), np.int32(plan.splits), np.int32(bias is not None),
-                       index(bias_period), index(bias_count)))
+        scalars = _reduce_scalars(index, out.size, plan.splits, bias is not None, bias_period, bias_count)
+        device.launch(reduce.file, f"{reduce.template}<{ctype}, {itype}>", grid, (threads, 1, 1),
+                      reduce.pack(scalars, partial=partial, bias=bias, out=out))
+
+
+@functools.lru_cache(maxsize=1024)
+def _reduce_scalars(index, total: int, splits: int, has_bias: bool, bias_period: int, bias_count: int) -> tuple:
+    return _kernel_params.SPLITK_REDUCE.scalars(index, total=total, splits=splits, has_bias=has_bias,
+                                                bias_period=bias_period, bias_count=bias_count)

@@ -1,4 +1,5 @@
-"""The gradient methods of the CUDA backends (GRAD_INTERFACE.md), shared by "cuda" and "cuda-emu".
+"""The gradient methods of the CUDA backends (the interface: gpuconv/backends/__init__.py), shared by
+"cuda" and "cuda-emu".
 
 Each takes the FORWARD op's spec and arrays of one float dtype, and returns the gradient with
 respect to the forward's input (or weights) in the input's array type and dtype.
@@ -23,6 +24,7 @@ import functools
 
 import numpy as np
 
+from .. import _kernel_params as params
 from . import cuda as _cuda  # the launcher's helpers (a circular import: used at call time only)
 from . import cuda_gemm
 
@@ -73,19 +75,17 @@ class CudaGradients:
         return None
 
     def _gemm_plan(self, kind, spec, ctype, itype="int"):
-        groups, cg, fg, taps = spec.groups, spec.c // spec.groups, spec.f // spec.groups, spec.kh * spec.kw
-        m, n, k = {"input": (cg, spec.n * spec.h * spec.w, fg * taps),
-                   "weight": (fg, cg * taps, spec.n * spec.oh * spec.ow)}[kind]
-        return cuda_gemm.plan(kind, groups, m, n, k, ctype, itype, self.device.sm_count())
+        m, n, k = {"input": (spec.channels_per_group, spec.n * spec.h * spec.w, spec.filters_per_group * spec.taps),
+                   "weight": (spec.filters_per_group, spec.reduction, spec.n * spec.out_pixels)}[kind]
+        return cuda_gemm.plan(kind, spec.groups, m, n, k, ctype, itype, self.device.sm_count())
 
     def applicable_input_grad_algorithms(self, spec) -> tuple[str, ...]:
         return ("auto",) + tuple(a for a in INPUT_ALGORITHMS[1:] if self._input_rule(spec, a) is None)
 
     def _weight_plan(self, spec, algorithm, ctype, itype="int"):
         if algorithm == "direct":
-            cg = spec.c // spec.groups
-            return cuda_gemm.plan_direct_weight(spec.f * cg, spec.kh * spec.kw, spec.n * spec.oh * spec.ow, ctype,
-                                                self.device.sm_count())
+            return cuda_gemm.plan_direct_weight(spec.f * spec.channels_per_group, spec.taps, spec.n * spec.out_pixels,
+                                                ctype, self.device.sm_count())
         return self._gemm_plan("weight", spec, ctype, itype)
 
     def applicable_weight_grad_algorithms(self, spec) -> tuple[str, ...]:
@@ -103,8 +103,7 @@ class CudaGradients:
         forward's rule (CudaBackend.choose_algorithm) would pick it: for the data gradient, applied to the
         transposed convolution (stride 1 only); for the weight gradient, to the GEMM's shape."""
         direct_input = spec.stride == (1, 1) and self.choose_algorithm(transposed_spec(spec)) == "direct"
-        cg, fg = spec.c // spec.groups, spec.f // spec.groups
-        direct_weight = fg < _cuda.IGEMM_MIN_FILTERS or cg * spec.kh * spec.kw < _cuda.IGEMM_MIN_REDUCTION
+        direct_weight = spec.filters_per_group < _cuda.IGEMM_MIN_FILTERS or spec.reduction < _cuda.IGEMM_MIN_REDUCTION
         return ("direct" if direct_input else "implicit_gemm"), ("direct" if direct_weight else "implicit_gemm")
 
     # ---- convolution ---------------------------------------------------------------------------
@@ -127,13 +126,14 @@ class CudaGradients:
         dev = self.device
         itype, I = _cuda._conv_index_type(spec, grad_out.dtype)
         ctype = _cuda._ctype(grad_out.dtype)
-        groups, cg, fg, taps = spec.groups, spec.c // spec.groups, spec.f // spec.groups, spec.kh * spec.kw
+        groups, cg, fg, taps = spec.groups, spec.channels_per_group, spec.filters_per_group, spec.taps
         plan = self._gemm_plan("input", spec, ctype, itype)
         dyd, wd = dev.to_work(grad_out), dev.to_work(w)
         dx = dev.xp.empty((spec.n, spec.c, spec.h, spec.w), dtype=dyd.dtype)
         # wt[g][(fi, a, b)][ci] = w[g*fg + fi][ci][a][b]: loads along the M = C/groups rows coalesce.
         wt = dev.xp.ascontiguousarray(wd.reshape(groups, fg, cg, taps).transpose(0, 1, 3, 2))
-        cuda_gemm.launch(dev, plan, itype, I, (dyd, wt), dx, (I(spec.n), *_cuda._conv_geometry(spec, I)))
+        cuda_gemm.launch(dev, plan, itype, I, _gemm_scalars(plan.params, spec, I, plan.k_split),
+                         dict(dy=dyd, wt=wt, dx=dx), dx)
         return dev.like(dx, grad_out)
 
     def _conv2d_input_direct(self, grad_out, w, spec):
@@ -142,7 +142,7 @@ class CudaGradients:
         itype, I = _cuda._conv_index_type(tspec, grad_out.dtype)
         plan = self._plan(tspec, "direct", grad_out.dtype)
         dyd, wd = dev.to_work(grad_out), dev.to_work(w)
-        groups, cg, fg = spec.groups, spec.c // spec.groups, spec.f // spec.groups
+        groups, cg, fg = spec.groups, spec.channels_per_group, spec.filters_per_group
         # (c, f/groups, kh, kw): w[g*fg + fi][ci] flipped in both taps, as filter g*cg + ci, channel fi.
         flipped = dev.xp.ascontiguousarray(
             wd.reshape(groups, fg, cg, spec.kh, spec.kw).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
@@ -165,8 +165,9 @@ class CudaGradients:
             itype, I = _cuda._conv_index_type(spec, x.dtype)
             plan = self._weight_plan(spec, algorithm, _cuda._ctype(x.dtype), itype)
             xd, dyd = dev.to_work(x), dev.to_work(grad_out)
-            dw = dev.xp.empty((spec.f, spec.c // spec.groups, spec.kh, spec.kw), dtype=xd.dtype)
-            cuda_gemm.launch(dev, plan, itype, I, (xd, dyd), dw, (I(spec.n), *_cuda._conv_geometry(spec, I)))
+            dw = dev.xp.empty((spec.f, spec.channels_per_group, spec.kh, spec.kw), dtype=xd.dtype)
+            cuda_gemm.launch(dev, plan, itype, I, _gemm_scalars(plan.params, spec, I, plan.k_split),
+                             dict(x=xd, dy=dyd, dw=dw), dw)
             return dev.like(dw, x)
 
     # ---- pooling and padding: gathers, one thread per input element ------------------------------
@@ -178,21 +179,34 @@ class CudaGradients:
         with self.device.scope(grad_out):
             dev = self.device
             picked = indices.astype(np.int64, copy=False) if indices is not None else dev.xp.empty(1, dtype=np.int64)
-            dx = self._elementwise("pool.cu", "POOL_THREADS", "max_pool2d_grad", (grad_out, x, picked),
-                                   (spec.n, spec.c, spec.h, spec.w),
-                                   functools.partial(_cuda._max_pool_scalars, spec, return_indices=indices is not None))
+            dx = self._elementwise(params.MAX_POOL_GRAD, "POOL_THREADS", {"dy": grad_out, "x": x, "indices": picked},
+                                   "dx", (spec.n, spec.c, spec.h, spec.w),
+                                   functools.partial(_cuda._max_pool_scalars, params.MAX_POOL_GRAD, spec,
+                                                     with_indices=indices is not None))
             return dev.like(dx, grad_out)
 
     def avg_pool2d_input(self, grad_out, spec):
         _check_shape("grad_out", grad_out, spec.out_shape)
         with self.device.scope(grad_out):
-            dx = self._elementwise("pool.cu", "POOL_THREADS", "avg_pool2d_grad", (grad_out,),
-                                   (spec.n, spec.c, spec.h, spec.w), functools.partial(_cuda._avg_pool_scalars, spec))
+            dx = self._elementwise(params.AVG_POOL_GRAD, "POOL_THREADS", {"dy": grad_out}, "dx",
+                                   (spec.n, spec.c, spec.h, spec.w),
+                                   functools.partial(_cuda._avg_pool_scalars, params.AVG_POOL_GRAD, spec))
             return self.device.like(dx, grad_out)
 
     def pad2d_input(self, grad_out, spec):
         _check_shape("grad_out", grad_out, spec.out_shape)
         with self.device.scope(grad_out):
-            dx = self._elementwise("pad.cu", "PAD_THREADS", "pad2d_grad", (grad_out,), (spec.n, spec.c, spec.h, spec.w),
-                                   lambda I: _cuda._pad_scalars(spec, I)[:-1])  # pad2d's, less the fill value
+            dx = self._elementwise(params.PAD_GRAD, "PAD_THREADS", {"dy": grad_out}, "dx",
+                                   (spec.n, spec.c, spec.h, spec.w),
+                                   functools.partial(_cuda._pad_scalars, params.PAD_GRAD, spec))
             return self.device.like(dx, grad_out)
+
+
+@functools.lru_cache(maxsize=1024)
+def _gemm_scalars(table, spec, I, k_split: int) -> tuple:
+    """The scalars of conv2d_grad_input, conv2d_grad_weight or conv2d_grad_weight_direct (the last two
+    name the dilations dil_h and dil_w)."""
+    geometry = _cuda.conv_geometry(spec)
+    if "dil_h" in table.names:
+        geometry["dil_h"], geometry["dil_w"] = geometry.pop("dh"), geometry.pop("dw")
+    return table.scalars(I, k_split=k_split, **geometry)

@@ -29,7 +29,7 @@ def cpu_matmul(dtype: str, n: int, method: dict) -> dict:
 
 def implicit_gemm_shape(spec) -> tuple[int, int, int]:
     """(M, N, K) of the GEMM a conv amounts to: M = F, N = N*OH*OW, K = C/groups*KH*KW."""
-    return spec.f, spec.n * spec.oh * spec.ow, spec.c // spec.groups * spec.kh * spec.kw
+    return spec.f, spec.n * spec.out_pixels, spec.reduction
 
 
 def gpu_gemm(spec, dtype: str, method: dict) -> dict:

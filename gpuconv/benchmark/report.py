@@ -67,7 +67,8 @@ def table(cases: list[dict]) -> list[str]:
             name = f"{label} [{figures['algorithm']}]" if "algorithm" in figures else label
             kernel = figures.get("kernel")
             kernel_cells = [] if not kernels else ["-", "-"] if kernel is None else [
-                f"{kernel['time_s'] * 1e3:.4g}", "-" if kernel["ceiling_share"] is None else f"{kernel['ceiling_share']:.0%}"]
+                f"{kernel['time_s'] * 1e3:.4g}",
+                "-" if kernel["ceiling_share"] is None else f"{kernel['ceiling_share']:.0%}"]
             rows.append(first + [name, f"{figures['time_s'] * 1e3:.4g}", f"{figures['spread']:.0%}",
                                  f"{figures['rate']:.4g} {case['unit']}",
                                  "-" if share is None else f"{share:.0%}"] + kernel_cells + ratio_cells)

@@ -233,6 +233,60 @@ def extern_c_kernels(text: str) -> list[str]:
     return names
 
 
+def _parameter_list(text: str, open_paren: int) -> str:
+    """The text between the '(' at open_paren and its matching ')'."""
+    depth = 0
+    for i in range(open_paren, len(text)):
+        depth += {"(": 1, ")": -1}.get(text[i], 0)
+        if depth == 0:
+            return text[open_paren + 1:i]
+    raise ValueError("unterminated parameter list")
+
+
+def _parameter_name(declaration: str) -> str:
+    """The name a parameter declaration declares: `const T* __restrict__ x` -> 'x', `int n = 4` -> 'n',
+    `void (*f)(int)` -> 'f'; '' for an unnamed parameter of a built-in type (`const float*`)."""
+    head = _split_top_level(declaration, "=")[0]
+    inner = re.match(r"[^()]*\(\s*[*&]+\s*([A-Za-z_]\w*)\s*\)", head)
+    if inner:
+        return inner.group(1)
+    words = [w for w in re.findall(r"[A-Za-z_]\w*", _without_groups(head)) if w not in _TYPE_WORDS]
+    return words[-1] if words else ""
+
+
+# Words of a parameter's type that are never its name.
+_TYPE_WORDS = {"const", "volatile", "__restrict__", "__restrict", "unsigned", "signed", "int", "long", "short",
+               "char", "float", "double", "bool", "void"}
+
+
+def kernel_parameters(text: str) -> dict[str, tuple[str, ...] | None]:
+    """The parameter names of each __global__ function of preprocessed text, by function name (a
+    template's serve all its instantiations); None for a name declared with different lists
+    (overloads): the launcher then has no names to check."""
+    found: dict[str, tuple[str, ...] | None] = {}
+    for m in _GLOBAL_FUNCTION.finditer(text):
+        listed = _parameter_list(text, m.end() - 1)
+        empty = listed.strip() in ("", "void")
+        names = () if empty else tuple(_parameter_name(p) for p in _split_parameters(listed))
+        name = m.group(1)
+        found[name] = names if found.get(name, names) == names else None
+    return found
+
+
+def _split_parameters(text: str) -> list[str]:
+    """text split at the commas outside (), [], {} and <> (template arguments)."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch in "([{<":
+            depth += 1
+        elif ch in ")]}>":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return parts + [text[start:]]
+
+
 def _registrations(kernels: list[str]) -> str:
     lines = ['# 1 "<emulator kernel registrations>"']
     for i, expr in enumerate(kernels):
@@ -241,9 +295,16 @@ def _registrations(kernels: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build(req: BuildRequest) -> Path:
-    """Path of the shared library for `req`, compiled unless cached."""
+@dataclass(frozen=True)
+class Built:
+    library: Path
+    parameters: dict[str, tuple[str, ...] | None]  # kernel_parameters of the source
+
+
+def build(req: BuildRequest) -> Built:
+    """The shared library for `req` (compiled unless cached) and its kernels' parameter names."""
     text = _preprocess(req)
+    parameters = kernel_parameters(text)
     kernels = list(dict.fromkeys((*req.name_expressions, *extern_c_kernels(text))))
     text = _rewrite_shared(text).replace(_MARK_GLOBAL, "") + _registrations(kernels)
     compile_cmd = [_toolchain.compiler(), "-x", "c++", "-fpreprocessed", f"-std={req.std}", *_CODEGEN_FLAGS,
@@ -251,11 +312,11 @@ def build(req: BuildRequest) -> Path:
     key = hashlib.sha256("\0".join([text, *compile_cmd, _toolchain.compiler_version()]).encode()).hexdigest()[:32]
     library = cache_dir() / f"{req.source.stem}-{key}.so"
     if library.exists():
-        return library
+        return Built(library, parameters)
     with tempfile.TemporaryDirectory(dir=cache_dir(), prefix="build-") as tmp:
         source = Path(tmp) / f"{req.source.stem}.ii"
         source.write_text(text)
         output = Path(tmp) / "out.so"
         _run([*compile_cmd, str(source), "-o", str(output)], f"compiling {req.source} for the emulator")
         os.replace(output, library)
-    return library
+    return Built(library, parameters)

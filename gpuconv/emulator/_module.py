@@ -87,14 +87,16 @@ class Module:
         self.name_expressions = tuple(name_expressions)
         request = _build.BuildRequest(source, includes, defines, std, self.name_expressions,
                                       _sanitizers.compile_flags(mode))
-        self.library_path = _build.build(request)
+        built = _build.build(request)
+        self.library_path = built.library
         self._lib = ctypes.CDLL(str(self.library_path))
         self._bind(self._lib)
         self._kernels = {}
         for i in range(self._lib.gpuconv_emu_kernel_count()):
             name = self._lib.gpuconv_emu_kernel_name(i).decode()
             signature = self._lib.gpuconv_emu_kernel_signature(i).decode()
-            self._kernels[name] = (i, tuple(signature.split(",")) if signature else ())
+            self._kernels[name] = (i, tuple(signature.split(",")) if signature else (),
+                                   built.parameters.get(_function_name(name)))
 
     @staticmethod
     def _bind(lib) -> None:
@@ -119,11 +121,22 @@ class Module:
         return Function(self, name, *entry)
 
 
-class Function:
-    """One kernel of a Module; call it like cupy.RawKernel: fn(grid, block, args, shared_mem=0)."""
+def _function_name(name_expression: str) -> str:
+    """The function a kernel name expression names: 'ns::conv<float, 4>' -> 'conv'."""
+    return name_expression.split("<", 1)[0].strip().rsplit("::", 1)[-1]
 
-    def __init__(self, module: Module, name: str, index: int, signature: tuple[str, ...]):
+
+class Function:
+    """One kernel of a Module; call it like cupy.RawKernel: fn(grid, block, args, shared_mem=0).
+
+    signature: the parameters' type codes as compiled ('*f32' a float pointer, 'i32' an int, ...);
+    parameter_names: their names in the source (None where the source declares the function with
+    different lists), for a launcher to check its arguments by name and order."""
+
+    def __init__(self, module: Module, name: str, index: int, signature: tuple[str, ...],
+                 parameter_names: tuple[str, ...] | None):
         self.module, self.name, self._index, self.signature = module, name, index, signature
+        self.parameter_names = parameter_names
         # As in CUDA/CuPy: more than 48 KiB of dynamic shared memory needs an explicit opt-in.
         self.max_dynamic_shared_size_bytes = _DEFAULT_SHARED_LIMIT
 

@@ -140,3 +140,28 @@ def test_a_cache_path_that_is_not_absolute_is_refused(emulator, value, monkeypat
     with pytest.raises(ValueError, match=r"GPUCONV_EMU_CACHE=.*absolute path"):
         emulator.Module(code=SET_VALUE, options=("-DVALUE=2.0f",))
     assert list(tmp_path.iterdir()) == []
+
+
+PARAMETERS = """
+template <typename T> struct Acc { typedef float type; };
+template <typename T, typename I, int N>
+__global__ void __launch_bounds__(64, 2)
+scaled(const T* __restrict__ x, typename Acc<T>::type* __restrict__ partial, I total, double value = N) {}
+extern "C" __global__ void plain(float* y, unsigned int) {}
+extern "C" __global__ void none(void) {}
+"""
+
+
+def test_functions_know_their_parameter_names(emulator, cache):
+    """Each kernel's parameter names come from its source (a template's serve every instantiation);
+    a name declared twice with different lists has none (nothing to check against)."""
+    module = emulator.Module(code=PARAMETERS, name_expressions=("scaled<float, int, 4>",))
+    function = module.get_function("scaled<float, int, 4>")
+    assert function.parameter_names == ("x", "partial", "total", "value")
+    assert function.signature[:3] == ("*f32", "*f32", "i32")
+    assert module.get_function("plain").parameter_names == ("y", "")
+    assert module.get_function("none").parameter_names == ()
+    mark = emulator._build._MARK_GLOBAL
+    overloads = f"{mark} void twice(float* a) {{}}\n{mark} void twice(float* b, void (*f)(int)) {{}}\n"
+    assert emulator._build.kernel_parameters(overloads) == {"twice": None}
+    assert emulator._build.kernel_parameters(overloads.split("\n")[1]) == {"twice": ("b", "f")}

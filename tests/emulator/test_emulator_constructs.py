@@ -140,8 +140,8 @@ def test_atomics(mod, order, rng):
     ull_sum, f_sum, d_sum = np.zeros(1, np.uint64), np.zeros(1, np.float32), np.zeros(1, np.float64)
     i_max, i_min = np.full(1, -10**9, np.int32), np.full(1, 10**9, np.int32)
     cas_count, exch_last = np.zeros(1, np.int32), np.zeros(1, np.int32)
-    mod.get_function("atomics")((n + BLOCK - 1) // BLOCK, BLOCK,
-                                (x, i_sum, u_sum, ull_sum, f_sum, d_sum, i_max, i_min, cas_count, exch_last, np.int32(n)))
+    args = (x, i_sum, u_sum, ull_sum, f_sum, d_sum, i_max, i_min, cas_count, exch_last, np.int32(n))
+    mod.get_function("atomics")((n + BLOCK - 1) // BLOCK, BLOCK, args)
     assert i_sum[0] == x.sum()
     assert int(u_sum[0]) == int(x.astype(np.int64).sum()) % 2**32
     assert int(ull_sum[0]) == int(x.astype(np.int64).sum()) % 2**64

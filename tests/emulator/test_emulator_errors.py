@@ -132,7 +132,8 @@ def test_array_arguments_are_checked(mod):
 
 
 def test_none_is_a_null_pointer_as_in_cupy(emulator):
-    mod = emulator.Module(code='extern "C" __global__ void is_null(const float* p, int* out) { out[0] = p == nullptr; }')
+    mod = emulator.Module(
+        code='extern "C" __global__ void is_null(const float* p, int* out) { out[0] = p == nullptr; }')
     out = np.full(1, 7, np.int32)
     mod.get_function("is_null")(1, 1, (None, out))
     assert out[0] == 1

@@ -6,9 +6,10 @@ What is launched comes from the code, so that new kernels are reached without ed
 every conv algorithm the backend offers for each shape, dtype and precision (applicable_algorithms), each under the
 forced settings (tests/cuda_variants.py) that reach its instantiations (GEMM tilings, 64-bit
 indices, the unstaged direct path), the variants of tests/cuda_variants.py (the > 48 KB direct
-path among them), pooling and padding in every mode, and the gradient methods of
-../GRAD_INTERFACE.md where the backend has them. At the end it prints which kernel instantiations of gpuconv._kernels.KERNEL_SOURCES
-were launched and which were not; `GPUCHECK-DRIVER <json>` is what the summary reads.
+path among them), pooling and padding in every mode, and the gradient methods of the backend
+interface (gpuconv/backends/__init__.py) where the backend has them. At the end it prints which
+kernel instantiations of gpuconv._kernels.KERNEL_SOURCES were launched and which were not;
+`GPUCHECK-DRIVER <json>` is what the summary reads.
 
 --backend cuda-emu runs the same launches in the emulator (the dry run, and CI's test of this file).
 """
@@ -99,8 +100,8 @@ def forward(backend: str, dtype, rng, emulated: bool) -> None:
 
 
 def gradients(backend: str, dtype, rng) -> list[str]:
-    """The gradient methods of ../GRAD_INTERFACE.md this backend has, each called (forward specs);
-    returns their names."""
+    """The gradient methods of the backend interface (gpuconv/backends/__init__.py) this backend has,
+    each called (forward specs); returns their names."""
     implementation = get_backend(backend)
     have = [name for name in GRAD_METHODS if hasattr(implementation, name)]
     if not have:

@@ -73,7 +73,8 @@ _FTZ = re.compile(r"compares float32 subnormals by the ([\w-]+) rule")
 def pytest_lines(output: str) -> list[str]:
     tail = [line for line in output.splitlines() if line.strip()][-1:] or [""]
     collected = _COLLECTED.search(tail[0])
-    counts = collected.group(1) if collected else ", ".join(f"{n} {what}" for n, what in _PYTEST_COUNTS.findall(tail[0]))
+    counts = collected.group(1) if collected else ", ".join(f"{n} {what}"
+                                                            for n, what in _PYTEST_COUNTS.findall(tail[0]))
     lines = [f"pytest -m gpu: {counts or 'no totals (see the -pytest file)'}"]
     lines += [f"  {line.strip()[:200]}" for line in output.splitlines() if line.startswith(("FAILED ", "ERROR "))]
     ftz = _FTZ.search(output)
@@ -126,7 +127,8 @@ def bench_lines(path: Path) -> list[str]:
                         f"min {ratios[worst]:.2f}x ({worst})")
                 if peer == "torch-cuda":
                     met = _geomean(list(ratios.values())) >= PER_CALL_GEOMEAN and ratios[worst] >= PER_CALL_MIN
-                    line += f" [target >= {PER_CALL_GEOMEAN}x, none below {PER_CALL_MIN}x: {'met' if met else 'MISSED'}]"
+                    verdict = "met" if met else "MISSED"
+                    line += f" [target >= {PER_CALL_GEOMEAN}x, none below {PER_CALL_MIN}x: {verdict}]"
                 lines.append(line)
         for names, what, target in ((BATCH128_CONV, "kernel-only implicit GEMM vs cuBLAS", GEMM_SHARE),
                                     (BATCH128_POOL, "pooling vs device-to-device copy", COPY_SHARE)):

@@ -22,7 +22,7 @@ import numpy as np
 from ..._geometry import ConvSpec
 from . import _tiles, _workspace
 from ._threads import parallel_items
-from .im2col import view_as
+from ._views import view_as
 from .pool import tap_outputs
 
 NAME = "col2im"
@@ -49,7 +49,7 @@ def plan(spec: ConvSpec, itemsize: int) -> _tiles.Plan:
 
     def tile_bytes(images: int, rows: int) -> int:
         block = min(spec.h, (rows - 1) * spec.stride[0] + span)
-        return itemsize * images * spec.c * (spec.kh * spec.kw * rows * spec.ow + block * spec.w) + 2 * 64
+        return itemsize * images * spec.c * (spec.taps * rows * spec.ow + block * spec.w) + 2 * 64
 
     return _tiles.plan(spec, tile_bytes, NAME, key=itemsize, row_step=row_step(spec),
                        partition_threads=_tiles.FIXED_PARTITION_THREADS)
@@ -58,10 +58,9 @@ def plan(spec: ConvSpec, itemsize: int) -> _tiles.Plan:
 def conv2d_input(grad: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """dx (n, c, h, w) of a zero-padded conv2d (spec) from its output gradient grad (n, f, oh, ow),
     both float32 or both float64."""
-    g, cg, fg = spec.groups, spec.c // spec.groups, spec.f // spec.groups
+    g, fg, depth = spec.groups, spec.filters_per_group, spec.reduction
     kh, kw = spec.kh, spec.kw
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
-    depth = cg * kh * kw
     # W^T per group: (g, cg*kh*kw, fg)
     wt = np.ascontiguousarray(w.reshape(g, fg, depth).transpose(0, 2, 1))
     grad = np.ascontiguousarray(grad)

@@ -20,7 +20,7 @@ from . import direct, im2col, shifted, winograd
 
 _MODULES = {module.NAME: module for module in (im2col, winograd, shifted, direct)}
 ALGORITHMS = ("auto", *_MODULES)
-# Measured on the 2-core reference machine (README, Performance), 3x3 stride-1 layers:
+# Measured on the 2-core reference machine (docs/performance.md), 3x3 stride-1 layers:
 WINOGRAD_MIN_CHANNELS = 96  # 64 channels: shifted 10-20% faster (56x56, 28x28), im2col (<= 20x20)
 WINOGRAD_MIN_PIXELS = 14 * 14  # 512 channels of 7x7: shifted 30% faster
 SHIFTED_MIN_PIXELS = 28 * 28  # smaller planes: im2col 10-30% faster, its calls are per tile, not per channel
@@ -40,10 +40,10 @@ def choose(spec: ConvSpec) -> str:
     if im2col.is_pointwise(spec):
         return im2col.NAME
     if (winograd.applicable(spec) is None and min(spec.c, spec.f) >= WINOGRAD_MIN_CHANNELS
-            and spec.oh * spec.ow >= WINOGRAD_MIN_PIXELS):
+            and spec.out_pixels >= WINOGRAD_MIN_PIXELS):
         return winograd.NAME
-    depth = spec.c // spec.groups * spec.kh * spec.kw
-    if shifted.applicable(spec) is None and (spec.oh * spec.ow >= SHIFTED_MIN_PIXELS or depth >= SHIFTED_MIN_DEPTH):
+    if shifted.applicable(spec) is None and (spec.out_pixels >= SHIFTED_MIN_PIXELS
+                                             or spec.reduction >= SHIFTED_MIN_DEPTH):
         return shifted.NAME
     return im2col.NAME
 
@@ -57,8 +57,7 @@ def conv2d(x: np.ndarray, w: np.ndarray, bias, spec: ConvSpec, algorithm: str) -
             raise ValueError(f"algorithm={algorithm!r} cannot run this convolution: {rule}")
     # w has the call's dtype; x may have another real dtype, cast while the tiles are gathered
     compute = np.dtype(np.float32 if w.dtype == np.float16 else w.dtype)
-    g = spec.groups
-    wmat = w.astype(compute, copy=False).reshape(g, spec.f // g, -1)
+    wmat = w.astype(compute, copy=False).reshape(spec.groups, spec.filters_per_group, spec.reduction)
     bias = None if bias is None else bias.astype(compute, copy=False)
     out = np.empty(spec.out_shape, dtype=w.dtype)
     if algorithm != "auto":

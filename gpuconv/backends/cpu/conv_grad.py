@@ -32,7 +32,7 @@ def _correlation(spec: ConvSpec):
         pads.append((max(0, above), max(0, below)))
     rows, cols = slices
     shape = (spec.n, spec.f, rows.stop - rows.start, cols.stop - cols.start)
-    weights = (spec.c, spec.f // spec.groups, spec.kh, spec.kw)
+    weights = (spec.c, spec.filters_per_group, spec.kh, spec.kw)
     return rows, cols, conv_spec(shape, weights, 1, tuple(pads), spec.dilation, spec.groups, "zeros")
 
 
@@ -69,7 +69,7 @@ def conv2d_input(grad: np.ndarray, w: np.ndarray, spec: ConvSpec, algorithm: str
         dx = col2im.conv2d_input(grad.astype(compute, copy=False), w.astype(compute, copy=False), spec)
         return dx.astype(grad.dtype, copy=False)
     rows, cols, flipped = _correlation(spec)
-    g, fg, cg = spec.groups, spec.f // spec.groups, spec.c // spec.groups
+    g, fg, cg = spec.groups, spec.filters_per_group, spec.channels_per_group
     # W^T of each group, flipped: (c, f/groups, kh, kw)
     w_flipped = w.reshape(g, fg, cg, spec.kh, spec.kw)[..., ::-1, ::-1].transpose(0, 2, 1, 3, 4)
     with _tiles.fixed_partition():  # the same tiles, so the same bits, for every thread count

@@ -3,14 +3,16 @@ tap, out += weight * shifted input, as whole-tile vector operations.
 
 Costs 2 * (C/groups) * KH * KW passes over the tile's output. Made for depthwise layers, it
 lost to im2col or shifted on every shape measured (conv.choose never takes it); it stays as
-an independent method to force. Tiles and tap windows are im2col's (_windows.py). Runs every shape.
+an independent method to force. Tiles and tap windows are im2col's (_tile_runner.py, _tap_windows.py).
+Runs every shape.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..._geometry import ConvSpec
-from .im2col import for_each_tile, view_as
+from ._tile_runner import for_each_tile
+from ._views import view_as
 
 NAME = "direct"
 
@@ -21,8 +23,7 @@ def applicable(spec: ConvSpec) -> str | None:
 
 
 def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarray) -> None:
-    g, fg = spec.groups, spec.f // spec.groups
-    cg, taps = spec.c // g, spec.kh * spec.kw
+    g, fg, cg, taps = spec.groups, spec.filters_per_group, spec.channels_per_group, spec.taps
     # weights[j, t] broadcasts over (images, groups, filters of the group, columns)
     weights = wmat.reshape(g, fg, cg, taps).transpose(2, 3, 0, 1)[..., None]
 

@@ -1,5 +1,5 @@
 """conv2d by im2col over whole output rows, for a block of groups at a time, with every
-window taken as a flat shift: no gathered slab, no spare grid columns, no store pass.
+window taken as a flat shift: no gathered phase planes, no spare grid columns, no store pass.
 
 It runs stride-1 convolutions with zero padding whose output is as wide as the input (the
 "same" width of ResNet and depthwise layers). There the window of kernel tap (a, b) over a
@@ -9,7 +9,7 @@ elements before, `right` after), every tap is copied out of it with one strided 
 the taps whose column wrapped around a row end are zeroed. The output grid is the output
 itself, so the matmul (a batched matrix-vector product for depthwise layers) writes straight
 into it. About eight NumPy calls per tile and group block; on small planes of few channels
-those cost more than im2col's gathered slab (conv.choose).
+those cost more than im2col's gathered phase planes (conv.choose).
 
 Tiles are (groups, output rows) over the images' groups (_tiles.plan with one "image" per
 group of an image), sized to TARGET_BYTES: on the 2-core reference machine smaller tiles
@@ -25,10 +25,12 @@ from numpy.lib.stride_tricks import as_strided
 from ..._geometry import ConvSpec
 from . import _tiles, _workspace
 from ._threads import parallel_items
-from .im2col import store, view_as
+from ._tile_runner import store
+from ._views import view_as
 
 NAME = "shifted"
-TARGET_BYTES = 4 << 20  # measured on layers B and H: 2 MiB tiles 5-45% slower, 8 MiB about the same, 16-32 MiB 5-15% slower
+# Measured on layers B and H: 2 MiB tiles 5-45% slower, 8 MiB about the same, 16-32 MiB 5-15% slower.
+TARGET_BYTES = 4 << 20
 
 
 def applicable(spec: ConvSpec) -> str | None:
@@ -49,7 +51,7 @@ def fill_columns(x: np.ndarray, spec: ConvSpec, n: int, c0: int, c1: int, r0: in
     image n's channels c0:c1, through band (c1 - c0, band_length(spec, rows)), filled here."""
     kh, kw, (dh, dw), width = spec.kh, spec.kw, spec.dilation, spec.w
     top, _, left, _ = spec.pads
-    channels, length = c1 - c0, rows * width
+    channels = c1 - c0
     # band row k is input row r0 - top + k; rows outside the image are zero
     first = r0 - top
     lo, hi = max(first, 0), min(first + rows + (kh - 1) * dh, spec.h)
@@ -75,13 +77,13 @@ def fill_columns(x: np.ndarray, spec: ConvSpec, n: int, c0: int, c1: int, r0: in
 
 def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarray) -> None:
     """out (n, f, oh, ow) = conv of x; wmat is (groups, f/groups, c/groups*kh*kw) in the compute dtype."""
-    g, cg, fg = spec.groups, spec.c // spec.groups, spec.f // spec.groups
+    g, cg, fg = spec.groups, spec.channels_per_group, spec.filters_per_group
     kh, kw, width = spec.kh, spec.kw, spec.w
     compute = wmat.dtype
     in_place = out.dtype == compute
 
     def tile_bytes(groups: int, rows: int) -> int:
-        per_group = cg * (band_length(spec, rows) + kh * kw * rows * width) + (0 if in_place else fg * rows * width)
+        per_group = cg * (band_length(spec, rows) + spec.taps * rows * width) + (0 if in_place else fg * rows * width)
         return compute.itemsize * groups * per_group + 3 * 64
 
     units = dataclasses.replace(spec, n=spec.n * g)  # one unit per (image, group)
@@ -106,7 +108,7 @@ def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarra
         target = out[n, f0:f1, r0:r1]
         if in_place:
             result = view_as(target, (groups, fg, length))
-        np.matmul(wmat[j0:j1], view_as(cols, (groups, cg * kh * kw, length)), out=result)
+        np.matmul(wmat[j0:j1], view_as(cols, (groups, spec.reduction, length)), out=result)
         store(view_as(result, (1, f1 - f0, rows, width)), None if bias is None else bias[f0:f1],
               None if in_place else target[None])
 

@@ -2,7 +2,7 @@
 (fg, pixels) times the im2col columns (cg*kh*kw, pixels) transposed, as one GEMM per tile and
 group, with the reduction over pixels inside the GEMM.
 
-- "im2col" (every shape): a tile's columns come from _windows.py, laid out (C, taps, images,
+- "im2col" (every shape): a tile's columns come from _tap_windows.py, laid out (C, taps, images,
   length) so that one GEMM reduces over all of the tile's images; the gradient is copied into
   the same layout (zero in the grid's spare columns, whose columns are zeroed too).
 - "shifted" (stride 1, zero padding, output as wide as the input): the flat-shift columns of
@@ -22,8 +22,8 @@ from ..._config import config
 from ..._geometry import ConvSpec
 from . import _tiles, _workspace, shifted
 from ._threads import parallel_items
-from ._windows import windows as windows_of
-from .im2col import view_as
+from ._tap_windows import tap_windows
+from ._views import view_as
 
 ALGORITHMS = ("im2col", "shifted")
 
@@ -71,22 +71,21 @@ def conv2d_weight(x: np.ndarray, grad: np.ndarray, spec: ConvSpec, name: str) ->
     grad = np.ascontiguousarray(grad)
     run = _im2col if name == "im2col" else _shifted
     result = run(x, grad, spec, compute)
-    g = spec.groups
-    return result.reshape(spec.f, spec.c // g, spec.kh, spec.kw).astype(x.dtype, copy=False)
+    return result.reshape(spec.f, spec.channels_per_group, spec.kh, spec.kw).astype(x.dtype, copy=False)
 
 
 def _im2col(x, grad, spec: ConvSpec, compute) -> np.ndarray:
-    windows = windows_of(spec)
-    g, cg, fg = spec.groups, spec.c // spec.groups, spec.f // spec.groups
-    taps, depth = spec.kh * spec.kw, cg * spec.kh * spec.kw
+    windows = tap_windows(spec)
+    g, fg = spec.groups, spec.filters_per_group
+    taps, depth = spec.taps, spec.reduction
     grid_w, ow = windows.grid_w, spec.ow
     result_bytes = g * fg * depth * compute.itemsize
     max_slots = _max_slots(result_bytes)
 
     def tile_bytes(images: int, rows: int) -> int:
         length = images * rows * grid_w
-        slab = int(np.prod(windows.slab_shape(images, rows)))
-        return compute.itemsize * (slab + (spec.c * taps + spec.f) * length) + result_bytes + 4 * 64
+        gathered = int(np.prod(windows.gather_shape(images, rows)))
+        return compute.itemsize * (gathered + (spec.c * taps + spec.f) * length) + result_bytes + 4 * 64
 
     plan = _tiles.plan(spec, tile_bytes, "im2col weight gradient", key=(compute.itemsize, "dw"),
                        reserved=max_slots * result_bytes, partition_threads=_tiles.FIXED_PARTITION_THREADS)
@@ -95,10 +94,10 @@ def _im2col(x, grad, spec: ConvSpec, compute) -> np.ndarray:
         n0, n1, r0, r1 = plan.tiles[i]
         nt, rows = n1 - n0, r1 - r0
         length = rows * grid_w
-        slab, cols, gmat, temp = _workspace.arrays(
-            (windows.slab_shape(nt, rows), compute), ((spec.c, taps, nt, length), compute),
+        gathered, cols, gmat, temp = _workspace.arrays(
+            (windows.gather_shape(nt, rows), compute), ((spec.c, taps, nt, length), compute),
             ((spec.f, nt, rows, grid_w), compute), ((g, fg, depth), compute))
-        tile = windows.load(x, n0, n1, r0, rows, slab)
+        tile = windows.load(x, n0, n1, r0, rows, gathered)
         tile.copy_all(cols.transpose(2, 0, 1, 3))  # a view: copy_all only splits its axes
         if grid_w > ow:  # the spare columns of every grid row (and the last row's unwritten tail)
             view_as(cols, (spec.c, taps, nt, rows, grid_w))[..., ow:] = 0
@@ -112,16 +111,16 @@ def _im2col(x, grad, spec: ConvSpec, compute) -> np.ndarray:
 
 
 def _shifted(x, grad, spec: ConvSpec, compute) -> np.ndarray:
-    g, cg, fg = spec.groups, spec.c // spec.groups, spec.f // spec.groups
+    g, cg, fg = spec.groups, spec.channels_per_group, spec.filters_per_group
     kh, kw, width = spec.kh, spec.kw, spec.w
-    depth = cg * kh * kw
+    depth = spec.reduction
     converted = grad.dtype != compute
     result_bytes = g * fg * depth * compute.itemsize
     max_slots = _max_slots(result_bytes)
 
     def tile_bytes(groups: int, rows: int) -> int:
         length = rows * width
-        per_group = cg * (shifted.band_length(spec, rows) + kh * kw * length) + fg * depth \
+        per_group = cg * (shifted.band_length(spec, rows) + spec.taps * length) + fg * depth \
             + (fg * length if converted else 0)
         return compute.itemsize * groups * per_group + 4 * 64
 

@@ -5,7 +5,7 @@ multiplications per block and channel instead of 36 (Lavin & Gray, 2015).
 
 The elementwise products summed over input channels are 16 matmuls (F x C) @ (C x blocks).
 Per tile (images n0:n1, output rows r0:r1, r0 even):
-1. gather the tile's padded input as 2x2 stride phases (_slab.py), channel-major:
+1. gather the tile's padded input as 2x2 stride phases (_stride_phases.py), channel-major:
    (C, images, grid rows, phase_w). Input row 2i + k of block i is phase k % 2, grid row
    i + k // 2, so every transform term is ONE contiguous slice over all channels and
    images (the grid's last row and column only feed discarded blocks);
@@ -26,9 +26,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..._geometry import ConvSpec
-from . import _blas, _plan_cache, _slab, _tiles, _workspace, im2col
+from . import _blas, _plan_cache, _stride_phases, _tiles, _workspace, im2col
 from ._threads import parallel_items
-from .im2col import view_as
+from ._views import view_as
 
 NAME = "winograd"
 TARGET_BYTES = 8 << 20  # fewer, larger tiles than im2col's: each tile makes ~70 NumPy calls
@@ -86,8 +86,8 @@ def transform_weights(wmat: np.ndarray, spec: ConvSpec, threads: int) -> np.ndar
     return u.reshape(16, spec.f, spec.c)
 
 
-def _input_transform(slab: np.ndarray, temp: np.ndarray, v: np.ndarray, phase_w: int) -> None:
-    """v[4k + l] = (B^T d B)[k, l] for every block, from the flat 2x2 phase planes slab[p, q].
+def _input_transform(planes: np.ndarray, temp: np.ndarray, v: np.ndarray, phase_w: int) -> None:
+    """v[4k + l] = (B^T d B)[k, l] for every block, from the flat 2x2 phase planes[p, q].
 
     B^T rows: (d0 - d2, d1 + d2, d2 - d1, d1 - d3) where input row k of a block is phase
     k % 2 shifted by k // 2 grid rows (phase_w elements); likewise columns (shift 1)."""
@@ -96,7 +96,7 @@ def _input_transform(slab: np.ndarray, temp: np.ndarray, v: np.ndarray, phase_w:
                                               (0, 1, 1, 0, np.subtract), (1, 0, 1, 1, np.subtract))):
         da, db = sa * phase_w, sb * phase_w
         for q in range(2):  # column phase
-            op(slab[pa, q, da:da + n], slab[pb, q, db:db + n], out=temp[q, :n])
+            op(planes[pa, q, da:da + n], planes[pb, q, db:db + n], out=temp[q, :n])
         t0, t1 = temp[0], temp[1]
         np.subtract(t0[:n], t0[1:], out=v[4 * k + 0])
         np.add(t1[:n], t0[1:], out=v[4 * k + 1])
@@ -123,9 +123,9 @@ def _output_transform(m: np.ndarray, s: np.ndarray, y: np.ndarray) -> None:
 _phases_cache = _plan_cache.PlanCache(4 << 20, lambda phases: phases.nbytes)
 
 
-def _phases(spec: ConvSpec) -> _slab.Phases:
+def _phases(spec: ConvSpec) -> _stride_phases.Phases:
     """spec's padded input as 2x2 phases of phase_w columns (memoised)."""
-    return _phases_cache.get(spec, lambda: _slab.Phases(spec, 2, 2, _grid(spec, 2)[1]))
+    return _phases_cache.get(spec, lambda: _stride_phases.Phases(spec, 2, 2, _grid(spec, 2)[1]))
 
 
 def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarray) -> None:
@@ -148,19 +148,19 @@ def conv2d(x: np.ndarray, wmat: np.ndarray, bias, spec: ConvSpec, out: np.ndarra
         block_rows, _ = _grid(spec, r1 - r0)
         plane = (block_rows + 1) * phase_w
         size = nt * plane
-        # slab has phase_w spare elements (the last shifted read) and temp one. The output
+        # planes has phase_w spare elements (the last shifted read) and temp one. The output
         # transform's s and y reuse v's memory, temp reuses m's: each is dead by then.
-        slab, v_mem, m_mem = _workspace.arrays(
+        planes, v_mem, m_mem = _workspace.arrays(
             ((2, 2, c * size + phase_w), compute), (max(16 * c * size, 12 * f * size), compute),
             (max(16 * f * size, 2 * (c * size + 1)), compute))
         v, m = v_mem[:16 * c * size].reshape(16, c * size), m_mem[:16 * f * size].reshape(16, f * size)
         s, y = v_mem[:8 * f * size].reshape(8, f * size), v_mem[8 * f * size:12 * f * size].reshape(4, f * size)
         temp = m_mem[:2 * (c * size + 1)].reshape(2, c * size + 1)
-        slab[:, :, c * size:] = 0  # read by the spare grid cells only: zeros keep them finite
+        planes[:, :, c * size:] = 0  # read by the spare grid cells only: zeros keep them finite
         temp[:, c * size] = 0
-        phases.fill(x[n0:n1], r0, block_rows + 1,
-                    lambda p, q: view_as(slab[p, q, :c * size], (c, nt, block_rows + 1, phase_w)).transpose(1, 0, 2, 3))
-        _input_transform(slab, temp, v, phase_w)
+        phases.fill(x[n0:n1], r0, block_rows + 1, lambda p, q: view_as(
+            planes[p, q, :c * size], (c, nt, block_rows + 1, phase_w)).transpose(1, 0, 2, 3))
+        _input_transform(planes, temp, v, phase_w)
         # One matmul per transform element and image, leaving out the grid's spare row; for
         # small images one per transform element over all images, spare rows included, is faster.
         used = block_rows * phase_w

@@ -1,11 +1,11 @@
-"""Gather padded, stride-phased input slabs for one tile of a convolution.
+"""A convolution's padded input split into stride phases, gathered tile by tile.
 
 A conv with stride s reads padded input positions o*s + k*d. Splitting the padded input
 into s phases (positions p, p + s, p + 2s, ...) turns every kernel tap into a plain
 shift inside one phase, so a tap's window over a whole tile of rows is ONE contiguous
 1-D slice of a flattened phase plane. Only the phases some tap reads are gathered (a
-stride larger than the dilated kernel skips the others), so a slab holds at most
-taps x the tile's outputs. Output columns are computed on a "wide" grid of `phase_w`
+stride larger than the dilated kernel skips the others), so the gathered planes hold
+at most taps x the tile's outputs. Output columns are computed on a "wide" grid of `phase_w`
 columns per row; the columns past the output width are discarded. Padding of every mode is
 applied while gathering: the interior of a phase is one strided slice of the input, and
 only the positions in the padding (the border) have their sources listed. The input is
