@@ -167,11 +167,10 @@ def _conv_index_type(spec, dtype) -> tuple[str, type]:
                                                          spec.n * spec.f * spec.out_pixels))
 
 
-_CTYPES = {np.dtype(name): ctype for name, ctype in _kernels.ELEMENT_TYPES.items()}
 
 
 def _ctype(dtype) -> str:
-    return _CTYPES[np.dtype(dtype)]
+    return cuda_gemm.CTYPES[np.dtype(dtype)]
 
 
 def _memoised_plan(method):

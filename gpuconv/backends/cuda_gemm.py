@@ -34,6 +34,7 @@ DRAM_BYTES_PER_S = 4.3e12     # device-to-device copy
 LAUNCH_S = 10e-6              # the reduce kernel's launch: host (CuPy's launch path) and device
 MAX_SPLITS = 256
 MAX_SCRATCH_BYTES = 2**31 - 1  # the scratch never decides the index type
+CTYPES = {np.dtype(name): ctype for name, ctype in _kernels.ELEMENT_TYPES.items()}  # dtype -> CUDA type
 
 # Test hooks: a tiling name and/or a split count to use instead of the model's choice (the
 # scratch cap still applies to the splits).
@@ -52,7 +53,7 @@ class GemmPlan:
     scratch_elements: int  # partial sums of the splits (0 with one split)
     estimate_s: float  # the model's time, for comparing plans only
 
-    @property
+    @functools.cached_property  # looked up on every launch (host cost)
     def params(self) -> _kernel_params.KernelParams:
         """The kernel's argument table."""
         return _kernel_params.KERNELS[_kernels.GEMM_KERNELS[self.kind][1]]
@@ -211,15 +212,16 @@ def launch(device, plan, itype: str, index, scalars: tuple, pointers: dict, out,
     element type. Then, with several splits, splitk_reduce over the partial sums (adding
     bias[(i / bias_period) % bias_count] when bias is not None; with one split the kernel adds it
     itself and partial is a null pointer)."""
-    from .cuda import MAX_ELEMENTWISE_BLOCKS, _ceil_div
-
-    ctype = _kernels.ELEMENT_TYPES[out.dtype.name]
+    ctype = CTYPES[out.dtype]
     partial = None
     if plan.splits > 1:
         partial = device.xp.empty(plan.scratch_elements, dtype=np.float64 if ctype == "double" else np.float32)
-    device.launch(plan.params.file, plan.kernel_name(ctype, itype), plan.grid, plan.block,
-                  plan.params.pack(scalars, **pointers, partial=partial))
+    table = plan.params
+    device.launch(table.file, plan.kernel_name(ctype, itype), plan.grid, plan.block,
+                  table.pack(scalars, **pointers, partial=partial))
     if plan.splits > 1:
+        from .cuda import MAX_ELEMENTWISE_BLOCKS, _ceil_div
+
         reduce = _kernel_params.SPLITK_REDUCE
         threads = _kernels.constants(reduce.file)["REDUCE_THREADS"]
         grid = (min(_ceil_div(out.size, threads), MAX_ELEMENTWISE_BLOCKS), 1, 1)
