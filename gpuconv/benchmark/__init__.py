@@ -1,4 +1,4 @@
-"""The benchmark runner behind `python -m gpuconv bench` (DESIGN.md §5 and §7).
+"""The benchmark runner behind `python -m gpuconv bench` (docs/performance.md says what it measures and how).
 
 layers.py the cases; contenders.py gpuconv's backends and the peers as timed calls;
 timing.py the measuring method; ceilings.py the ceilings; figures.py the arithmetic on

@@ -1,5 +1,5 @@
-"""The benchmark cases: conv layers A-H of DESIGN.md §5 and two pooling shapes, max and avg; and,
-run only when named (the GPU check does), B-D and the k3 s2 pooling at batch 128.
+"""The benchmark cases: conv layers A-H (the table in docs/performance.md) and two pooling shapes,
+max and avg; and, run only when named (the GPU check does), B-D and the k3 s2 pooling at batch 128.
 
 A case is one layer in one dtype: float16, float32, float64, or "tf32" (float32 data computed with
 precision="tf32", TF32 tensor cores where a contender has them), forward or backward (a conv
