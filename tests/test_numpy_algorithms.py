@@ -202,8 +202,12 @@ def test_algorithm_contract_and_automatic_choice():
     deep = conv_spec((8, 512, 7, 7), (512, 512, 3, 3), 1, 1, 1, 1, "zeros")
     small = conv_spec((8, 64, 14, 14), (64, 1, 3, 3), 1, 1, 1, 64, "zeros")
     pointwise = conv_spec((8, 64, 56, 56), (256, 64, 1, 1), 1, 0, 1, 1, "zeros")
-    assert [conv.choose(s) for s in (resnet, wide, deep, mobilenet, small, strided, reflected, stem, pointwise)] == [
-        "shifted", "winograd", "shifted", "shifted", "im2col", "im2col", "im2col", "im2col", "im2col"]
+    bank = conv_spec((1, 3, 1024, 1024), (4, 3, 5, 5), 1, 2, 1, 1, "zeros")  # a filter bank over an RGB image
+    few_filters = conv_spec((8, 64, 56, 56), (8, 64, 3, 3), 1, 1, 1, 1, "zeros")  # many channels: shifted wins
+    specs = (resnet, wide, deep, mobilenet, small, strided, reflected, stem, pointwise, bank, few_filters)
+    assert [conv.choose(s) for s in specs] == [
+        "shifted", "winograd", "shifted", "shifted", "im2col", "im2col", "im2col", "im2col", "im2col", "im2col",
+        "shifted"]
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
