@@ -16,6 +16,8 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
+
 import gpuconv
 
 from . import _kernel_params
@@ -48,6 +50,7 @@ NVRTC_OPTIONS = CUPY_OPTIONS + ((f"-I{CUDA_INCLUDE_DIR}",) if CUDA_INCLUDE_DIR e
 
 # NumPy dtype name -> C++ element type of the kernels.
 ELEMENT_TYPES = {"float16": "__half", "float32": "float", "float64": "double"}
+CTYPE_OF_DTYPE = {np.dtype(name): ctype for name, ctype in ELEMENT_TYPES.items()}  # looked up per launch
 INDEX_TYPES = ("int", "long long")  # 32-bit index arithmetic when the tensors allow it
 
 # Direct convolution: filters per block (FB) and whether the input tile is staged in shared memory.

@@ -167,10 +167,8 @@ def _conv_index_type(spec, dtype) -> tuple[str, type]:
                                                          spec.n * spec.f * spec.out_pixels))
 
 
-
-
 def _ctype(dtype) -> str:
-    return cuda_gemm.CTYPES[np.dtype(dtype)]
+    return _kernels.CTYPE_OF_DTYPE[np.dtype(dtype)]
 
 
 def _memoised_plan(method):

@@ -34,7 +34,6 @@ DRAM_BYTES_PER_S = 4.3e12     # device-to-device copy
 LAUNCH_S = 10e-6              # the reduce kernel's launch: host (CuPy's launch path) and device
 MAX_SPLITS = 256
 MAX_SCRATCH_BYTES = 2**31 - 1  # the scratch never decides the index type
-CTYPES = {np.dtype(name): ctype for name, ctype in _kernels.ELEMENT_TYPES.items()}  # dtype -> CUDA type
 
 # Test hooks: a tiling name and/or a split count to use instead of the model's choice (the
 # scratch cap still applies to the splits).
@@ -212,7 +211,7 @@ def launch(device, plan, itype: str, index, scalars: tuple, pointers: dict, out,
     element type. Then, with several splits, splitk_reduce over the partial sums (adding
     bias[(i / bias_period) % bias_count] when bias is not None; with one split the kernel adds it
     itself and partial is a null pointer)."""
-    ctype = CTYPES[out.dtype]
+    ctype = _kernels.CTYPE_OF_DTYPE[out.dtype]
     partial = None
     if plan.splits > 1:
         partial = device.xp.empty(plan.scratch_elements, dtype=np.float64 if ctype == "double" else np.float32)
