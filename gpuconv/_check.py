@@ -3,8 +3,8 @@
 1. Compile every kernel instantiation (gpuconv._compile) for each target architecture and print
    the resource table. An architecture no NVRTC here can target, or no NVRTC or CUDA headers at
    all, is skipped with what to install; a compile error, spill, stack frame or warning fails.
-2. Run a parity suite on every available backend (a real GPU, the emulator, NumPy): each op,
-   each dtype, each conv algorithm, on random data from a printed seed, against the float64
+2. Run a parity suite on every available backend (a real GPU, the emulator, NumPy): each op and
+   its gradients, each dtype, each conv algorithm, on random data from a printed seed, against the float64
    oracle (gpuconv._reference), with the tests' error metric and tolerances (gpuconv._tolerance).
    One line per op/dtype/backend as it completes; backends that cannot run here are listed with
    the reason.
@@ -83,6 +83,38 @@ def _cases(backend, dtype, rng):
             yield (f"pad2d[{mode}]", lambda x=x, p=padding, m=mode, v=value:
                    gpuconv.pad2d(x, p, m, v, backend=backend.name),
                    ref.pad2d(x.astype(np.float64), ref.explicit_pads(padding), mode, value))
+    yield from _gradient_cases(backend, dtype, rng)
+
+
+def _gradient_cases(backend, dtype, rng):
+    """The gradients (gpuconv.grad, "auto" algorithm) and conv_transpose2d of the forward cases."""
+    grad, name = gpuconv.grad, backend.name
+    for xs, ws, kwargs in CONV_CASES:
+        x, w = (rng.standard_normal(s).astype(dtype) for s in (xs, ws))
+        g = rng.standard_normal(ref.conv2d(x.astype(np.float64), w.astype(np.float64), **kwargs).shape).astype(dtype)
+        x64, w64, g64 = (a.astype(np.float64) for a in (x, w, g))
+        yield ("grad.conv2d_input", lambda w=w, g=g, k=kwargs, s=xs: grad.conv2d_input(s, w, g, **k, backend=name),
+               ref.conv2d_input(xs, w64, g64, **kwargs))
+        yield ("grad.conv2d_weight", lambda x=x, g=g, k=kwargs, s=ws: grad.conv2d_weight(x, s, g, **k, backend=name),
+               ref.conv2d_weight(x64, ws, g64, **kwargs))
+        if kwargs.get("padding_mode", "zeros") == "zeros":  # conv_transpose2d has no padding modes
+            t = {k: v for k, v in kwargs.items() if k != "padding_mode"}
+            yield ("conv_transpose2d", lambda w=w, g=g, t=t: gpuconv.conv_transpose2d(g, w, **t, backend=name),
+                   ref.conv_transpose2d(g64, w64, **t))
+    for xs, kwargs in POOL_CASES:
+        x = rng.standard_normal(xs).astype(dtype)
+        g = rng.standard_normal(ref.avg_pool2d(x.astype(np.float64), **kwargs).shape).astype(dtype)
+        x64, g64 = x.astype(np.float64), g.astype(np.float64)
+        yield ("grad.max_pool2d_input", lambda x=x, g=g, k=kwargs: grad.max_pool2d_input(g, x, **k, backend=name),
+               ref.max_pool2d_input(g64, x64, **kwargs))
+        yield ("grad.avg_pool2d_input", lambda g=g, k=kwargs, s=xs: grad.avg_pool2d_input(g, s, **k, backend=name),
+               ref.avg_pool2d_input(g64, xs, **kwargs))
+    for xs, padding in PAD_CASES:
+        out_shape = ref.pad2d(np.zeros(xs), ref.explicit_pads(padding), "constant").shape
+        g = rng.standard_normal(out_shape).astype(dtype)
+        for mode in PAD_MODES:
+            yield (f"grad.pad2d_input[{mode}]", lambda g=g, p=padding, m=mode: grad.pad2d_input(g, p, m, backend=name),
+                   ref.pad2d_input(g.astype(np.float64), padding, mode))
 
 
 EXACT = ("max_pool2d", "pad2d")
@@ -116,7 +148,7 @@ def check_backend(name: str, rng) -> bool:
                     worst, failure = float("inf"), f"  {type(exc).__name__}: {exc}"
             passed = worst <= (0.0 if label.startswith(EXACT) else 1.0)
             ok &= passed
-            print(f"  {label:<24} {dtype:<8} {name:<9} error {worst:9.2e}  {'ok' if passed else 'FAIL'}{failure}",
+            print(f"  {label:<28} {dtype:<8} {name:<9} error {worst:9.2e}  {'ok' if passed else 'FAIL'}{failure}",
                   flush=True)
     return ok
 

@@ -196,7 +196,9 @@ def test_check_command_on_the_emulator(capsys):
     _emu()
     assert main(["check", "--no-compile", "--backend", "cuda-emu"]) == 0
     out = capsys.readouterr().out
-    for op in ("conv2d[direct]", "conv2d[implicit_gemm]", "max_pool2d", "avg_pool2d", "pad2d[reflect]"):
+    for op in ("conv2d[direct]", "conv2d[implicit_gemm]", "max_pool2d", "avg_pool2d", "pad2d[reflect]",
+               "grad.conv2d_input", "grad.conv2d_weight", "conv_transpose2d", "grad.max_pool2d_input",
+               "grad.avg_pool2d_input", "grad.pad2d_input[circular]"):
         for dtype in ("float16", "float32", "float64"):
             assert any(op in line and dtype in line and line.rstrip().endswith("ok") for line in out.splitlines()), \
                 f"no passing line for {op} {dtype}:\n{out}"
@@ -208,6 +210,16 @@ def test_check_command_reports_a_wrong_backend(capsys, monkeypatch):
     monkeypatch.setattr(NumpyBackend, "avg_pool2d", lambda self, x, spec: NumpyBackend.max_pool2d(self, x, spec, False))
     assert main(["check", "--no-compile", "--backend", "numpy"]) == 1
     assert "avg_pool2d" in capsys.readouterr().out
+
+
+def test_check_command_reports_a_wrong_gradient(capsys, monkeypatch):
+    from gpuconv.backends.cpu import NumpyBackend
+
+    real = NumpyBackend.conv2d_weight
+    monkeypatch.setattr(NumpyBackend, "conv2d_weight", lambda self, *args, **kw: real(self, *args, **kw) * 1.001)
+    assert main(["check", "--no-compile", "--backend", "numpy"]) == 1
+    failed = [line for line in capsys.readouterr().out.splitlines() if line.rstrip().endswith("FAIL")]
+    assert failed and all("grad.conv2d_weight" in line for line in failed), failed
 
 
 # ---- the real GPU (CuPy) ------------------------------------------------------------------------------
