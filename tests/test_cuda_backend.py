@@ -18,7 +18,7 @@ from gpuconv import _kernels
 from gpuconv.__main__ import main
 from gpuconv._geometry import conv_spec
 from gpuconv.backends import BackendUnavailable, available_backends, get_backend, unavailable_reasons
-from support import as_reference_input, assert_close, assert_same, random_array
+from support import as_reference_input, assert_close, assert_same, random_array, require_backend
 
 HAS_CUPY = importlib.util.find_spec("cupy") is not None
 
@@ -225,12 +225,7 @@ def test_check_command_reports_a_wrong_gradient(capsys, monkeypatch):
 # ---- the real GPU (CuPy) ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cupy_gpu():
-    try:
-        get_backend("cuda")
-    except BackendUnavailable as exc:
-        if os.environ.get("GPUCONV_REQUIRE_GPU") == "1":
-            pytest.fail(f"GPUCONV_REQUIRE_GPU=1 but: {exc}")
-        pytest.skip(str(exc))
+    require_backend("cuda")
     import cupy
 
     return cupy

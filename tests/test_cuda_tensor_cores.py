@@ -25,8 +25,7 @@ import gpuconv
 from gpuconv import _reference as ref
 from gpuconv import _kernels
 from gpuconv._geometry import conv_spec
-from gpuconv.backends import BackendUnavailable, get_backend
-from support import as_reference_input, assert_close, poisoned_numpy_backend, random_array
+from support import as_reference_input, assert_close, poisoned_numpy_backend, random_array, require_backend
 from test_conv import EDGE_CASES, conv_cases
 
 pytestmark = pytest.mark.emulator
@@ -342,14 +341,7 @@ def test_every_tensor_core_instantiation_is_compiled():
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", ["M and N past a tile", "K of 100, more steps than stages"])
 def test_gpu_tf32_and_float16(name):
-    import os
-
-    try:
-        get_backend("cuda")
-    except BackendUnavailable as exc:
-        if os.environ.get("GPUCONV_REQUIRE_GPU") == "1":
-            pytest.fail(f"GPUCONV_REQUIRE_GPU=1 but: {exc}")
-        pytest.skip(str(exc))
+    require_backend("cuda")
     x_shape, w_shape, kwargs = TILE_CASES[name]
     check_tf32(x_shape, w_shape, seed=1, backend="cuda", **kwargs)
     rng = np.random.default_rng(2)
