@@ -89,6 +89,15 @@ def conv_out_size(n, before, after, k, s, d):
     return (n + before + after - d * (k - 1) - 1) // s + 1
 
 
+def _conv_geometry(in_hw, kernel_hw, stride, padding, dilation):
+    """((sh, sw), (dh, dw), (top, bottom, left, right), (oh, ow)) of conv2d."""
+    (sh, sw), (dh, dw) = _pair(stride), _pair(dilation)
+    pads = conv_pads(padding, in_hw, kernel_hw, (sh, sw), (dh, dw))
+    oh = conv_out_size(in_hw[0], pads[0], pads[1], kernel_hw[0], sh, dh)
+    ow = conv_out_size(in_hw[1], pads[2], pads[3], kernel_hw[1], sw, dw)
+    return (sh, sw), (dh, dw), pads, (oh, ow)
+
+
 def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):
     """out[n, f, i, j] = bias[f] + sum_{c, a, b} xpad[n, g(f)*C/groups + c, i*sh + a*dh, j*sw + b*dw] * w[f, c, a, b]
     (g(f): the group of filter f)."""
@@ -96,10 +105,7 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_m
     w = np.asarray(w, dtype=np.float64)
     n, c, h, wd = x.shape
     f, cg, kh, kw = w.shape
-    (sh, sw), (dh, dw) = _pair(stride), _pair(dilation)
-    pads = conv_pads(padding, (h, wd), (kh, kw), (sh, sw), (dh, dw))
-    oh = conv_out_size(h, pads[0], pads[1], kh, sh, dh)
-    ow = conv_out_size(wd, pads[2], pads[3], kw, sw, dw)
+    (sh, sw), (dh, dw), pads, (oh, ow) = _conv_geometry((h, wd), (kh, kw), stride, padding, dilation)
     xp = pad2d(x, pads, padding_mode, 0.0)
     fg = f // groups
     out = np.zeros((n, f, oh, ow))
@@ -255,15 +261,6 @@ def pad2d_input(grad_output, padding, mode="constant"):
     top, bottom, left, right = pads
     hp, wp = np.shape(grad_output)[-2:]
     return fold_padding(grad_output, pads, mode, (hp - top - bottom, wp - left - right))
-
-
-def _conv_geometry(in_hw, kernel_hw, stride, padding, dilation):
-    """((sh, sw), (dh, dw), (top, bottom, left, right), (oh, ow)) of conv2d."""
-    (sh, sw), (dh, dw) = _pair(stride), _pair(dilation)
-    pads = conv_pads(padding, in_hw, kernel_hw, (sh, sw), (dh, dw))
-    oh = conv_out_size(in_hw[0], pads[0], pads[1], kernel_hw[0], sh, dh)
-    ow = conv_out_size(in_hw[1], pads[2], pads[3], kernel_hw[1], sw, dw)
-    return (sh, sw), (dh, dw), pads, (oh, ow)
 
 
 def conv2d_input(input_shape, w, grad_output, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):
