@@ -15,7 +15,7 @@ from gpuconv import _reference as ref
 from dask_cases import (CONV_SEEDS, OTHER_SEEDS, PAD_SEEDS, PADDING_MODES, POOL_SEEDS, chunked, conv_case, other_case,
                         pad_case, pool_case, run_cases, seeded)
 from gpuconv._dask_plan import plan_axis
-from support import as_reference_input, assert_close, assert_same, random_array
+from support import as_reference_input, assert_close, assert_same, random_array, require_backend
 
 
 @pytest.mark.parametrize("build, seed", seeded((conv_case, CONV_SEEDS), (pool_case, POOL_SEEDS), (pad_case, PAD_SEEDS),
@@ -198,12 +198,9 @@ def test_importing_gpuconv_does_not_import_dask():
 def test_chunks_run_on_the_named_backend(on_cluster, request, monkeypatch):
     """backend='cuda-emu' (or use_backend at the call) runs every chunk's kernels in the emulator on
     NumPy chunks, on the workers too; the results match the reference."""
-    from gpuconv.backends import BackendUnavailable, get_backend
+    from gpuconv.backends import get_backend
 
-    try:
-        get_backend("cuda-emu")
-    except BackendUnavailable as exc:
-        pytest.skip(str(exc))
+    require_backend("cuda-emu")
     rng = np.random.default_rng(7)
     x = random_array(rng, (1, 2, 11, 9), np.float32)
     w = random_array(rng, (3, 2, 3, 3), np.float32)
@@ -229,13 +226,9 @@ def test_chunks_run_on_the_named_backend(on_cluster, request, monkeypatch):
 
 @pytest.mark.gpu
 def test_cupy_chunks_run_on_cuda():
-    cupy = pytest.importorskip("cupy")
-    from gpuconv.backends import BackendUnavailable, get_backend
+    require_backend("cuda")
+    import cupy
 
-    try:
-        get_backend("cuda")
-    except BackendUnavailable as exc:
-        pytest.skip(str(exc))
     rng = np.random.default_rng(8)
     x = random_array(rng, (2, 3, 30, 26), np.float32)
     w = random_array(rng, (4, 3, 3, 3), np.float32)
