@@ -6,7 +6,7 @@ and gives the result's dtype without computing anything. Then:
 
 - spatial axes: output chunks follow x's chunks, moved to stride-aligned boundaries; each output
   chunk's block carries what its windows read of the neighbouring blocks (_dask_plan), through
-  dask.array.map_overlap, and runs the backend on a per-chunk spec whose pads are the global ones
+  _dask_halo.map_halo, and runs the backend on a per-chunk spec whose pads are the global ones
   where the chunk touches a global edge and none elsewhere. conv2d's reflect, replicate and
   circular modes pad the whole array once (dask.array.pad) and then convolve without padding.
 - channels: merged into chunks of whole groups for conv2d (one chunk when groups=1), kept for
@@ -25,6 +25,7 @@ from dask.array.utils import meta_from_array
 
 from . import _api, _precision, _signal
 from . import _geometry as geometry
+from ._dask_halo import map_halo
 from ._dask_plan import AxisPlan, group_chunks, plan_axis
 from ._validate import array_module, as_array, check_ndim
 from .backends import get_backend, is_cupy_array, requested_backend
@@ -51,9 +52,9 @@ def conv(x, w, bias, stride, padding, dilation, groups, padding_mode, algorithm,
     cg, fg = spec.channels_per_group, spec.filters_per_group
     channel_chunks = group_chunks(x4.chunks[1], cg)
     _check_algorithm(name, algorithm, spec, rows, cols, channel_chunks, x4.chunks[0])
-    out = da.map_overlap(
+    out = map_halo(
         _conv_block, x4.rechunk({1: channel_chunks, 2: rows.in_chunks, 3: cols.in_chunks}),
-        **_overlap(rows, cols),
+        depth=[_borrowed(rows, cols)],
         chunks=(x4.chunks[0], tuple(c // cg * fg for c in channel_chunks), rows.out_chunks, cols.out_chunks),
         meta=meta_from_array(x4, ndim=4, dtype=empty.dtype),
         w=w, bias=bias, spec=spec, rows=rows, cols=cols, channel_bounds=_bounds(channel_chunks),
@@ -158,9 +159,9 @@ def _pool(x4, spec, op, backend):
     rows, cols = _spatial_plans(spec, x4.chunks[2], x4.chunks[3], spec.kh, spec.kw, spec.pads[::2])
     out_chunks = (x4.chunks[0], x4.chunks[1], rows.out_chunks, cols.out_chunks)
     both = op == "max_indices"
-    out = da.map_overlap(
-        _pool_block, x4.rechunk({2: rows.in_chunks, 3: cols.in_chunks}), **_overlap(rows, cols),
-        chunks=((2,),) + out_chunks if both else out_chunks, new_axis=[0] if both else None,
+    out = map_halo(
+        _pool_block, x4.rechunk({2: rows.in_chunks, 3: cols.in_chunks}), depth=[_borrowed(rows, cols)],
+        chunks=((2,),) + out_chunks if both else out_chunks, new_axis=[0] if both else (),
         meta=meta_from_array(x4, ndim=5 if both else 4, dtype=np.float64 if both else x4.dtype),
         op=op, spec=spec, rows=rows, cols=cols, backend=backend)
     if both:
@@ -169,24 +170,33 @@ def _pool(x4, spec, op, backend):
 
 
 def _pad_split_axes(x4, spec):
-    """A reflect/replicate/circular conv's padding applied to the whole array on each axis that is
-    split into chunks (there it reads across chunks: the opposite edge for circular), and the spec
-    of the conv that remains, which keeps the pads of an axis of one chunk (each block pads that
-    axis itself, with no copy). Also (row chunks, column chunks), the padding joined to the edge
-    chunks."""
+    """A reflect/replicate/circular conv's padding applied to the whole array on the axes where
+    the edge blocks cannot pad themselves, and the spec of the conv that remains. An axis of one
+    chunk pads itself (in the block, with no copy), and so does a reflect or replicate axis whose
+    edge chunks hold what their padding mirrors; circular reads the opposite edge, so a split
+    circular axis, like an edge chunk too short to mirror, is padded here once, as a dask array.
+    Also (row chunks, column chunks), that padding joined to the edge chunks."""
     rows, cols = x4.chunks[2:]
     if spec.padding_mode == "zeros" or spec.pads == (0, 0, 0, 0):
         return x4, spec, rows, cols
-    t, b, l, r = spec.pads
-    split = (len(rows) > 1, len(cols) > 1)
-    pads = (t, b, 0, 0) if split == (True, False) else (0, 0, l, r) if split == (False, True) else spec.pads
-    if not any(split):
+    pads = (*_global_pads(rows, spec.pads[:2], spec.stride[0], spec.padding_mode),
+            *_global_pads(cols, spec.pads[2:], spec.stride[1], spec.padding_mode))
+    if not any(pads):
         return x4, spec, rows, cols
     x4 = global_pad(x4, pads, spec.padding_mode)
     kept = tuple(p - q for p, q in zip(spec.pads, pads))
     spec = dataclasses.replace(spec, h=x4.shape[2], w=x4.shape[3], pads=kept,
                                padding_mode=spec.padding_mode if any(kept) else "zeros")
     return x4, spec, _grow_edges(rows, *pads[:2]), _grow_edges(cols, *pads[2:])
+
+
+def _global_pads(chunks, pads, stride, mode) -> tuple[int, int]:
+    """One axis's (before, after) padding to apply to the whole array: none where the edge blocks
+    pad themselves. Planning moves a chunk boundary by less than the stride, so an edge chunk
+    longer than pad + stride still holds the pad + 1 positions a reflection reads."""
+    if len(chunks) == 1 or (mode != "circular" and min(chunks[0], chunks[-1]) > max(pads) + stride):
+        return (0, 0)
+    return tuple(pads)
 
 
 def _spatial_plans(spec, row_chunks, col_chunks, kh, kw, offsets):
@@ -198,12 +208,10 @@ def _spatial_plans(spec, row_chunks, col_chunks, kh, kw, offsets):
             plan_axis(col_chunks, l, r, dw * (kw - 1) + 1, sw, spec.ow, offsets[1]))
 
 
-def _overlap(rows: AxisPlan, cols: AxisPlan) -> dict:
-    """map_overlap's arguments: each block borrows what its windows read of the blocks before and
-    after it; the global edges get nothing (their padding is the per-chunk spec's, or was applied
-    before)."""
-    return dict(depth={0: 0, 1: 0, 2: rows.depth, 3: cols.depth}, boundary="none", trim=False,
-                allow_rechunk=False)
+def _borrowed(rows: AxisPlan, cols: AxisPlan) -> dict:
+    """map_halo's depth: each block borrows what its windows read of the blocks before and after
+    it; the global edges get nothing (their padding is the per-chunk spec's, or was applied before)."""
+    return {2: rows.depth, 3: cols.depth}
 
 
 def global_pad(x, pads, mode, value=0.0):
@@ -237,10 +245,12 @@ def _check_algorithm(backend, algorithm, spec, rows, cols, channel_chunks, batch
 
 
 # ---- helpers -----------------------------------------------------------------------------------------
-def _batched(x):
-    check_known(x, "x")
-    check_ndim(x, "x", (3, 4), "(N, C, H, W) or unbatched (C, H, W)")
-    return (x[None], True) if x.ndim == 3 else (x, False)
+def _batched(x, name="x"):
+    """x as (N, C, H, W), and whether it was unbatched. expand_dims, not x[None]: it fuses with the
+    task that makes each chunk instead of adding a task of its own."""
+    check_known(x, name)
+    check_ndim(x, name, (3, 4), "(N, C, H, W) or unbatched (C, H, W)")
+    return (da.expand_dims(x, 0), True) if x.ndim == 3 else (x, False)
 
 
 def check_known(x, name):

@@ -19,8 +19,9 @@ from dask.array.utils import meta_from_array
 
 from . import _api, _backward, grad as eager
 from . import _geometry as geometry
-from ._dask import (_backend_name, _bounds, _grow_edges, _local, _spatial_plans, _stand_in, check_known,
+from ._dask import (_backend_name, _batched, _bounds, _grow_edges, _local, _spatial_plans, _stand_in, check_known,
                     global_pad)
+from ._dask_halo import map_halo
 from ._dask_plan import AxisPlan, group_chunks, plan_grad_axis
 from ._validate import array_module, as_array, check_bool, check_ndim
 from .backends import get_backend, is_dask_array
@@ -75,11 +76,10 @@ def conv_weight(x, weight_shape, grad_output, stride, padding, dilation, groups,
     cg, fg = spec.channels_per_group, spec.filters_per_group
     c_chunks = group_chunks(x4.chunks[1], cg)
     f_chunks = tuple(c // cg * fg for c in c_chunks)
-    parts = da.map_overlap(
+    parts = map_halo(
         _conv_weight_block, x4.rechunk({1: c_chunks, 2: rows.in_chunks, 3: cols.in_chunks}),
         g4.rechunk({0: x4.chunks[0], 1: f_chunks, 2: rows.out_chunks, 3: cols.out_chunks}),
-        depth=[{2: rows.depth, 3: cols.depth}, 0], boundary="none", trim=False, allow_rechunk=False,
-        align_arrays=False, new_axis=[2],
+        depth=[{2: rows.depth, 3: cols.depth}, 0], new_axis=[2],
         chunks=((1,) * x4.numblocks[0], f_chunks, (spec.reduction,), (1,) * len(rows.out_chunks),
                 (1,) * len(cols.out_chunks)),
         meta=meta_from_array(x4, ndim=5, dtype=compute),
@@ -102,7 +102,7 @@ def max_pool_input(grad_output, x, kernel_size, stride, padding, dilation, ceil_
     rows, cols = _grad_plans(spec, g4.chunks[2], g4.chunks[3], spec.kh, spec.kw, spec.pads[::2])
     arrays = [g4, x4.astype(empty.dtype).rechunk({0: g4.chunks[0], 1: g4.chunks[1]})]
     if idx is not None:
-        arrays.append((idx[None] if unbatched else idx).astype(np.int64).rechunk(g4.chunks))
+        arrays.append((da.expand_dims(idx, 0) if unbatched else idx).astype(np.int64).rechunk(g4.chunks))
     dx = _grad_blocks(_max_pool_input_block, arrays, rows, cols, g4.chunks[:2], spec=spec,
                       backend=_backend_name(x4, backend))
     return dx[0] if unbatched else dx
@@ -234,15 +234,14 @@ def _grad_blocks(block_fn, arrays, rows: AxisPlan, cols: AxisPlan, lead_chunks, 
     the outputs whose windows reach each input chunk), arrays[1] if any the forward input (by input
     chunks, borrowing what those windows read), arrays[2] if any the indices (as grad_output)."""
     (g_rows, x_rows), (g_cols, x_cols) = rows.grad_depths, cols.grad_depths
-    g_depth = {0: 0, 1: 0, 2: g_rows, 3: g_cols}
-    x_depth = {0: 0, 1: 0, 2: x_rows, 3: x_cols}
+    g_depth = {2: g_rows, 3: g_cols}
+    x_depth = {2: x_rows, 3: x_cols}
     depths = [g_depth, x_depth, g_depth][:len(arrays)]
     by_chunks = [{2: rows.out_chunks, 3: cols.out_chunks}, {2: rows.in_chunks, 3: cols.in_chunks},
                  {2: rows.out_chunks, 3: cols.out_chunks}]
     arrays = [a.rechunk(c) for a, c in zip(arrays, by_chunks)]
-    return da.map_overlap(block_fn, *arrays, depth=depths, boundary="none", trim=False, allow_rechunk=False,
-                          align_arrays=False, chunks=(*lead_chunks, rows.in_chunks, cols.in_chunks),
-                          meta=meta_from_array(arrays[0], ndim=4), rows=rows, cols=cols, **kwargs)
+    return map_halo(block_fn, *arrays, depth=depths, chunks=(*lead_chunks, rows.in_chunks, cols.in_chunks),
+                    meta=meta_from_array(arrays[0], ndim=4), rows=rows, cols=cols, **kwargs)
 
 
 def fold_padding(g, pads, mode: str):
@@ -277,12 +276,6 @@ def _fold_axis(g, axis: int, before: int, after: int, mode: str):
         if count:
             dx[at + (where,)] = dx[at + (where,)] + value
     return dx
-
-
-def _batched(x, name):
-    check_known(x, name)
-    check_ndim(x, name, (3, 4), "(N, C, H, W) or unbatched (C, H, W)")
-    return (x[None], True) if x.ndim == 3 else (x, False)
 
 
 def _dask(a, name):

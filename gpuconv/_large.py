@@ -55,12 +55,19 @@ def filter_image(x, weights, backend=None):
 # ---- the workers -----------------------------------------------------------------------------------
 @contextlib.contextmanager
 def local_cluster(workers: int, memory_limit):
-    """A LocalCluster of `workers` processes with one thread each, gpuconv on one thread in each."""
+    """A LocalCluster of `workers` processes with one thread each, gpuconv on one thread in each.
+
+    Its scheduler does not queue root tasks (worker-saturation "inf", dask's setting before 2023):
+    then it gives each worker a run of consecutive chunks, so that most halos stay inside one
+    process. With queuing (dask's default, 1.1) neighbouring chunks go to alternate workers and
+    every halo crosses between them (docs/dask.md, Scaling)."""
+    import dask
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit,
-                      dashboard_address=":0", silence_logs=logging.CRITICAL) as cluster, \
-            Client(cluster, set_as_default=False) as client:
+    with dask.config.set({"distributed.scheduler.worker-saturation": float("inf")}):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit,
+                               dashboard_address=":0", silence_logs=logging.CRITICAL)
+    with cluster, Client(cluster, set_as_default=False) as client:
         client.run(set_num_threads, 1)
         yield client
 

@@ -57,17 +57,23 @@ def test_padding_applies_at_the_global_edges_only():
 
 
 @pytest.mark.parametrize("mode", PADDING_MODES)
-def test_padding_modes_read_the_global_image(mode):
+@pytest.mark.parametrize("chunks, edges_pad_themselves", [(((1, 2, 4, 2), (3, 1, 1, 6)), False),
+                                                          (((5, 4), (5, 6)), True)])
+def test_padding_modes_read_the_global_image(mode, chunks, edges_pad_themselves):
     """A kernel with a single 1 in its top-left corner copies the padded image: the result must be the
-    reference padding of the whole image, rows and columns of every chunk included."""
+    reference padding of the whole image, rows and columns of every chunk included. Edge chunks
+    longer than pad + stride mirror their own rows (reflect, replicate); shorter ones, and circular,
+    which reads the opposite edge, take the whole array padded first."""
     x = np.arange(1.0, 1 + 9 * 11).reshape(1, 1, 9, 11)
     w = np.zeros((1, 1, 3, 4))
     w[0, 0, 0, 0] = 1
-    X = da.from_array(x, chunks=(1, 1, (1, 2, 4, 2), (3, 1, 1, 6)))
+    X = da.from_array(x, chunks=(1, 1) + chunks)
     pads = ((2, 0), (3, 0))
-    out = gpuconv.conv2d(X, w, padding=pads, padding_mode=mode).compute()
+    out = gpuconv.conv2d(X, w, padding=pads, padding_mode=mode)
+    padded_first = mode in ("reflect", "replicate", "circular") and not (edges_pad_themselves and mode != "circular")
+    assert any(name.startswith("concatenate") for name in out.dask.layers) == padded_first, list(out.dask.layers)
     padded = ref.pad2d(x, (2, 0, 3, 0), mode)
-    assert_same(out, padded[..., :out.shape[2], :out.shape[3]])
+    assert_same(out.compute(), padded[..., :out.shape[2], :out.shape[3]])
 
 
 def test_max_pool_indices_are_global_flat_indices():
