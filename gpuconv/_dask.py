@@ -7,8 +7,9 @@ and gives the result's dtype without computing anything. Then:
 - spatial axes: output chunks follow x's chunks, moved to stride-aligned boundaries; each output
   chunk's block carries what its windows read of the neighbouring blocks (_dask_plan), through
   _dask_halo.map_halo, and runs the backend on a per-chunk spec whose pads are the global ones
-  where the chunk touches a global edge and none elsewhere. conv2d's reflect, replicate and
-  circular modes pad the whole array once (dask.array.pad) and then convolve without padding.
+  where the chunk touches a global edge and none elsewhere. conv2d's reflect and replicate modes
+  pad there too when the edge chunks hold what the padding mirrors; circular (and shorter edge
+  chunks) pad the whole array once (dask.array.pad) and then convolve without padding.
 - channels: merged into chunks of whole groups for conv2d (one chunk when groups=1), kept for
   pooling, padding and depthwise convolution; batch chunks are always kept.
 - backend: the one named by backend= / use_backend / GPUCONV_BACKEND, else the chunks' array
