@@ -234,8 +234,9 @@ def scaling(args) -> int:
           f"{weights.shape} bank, 'same' reflect; image generated on the workers, result summed there; "
           f"{args.repeat} interleaved rounds; workers: 1 thread each, memory limit {args.memory_limit}")
     filtered = filter_image(synthetic_image(args.size, args.channels, chunk), weights, args.backend)
-    # chunk sums added 32 at a time: dask's default (16 over the 3 axes: pairs) is a task per chunk more
-    total = filtered.sum(split_every=dict.fromkeys(range(filtered.ndim), 32))
+    # chunk sums added 8 at a time: dask's default (16 over the 3 axes: pairs) is a task per chunk more,
+    # and with 32 at a time the workers generated 32 bands ahead of their sums (twice the memory)
+    total = filtered.sum(split_every=dict.fromkeys(range(filtered.ndim), 8))
     warm = filter_image(synthetic_image(256, args.channels, (64, 64)), weights, args.backend).sum()
     # control: the same work as independent tasks (each band generated and filtered on its own, no
     # halo exchange, no dask.array graph): what the cores give 1 vs n processes for this kernel right now
