@@ -149,7 +149,10 @@ def _separable(planes: np.ndarray, spec: PoolSpec, op, fill_value, acc_dtype, ou
         reduce_taps(row_result, rows, acc)
         finish(acc, p0, p1, i0, i1)
 
-    parallel_items(run, len(plan.items), uses_blas=False)
+    if len(plan.items) == 1:  # a small plane: no thread pool (its bookkeeping costs more than the item)
+        run(0)
+    else:
+        parallel_items(run, len(plan.items), uses_blas=False)
     _workspace.release()
 
 
