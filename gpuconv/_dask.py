@@ -247,11 +247,10 @@ def _check_algorithm(backend, algorithm, spec, rows, cols, channel_chunks, batch
 
 # ---- helpers -----------------------------------------------------------------------------------------
 def _batched(x, name="x"):
-    """x as (N, C, H, W), and whether it was unbatched. expand_dims, not x[None]: it fuses with the
-    task that makes each chunk instead of adding a task of its own."""
+    """x as (N, C, H, W), and whether it was unbatched."""
     check_known(x, name)
     check_ndim(x, name, (3, 4), "(N, C, H, W) or unbatched (C, H, W)")
-    return (da.expand_dims(x, 0), True) if x.ndim == 3 else (x, False)
+    return (x[None], True) if x.ndim == 3 else (x, False)
 
 
 def check_known(x, name):

@@ -102,7 +102,7 @@ def max_pool_input(grad_output, x, kernel_size, stride, padding, dilation, ceil_
     rows, cols = _grad_plans(spec, g4.chunks[2], g4.chunks[3], spec.kh, spec.kw, spec.pads[::2])
     arrays = [g4, x4.astype(empty.dtype).rechunk({0: g4.chunks[0], 1: g4.chunks[1]})]
     if idx is not None:
-        arrays.append((da.expand_dims(idx, 0) if unbatched else idx).astype(np.int64).rechunk(g4.chunks))
+        arrays.append((idx[None] if unbatched else idx).astype(np.int64).rechunk(g4.chunks))
     dx = _grad_blocks(_max_pool_input_block, arrays, rows, cols, g4.chunks[:2], spec=spec,
                       backend=_backend_name(x4, backend))
     return dx[0] if unbatched else dx

@@ -2,7 +2,6 @@
 (boundary "none", no trim) gives it, in two tasks per block instead of about five."""
 from __future__ import annotations
 
-import dask
 import dask.array as da
 import numpy as np
 import pytest
