@@ -246,20 +246,19 @@ def scaling(args) -> int:
                                  for band in bands])
     times = {n: [] for n in counts}
     control_times = {n: [] for n in counts}
-    sums = {}
-    with contextlib.ExitStack() as stack:
-        clients = {n: stack.enter_context(local_cluster(n, args.memory_limit)) for n in counts}
-        for client in clients.values():
-            client.compute(warm).result()  # imports, thread pools, BLAS on every worker
-        for _ in range(args.repeat):
-            for n, client in clients.items():
+    sums, peaks = {}, dict.fromkeys(counts, 0)
+    for _ in range(args.repeat):
+        for n in counts:
+            # a cluster per round: one left running idle beside the timed one takes CPU from it
+            with local_cluster(n, args.memory_limit) as client:
+                client.compute(warm).result()  # imports, thread pools, BLAS on every worker
                 start = time.perf_counter()
                 sums[n] = float(client.compute(total).result())
                 times[n].append(time.perf_counter() - start)
                 start = time.perf_counter()
                 client.compute(control).result()
                 control_times[n].append(time.perf_counter() - start)
-        peaks = {n: max(client.run(peak_rss).values()) for n, client in clients.items()}
+                peaks[n] = max(peaks[n], *client.run(peak_rss).values())
     if len(set(sums.values())) > 1:
         print(f"the sums differ between clusters: {sums}")
         return 1
