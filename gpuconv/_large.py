@@ -2,8 +2,9 @@
 dask.distributed cluster of local worker processes, from a zarr store to a zarr store.
 
 `--scaling 1,2` is the benchmark instead: the same conv on clusters of 1 and 2 workers (one thread
-each), interleaved rounds, the image generated on the workers and the result summed there, so that
-only the convolution and its chunk traffic are timed. Needs the `dask` extra.
+each), interleaved rounds with a fresh cluster each, the image generated on the workers and the
+result summed there, so that only the convolution and its chunk traffic are timed. Needs the
+`dask` extra.
 """
 from __future__ import annotations
 
@@ -232,7 +233,8 @@ def scaling(args) -> int:
     print(f"conv2d of a ({args.channels}, {args.size}, {args.size}) float32 image "
           f"({args.channels * args.size ** 2 * 4 / _GIB:.2f} GiB, chunks {chunk[0]}x{chunk[1]}) with a "
           f"{weights.shape} bank, 'same' reflect; image generated on the workers, result summed there; "
-          f"{args.repeat} interleaved rounds; workers: 1 thread each, memory limit {args.memory_limit}")
+          f"{args.repeat} interleaved rounds, a fresh cluster each; workers: 1 thread each, memory limit "
+          f"{args.memory_limit}")
     filtered = filter_image(synthetic_image(args.size, args.channels, chunk), weights, args.backend)
     # chunk sums added 8 at a time: dask's default (16 over the 3 axes: pairs) is a task per chunk more,
     # and with 32 at a time the workers generated 32 bands ahead of their sums (twice the memory)
