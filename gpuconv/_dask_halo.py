@@ -33,16 +33,14 @@ def map_halo(fn, *arrays, depth, chunks, meta, new_axis=(), **kwargs):
     graph = {}
     strips = [f"strips-{i}-{token}" if axes else None for i, axes in enumerate(borrowing)]
     for index in itertools.product(*map(range, grid)):
-        for array, axes, strip in zip(arrays, borrowing, strips):
-            if axes:  # the receivers: index = receiver + offsets
-                graph[(strip, *index)] = (_strips, (array.name, *index), axes,
-                                          [_negate(o) for o in _neighbours(index, axes, grid)])
         parts = []
         for array, axes, strip in zip(arrays, borrowing, strips):
             if not axes:
                 parts.append((array.name, *index))
                 continue
             around = _neighbours(index, axes, grid)
+            # this block's strips go to the receivers at index - offsets; it joins theirs at index + offsets
+            graph[(strip, *index)] = (_strips, (array.name, *index), axes, [_negate(o) for o in around])
             parts.append((_join, (array.name, *index), axes, around,
                           [(strip, *_shifted(index, axes, o)) for o in around]))
         out_index = list(index)
