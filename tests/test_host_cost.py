@@ -203,7 +203,7 @@ def test_pooling_plans_follow_the_thread_count_and_the_workspace_cap():
         for threads, cap in ((1, 256 << 20), (2, 256 << 20), (2, 1 << 20)):
             config.num_threads, config.workspace_bytes = threads, cap
             assert_same(gpuconv.max_pool2d(x, 3, 2, 1, backend="numpy"), expected, np.float32, f"{threads} {cap}")
-            plans.append(pool._separable_plan(spec, 4))
+            plans.append(pool._separable_plan(spec, np.dtype(np.float32), False))
     finally:
         config.num_threads, config.workspace_bytes = saved
     assert len(plans[2].items) > len(plans[1].items), "a lower cap must give smaller work items"

@@ -10,6 +10,7 @@ PyTorch's order instead (its tie and NaN rules need the row-major tap order).
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -87,73 +88,113 @@ def _reduction(taps, n_out: int, along_rows: bool) -> _Reduction:
     return _Reduction(at(taps[0][1]), None, [(at(o), at(i)) for o, i in taps[1:]])
 
 
-class _SeparablePlan(NamedTuple):
-    """What _separable derives from the spec alone: the pass along the columns, and per work item
-    (planes p0:p1, output rows i0:i1, input rows r_lo:r_hi, the pass along its rows)."""
+class _Item(NamedTuple):
+    """One work item: planes p0:p1, output rows i0:i1 from input rows r_lo:r_hi, the pass along its
+    rows, and its scratch: the shapes of the row results and of the accumulator (None: out itself)."""
 
+    p0: int
+    p1: int
+    i0: int
+    i1: int
+    r_lo: int
+    r_hi: int
+    rows: _Reduction
+    row_shape: tuple
+    acc_shape: tuple | None
+    fresh_scratch: bool  # small: fresh arrays cost less than carving the workspace
+
+
+class _SeparablePlan(NamedTuple):
+    """What _separable derives from the spec and dtypes alone: the pass along the columns, the work
+    items, and for average pooling the divisor (see _divisor)."""
+
+    acc_dtype: np.dtype
     cols: _Reduction
     items: list
+    divisor: tuple | None
 
 
 # ~150 bytes per work item; a plan of many items (huge planes in bands) is rebuilt per call.
-_plans = _plan_cache.PlanCache(4 << 20, lambda plan: 200 + 150 * len(plan.items))
+_plans = _plan_cache.PlanCache(
+    4 << 20, lambda plan: 200 + 150 * len(plan.items) + sum(a.nbytes for a in plan.divisor or () if a is not None))
 
 
-def _separable_plan(spec: PoolSpec, itemsize: int) -> _SeparablePlan:
-    return _plans.get((spec, itemsize, config.workspace_bytes, config.num_threads),
-                      lambda: _build_separable_plan(spec, itemsize))
+def _separable_plan(spec: PoolSpec, dtype: np.dtype, average: bool) -> _SeparablePlan:
+    """The plan of max (average=False) or average pooling of x of dtype."""
+    return _plans.get((spec, dtype, average, config.workspace_bytes, config.num_threads),
+                      lambda: _build_separable_plan(spec, dtype, average))
 
 
-def _build_separable_plan(spec: PoolSpec, itemsize: int) -> _SeparablePlan:
+def _build_separable_plan(spec: PoolSpec, dtype: np.dtype, average: bool) -> _SeparablePlan:
+    # float16 sums in float32; max pooling's reduction is exact in any dtype
+    acc_dtype = np.dtype(np.float32) if average and dtype == np.float16 else dtype
+    in_place = acc_dtype == dtype
     cols = [(o, i) for _, o, i in _axis_taps(spec.ow, spec.stride[1], spec.dilation[1], spec.kw, spec.pads[2], spec.w)]
     (sh, dh), top = (spec.stride[0], spec.dilation[0]), spec.pads[0]
 
     def plane_bytes(rows: int) -> int:  # the row results and the accumulator of `rows` output rows
         in_rows = min(spec.h, (rows - 1) * sh + (spec.kh - 1) * dh + 1)
-        return itemsize * spec.ow * (in_rows + rows)
+        return acc_dtype.itemsize * spec.ow * (in_rows + rows)
 
     items = []
     for p0, p1, i0, i1 in _work_items(spec, plane_bytes):
         r_lo = min(spec.h, max(0, i0 * sh - top))
         r_hi = max(r_lo, min(spec.h, (i1 - 1) * sh - top + (spec.kh - 1) * dh + 1))
         rows = [(o, i) for _, o, i in _axis_taps(i1 - i0, sh, dh, spec.kh, top - i0 * sh + r_lo, r_hi - r_lo)]
-        items.append((p0, p1, i0, i1, r_lo, r_hi, _reduction(rows, i1 - i0, along_rows=True)))
-    return _SeparablePlan(_reduction(cols, spec.ow, along_rows=False), items)
+        row_shape = (p1 - p0, r_hi - r_lo, spec.ow)
+        acc_shape = None if in_place else (p1 - p0, i1 - i0, spec.ow)
+        scratch = acc_dtype.itemsize * sum(math.prod(s) for s in (row_shape, acc_shape or ()))
+        items.append(_Item(p0, p1, i0, i1, r_lo, r_hi, _reduction(rows, i1 - i0, along_rows=True), row_shape,
+                           acc_shape, scratch < _workspace.SMALL_BYTES))
+    divisor = _divisor(spec, acc_dtype) if average else None
+    return _SeparablePlan(acc_dtype, _reduction(cols, spec.ow, along_rows=False), items, divisor)
 
 
-def _separable(planes: np.ndarray, spec: PoolSpec, op, fill_value, acc_dtype, out: np.ndarray, finish) -> None:
-    """acc[p, i, j] = op-reduction over window (i, j)'s in-bounds taps of planes[p] (fill_value
-    where it has none), work item by work item in the worker threads; finish(acc, p0, p1, i0, i1)
-    turns it into out[p0:p1, i0:i1]. acc is that part of out itself when out has acc_dtype."""
-    plan = _separable_plan(spec, np.dtype(acc_dtype).itemsize)
-    in_place = out.dtype == acc_dtype
+def _reduce_taps(src, reduction: _Reduction, dst, op, fill_value) -> None:
+    if reduction.first is None:
+        dst.fill(fill_value)
+    elif reduction.second is None:
+        np.copyto(dst, src[reduction.first])
+    elif src.dtype == dst.dtype:  # in tap order, as below: the first tap wins ties
+        op(src[reduction.first], src[reduction.second], out=dst)
+    else:  # in dst's dtype (float16 sums in float32)
+        op(src[reduction.first], src[reduction.second], out=dst, dtype=dst.dtype)
+    for o, i in reduction.rest:
+        view = dst[o]
+        op(view, src[i], out=view)
 
-    def reduce_taps(src, reduction, dst):
-        if reduction.first is None:
-            dst.fill(fill_value)
-        elif reduction.second is None:
-            np.copyto(dst, src[reduction.first])
-        else:  # in tap order, as below (the first tap wins ties), in dst's dtype (float16 sums in float32)
-            op(src[reduction.first], src[reduction.second], out=dst, dtype=dst.dtype)
-        for o, i in reduction.rest:
-            view = dst[o]
-            op(view, src[i], out=view)
 
-    def run(item):
-        p0, p1, i0, i1, r_lo, r_hi, rows = plan.items[item]
-        row_result, acc = _workspace.arrays(((p1 - p0, r_hi - r_lo, spec.ow), acc_dtype),
-                                            ((p1 - p0, 0 if in_place else i1 - i0, spec.ow), acc_dtype), slot="pool")
-        if in_place:
-            acc = out[p0:p1, i0:i1]
-        reduce_taps(planes[p0:p1, r_lo:r_hi], plan.cols, row_result)
-        reduce_taps(row_result, rows, acc)
-        finish(acc, p0, p1, i0, i1)
-
-    if len(plan.items) == 1:  # a small plane: no thread pool (its bookkeeping costs more than the item)
-        run(0)
+def _run_item(plan: _SeparablePlan, item: _Item, planes, out, op, fill_value) -> None:
+    if item.fresh_scratch:
+        row_result = np.empty(item.row_shape, plan.acc_dtype)
+        acc = out[item.p0:item.p1, item.i0:item.i1] if item.acc_shape is None else np.empty(item.acc_shape,
+                                                                                           plan.acc_dtype)
     else:
-        parallel_items(run, len(plan.items), uses_blas=False)
+        row_result, acc = _workspace.arrays((item.row_shape, plan.acc_dtype), (item.acc_shape or (0,), plan.acc_dtype),
+                                            slot="pool")
+        if item.acc_shape is None:
+            acc = out[item.p0:item.p1, item.i0:item.i1]
+    _reduce_taps(planes[item.p0:item.p1, item.r_lo:item.r_hi], plan.cols, row_result, op, fill_value)
+    _reduce_taps(row_result, item.rows, acc, op, fill_value)
+    if plan.divisor is not None:
+        rows, cols, plane = plan.divisor
+        divisor = plane[item.i0:item.i1] if plane is not None else np.multiply.outer(rows[item.i0:item.i1], cols)
+        np.divide(acc, divisor, out=out[item.p0:item.p1, item.i0:item.i1], casting="unsafe")
+
+
+def _separable(planes: np.ndarray, spec: PoolSpec, op, fill_value, average: bool) -> np.ndarray:
+    """out[p, i, j] = op-reduction over window (i, j)'s in-bounds taps of planes[p] (fill_value
+    where it has none), divided by the divisor where average; work item by work item in the worker
+    threads. The reduction runs in out itself where out has the accumulator's dtype."""
+    plan = _separable_plan(spec, planes.dtype, average)
+    out = np.empty((planes.shape[0], spec.oh, spec.ow), dtype=planes.dtype)
+    if len(plan.items) == 1:  # a small plane: no thread pool (its bookkeeping costs more than the item)
+        _run_item(plan, plan.items[0], planes, out, op, fill_value)
+    else:
+        parallel_items(lambda k: _run_item(plan, plan.items[k], planes, out, op, fill_value), len(plan.items),
+                       uses_blas=False)
     _workspace.release()
+    return out
 
 
 def _first_tap(n_out, stride, dilation, k, pad, size):
@@ -166,11 +207,8 @@ def _first_tap(n_out, stride, dilation, k, pad, size):
 
 def max_pool2d(x: np.ndarray, spec: PoolSpec, return_indices: bool):
     planes = x.reshape(-1, spec.h, spec.w)
-    if not return_indices:
-        out = np.empty((planes.shape[0], spec.oh, spec.ow), dtype=x.dtype)
-        # np.maximum propagates NaN; the reduction happens in out itself
-        _separable(planes, spec, np.maximum, -np.inf, x.dtype, out, lambda *_: None)
-        return out.reshape(spec.out_shape)
+    if not return_indices:  # np.maximum propagates NaN
+        return _separable(planes, spec, np.maximum, -np.inf, average=False).reshape(spec.out_shape)
     return _max_pool_with_indices(planes, spec)
 
 
@@ -231,37 +269,20 @@ def divisor_factors(spec: PoolSpec) -> tuple[np.ndarray, np.ndarray]:
 
 
 MAX_DIVISOR_PLANE = 16384  # oh * ow values: the whole divisor plane is kept for outputs up to this
-_divisors = _plan_cache.PlanCache(4 << 20, lambda found: sum(a.nbytes for a in found if a is not None))
 
 
-def _divisor(spec: PoolSpec, dtype: np.dtype):
-    """The divisor of every output position as a function of (i0, i1): its rows i0:i1, an (rows, ow)
-    array in dtype. Memoised per spec: the whole plane where it is small, else the row and column
-    factors whose outer product it is (O(oh + ow) values); read-only."""
-
-    def make():
-        rows, cols = (f.astype(dtype) for f in divisor_factors(spec))
-        # integer counts: the products are exact
-        plane = np.multiply.outer(rows, cols) if spec.oh * spec.ow <= MAX_DIVISOR_PLANE else None
-        for a in (rows, cols, plane):
-            if a is not None:
-                a.flags.writeable = False
-        return rows, cols, plane
-
-    rows, cols, plane = _divisors.get((spec, dtype), make)
-    if plane is not None:
-        return lambda i0, i1: plane[i0:i1]
-    return lambda i0, i1: np.multiply.outer(rows[i0:i1], cols)
+def _divisor(spec: PoolSpec, dtype: np.dtype) -> tuple:
+    """(rows, cols, plane) of the divisor of every output position in dtype: its row and column
+    factors, and their outer product where it has at most MAX_DIVISOR_PLANE values (else None: the
+    rows of each work item are multiplied out when it runs); read-only."""
+    rows, cols = (f.astype(dtype) for f in divisor_factors(spec))
+    # integer counts: the products are exact
+    plane = np.multiply.outer(rows, cols) if spec.oh * spec.ow <= MAX_DIVISOR_PLANE else None
+    for a in (rows, cols, plane):
+        if a is not None:
+            a.flags.writeable = False
+    return rows, cols, plane
 
 
 def avg_pool2d(x: np.ndarray, spec: PoolSpec) -> np.ndarray:
-    planes = x.reshape(-1, spec.h, spec.w)
-    acc_dtype = np.float32 if x.dtype == np.float16 else x.dtype
-    out = np.empty((planes.shape[0], spec.oh, spec.ow), dtype=x.dtype)
-    divisor = _divisor(spec, np.dtype(acc_dtype))
-
-    def finish(acc, p0, p1, i0, i1):
-        np.divide(acc, divisor(i0, i1), out=out[p0:p1, i0:i1], casting="unsafe")
-
-    _separable(planes, spec, np.add, 0, acc_dtype, out, finish)
-    return out.reshape(spec.out_shape)
+    return _separable(x.reshape(-1, spec.h, spec.w), spec, np.add, 0, average=True).reshape(spec.out_shape)
