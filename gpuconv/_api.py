@@ -43,6 +43,11 @@ def _empty(x, shape, dtype):
     return array_module(x).empty(shape, dtype=dtype)
 
 
+def _in_dtype(x, dtype, backend):
+    """x in the call's dtype; as it is for a backend that casts x as it reads it (no whole copy)."""
+    return x if getattr(backend, "casts_x", False) else x.astype(dtype, copy=False)
+
+
 def _check_algorithm(algorithm):
     if not isinstance(algorithm, str):
         raise TypeError(f"algorithm={algorithm!r}: must be a string such as 'auto'")
@@ -100,8 +105,7 @@ def _conv(x, w, bias, stride, padding, dilation, groups, padding_mode, algorithm
     chosen = select(x, backend)
     w = w.astype(dtype, copy=False)
     bias = None if bias is None else bias.astype(dtype, copy=False)
-    if not getattr(chosen, "casts_x", False):  # a backend that casts x tile by tile needs no whole copy
-        x = x.astype(dtype, copy=False)
+    x = _in_dtype(x, dtype, chosen)
     if spec.n == 0:
         _check_algorithm_on_empty(chosen, spec, algorithm)
         out = _empty(x, spec.out_shape, dtype)
@@ -176,14 +180,16 @@ def _conv_transpose(x, w, bias, stride, padding, output_padding, groups, dilatio
 
 
 def _pool_input(x, ndim):
-    """x as an array of a float dtype; a 1-D op's x gets a height axis of 1."""
+    """x as an array (a 1-D op's x with a height axis of 1), and the dtype of the result; a dask array
+    already in that dtype."""
     x = _input(x, "x")
     if ndim == 2:
         check_ndim(x, "x", (3, 4), "(N, C, H, W) or unbatched (C, H, W)")
     else:
         check_ndim(x, "x", (2, 3), "(N, C, L) or unbatched (C, L)")
         x = x[..., None, :]
-    return x.astype(result_dtype(x), copy=False)
+    dtype = result_dtype(x)
+    return (x.astype(dtype, copy=False) if is_dask_array(x) else x), dtype
 
 
 @accepts_torch
@@ -192,7 +198,7 @@ def max_pool2d(x: ArrayLike, kernel_size: IntOrPair, stride: IntOrPair | None = 
                backend: str | None = None) -> Array | tuple[Array, Array]:
     """Max pooling with PyTorch's rules; NaN propagates. With return_indices, also the int64
     flat index of each maximum within its H*W plane."""
-    return _max_pool(_pool_input(x, 2), kernel_size, stride, padding, dilation, ceil_mode, return_indices, backend, 2)
+    return _max_pool(*_pool_input(x, 2), kernel_size, stride, padding, dilation, ceil_mode, return_indices, backend, 2)
 
 
 @accepts_torch
@@ -200,14 +206,14 @@ def max_pool1d(x: ArrayLike, kernel_size: int, stride: int | None = None, paddin
                ceil_mode: bool = False, return_indices: bool = False, *,
                backend: str | None = None) -> Array | tuple[Array, Array]:
     """1-D max pooling of x (N, C, L) or (C, L); indices are positions along L."""
-    result = _max_pool(_pool_input(x, 1), kernel_size, stride, padding, dilation, ceil_mode, return_indices, backend,
+    result = _max_pool(*_pool_input(x, 1), kernel_size, stride, padding, dilation, ceil_mode, return_indices, backend,
                        1)
     if return_indices:
         return result[0][..., 0, :], result[1][..., 0, :]
     return result[..., 0, :]
 
 
-def _max_pool(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices, backend, ndim):
+def _max_pool(x, dtype, kernel_size, stride, padding, dilation, ceil_mode, return_indices, backend, ndim):
     if is_dask_array(x):
         return _dask().max_pool(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices, backend, ndim)
     unbatched = x.ndim == 3
@@ -218,10 +224,10 @@ def _max_pool(x, kernel_size, stride, padding, dilation, ceil_mode, return_indic
                               ndim=ndim)
     chosen = select(x, backend)
     if x.size == 0:
-        out = _empty(x, spec.out_shape, x.dtype)
+        out = _empty(x, spec.out_shape, dtype)
         result = (out, _empty(x, spec.out_shape, np.int64)) if return_indices else out
     else:
-        result = chosen.max_pool2d(x, spec, return_indices)
+        result = chosen.max_pool2d(_in_dtype(x, dtype, chosen), spec, return_indices)
     if unbatched:
         return tuple(r[0] for r in result) if return_indices else result[0]
     return result
@@ -232,7 +238,7 @@ def avg_pool2d(x: ArrayLike, kernel_size: IntOrPair, stride: IntOrPair | None = 
                ceil_mode: bool = False, count_include_pad: bool = True, divisor_override: int | None = None, *,
                backend: str | None = None) -> Array:
     """Average pooling with PyTorch's rules (ceil_mode, count_include_pad, divisor_override)."""
-    return _avg_pool(_pool_input(x, 2), kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override,
+    return _avg_pool(*_pool_input(x, 2), kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override,
                      backend, 2)
 
 
@@ -240,11 +246,12 @@ def avg_pool2d(x: ArrayLike, kernel_size: IntOrPair, stride: IntOrPair | None = 
 def avg_pool1d(x: ArrayLike, kernel_size: int, stride: int | None = None, padding: int = 0, ceil_mode: bool = False,
                count_include_pad: bool = True, *, backend: str | None = None) -> Array:
     """1-D average pooling of x (N, C, L) or (C, L)."""
-    out = _avg_pool(_pool_input(x, 1), kernel_size, stride, padding, ceil_mode, count_include_pad, None, backend, 1)
+    out = _avg_pool(*_pool_input(x, 1), kernel_size, stride, padding, ceil_mode, count_include_pad, None, backend, 1)
     return out[..., 0, :]
 
 
-def _avg_pool(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, backend, ndim):
+def _avg_pool(x, dtype, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, backend,
+              ndim):
     if is_dask_array(x):
         return _dask().avg_pool(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override,
                                 backend, ndim)
@@ -254,7 +261,7 @@ def _avg_pool(x, kernel_size, stride, padding, ceil_mode, count_include_pad, div
     spec = geometry.pool_spec(x.shape, kernel_size, stride, padding, 1, check_bool(ceil_mode, "ceil_mode"),
                               check_bool(count_include_pad, "count_include_pad"), divisor_override, ndim)
     chosen = select(x, backend)
-    out = _empty(x, spec.out_shape, x.dtype) if x.size == 0 else chosen.avg_pool2d(x, spec)
+    out = _empty(x, spec.out_shape, dtype) if x.size == 0 else chosen.avg_pool2d(_in_dtype(x, dtype, chosen), spec)
     return out[0] if unbatched else out
 
 
@@ -272,13 +279,13 @@ def pad2d(x: ArrayLike, padding: PadWidths, mode: PadMode = "constant", value: f
     lead = x.shape[:-2]
     x4 = x if x.ndim == 4 else x.reshape((math.prod(lead), 1) + x.shape[-2:])
     spec = geometry.pad_spec(x4.shape, padding, mode, value)
-    x4 = x4.astype(result_dtype(x4), copy=False)
-    check_value_fits(spec.value, "value", x4.dtype)
+    dtype = result_dtype(x4)
+    check_value_fits(spec.value, "value", dtype)
     chosen = select(x4, backend)
     if x4.size == 0:
-        out = array_module(x4).full(spec.out_shape, spec.value, dtype=x4.dtype)
+        out = array_module(x4).full(spec.out_shape, spec.value, dtype=dtype)
     else:
-        out = chosen.pad2d(x4, spec)
+        out = chosen.pad2d(_in_dtype(x4, dtype, chosen), spec)
     return out.reshape(lead + out.shape[-2:])
 
 

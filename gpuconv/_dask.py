@@ -65,8 +65,8 @@ def conv(x, w, bias, stride, padding, dilation, groups, padding_mode, algorithm,
 
 def max_pool(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices, backend, ndim):
     x4, unbatched = _batched(x)
-    empty = _api._max_pool(_stand_in(x4), kernel_size, stride, padding, dilation, ceil_mode, return_indices, backend,
-                           ndim)
+    empty = _api._max_pool(_stand_in(x4), x4.dtype, kernel_size, stride, padding, dilation, ceil_mode,
+                           return_indices, backend, ndim)
     if x4.size == 0:
         result = tuple(map(_from_eager, empty)) if return_indices else _from_eager(empty)
     else:
@@ -79,7 +79,7 @@ def max_pool(x, kernel_size, stride, padding, dilation, ceil_mode, return_indice
 
 def avg_pool(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, backend, ndim):
     x4, unbatched = _batched(x)
-    empty = _api._avg_pool(_stand_in(x4), kernel_size, stride, padding, ceil_mode, count_include_pad,
+    empty = _api._avg_pool(_stand_in(x4), x4.dtype, kernel_size, stride, padding, ceil_mode, count_include_pad,
                            divisor_override, backend, ndim)
     if x4.size == 0:
         return _unbatch(_from_eager(empty), unbatched)

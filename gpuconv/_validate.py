@@ -81,6 +81,11 @@ def as_array(x, name: str):
     return x
 
 
+def float_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype computed in for inputs of dtype: itself, or float64 for integers and bool."""
+    return np.dtype(np.float64) if dtype.kind in "biu" else dtype
+
+
 def result_dtype(*arrays) -> np.dtype:
     """NumPy's promotion of the inputs; integers and bool become float64, as `x / 1` would."""
     dtype = arrays[0].dtype
@@ -90,9 +95,7 @@ def result_dtype(*arrays) -> np.dtype:
                 break
         else:
             return dtype
-    dtype = np.result_type(*(a.dtype for a in arrays if a is not None))
-    if dtype.kind in "biu":
-        return np.dtype(np.float64)
+    dtype = float_dtype(np.result_type(*(a.dtype for a in arrays if a is not None)))
     if dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"dtype {dtype}: supported float types are float16, float32 and float64")
     return dtype

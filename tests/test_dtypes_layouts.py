@@ -8,7 +8,8 @@ import gpuconv
 from gpuconv import _reference as ref
 from gpuconv._geometry import conv_spec
 from gpuconv.backends import get_backend
-from support import DTYPES, as_reference_input, assert_close, assert_same, random_array, to_backend, to_numpy
+from support import (DTYPES, as_reference_input, assert_close, assert_same, poisoned_numpy_backend, random_array,
+                     stable_seed, to_backend, to_numpy)
 
 
 def array_module(backend):
@@ -98,14 +99,41 @@ def test_conv_promotes_mixed_and_integer_dtypes(backend, x_dtype, w_dtype, b_dty
     assert_close(out, ref.conv2d(x, w, b), expected_dtype, f"{x_dtype} * {w_dtype}")
 
 
-@pytest.mark.parametrize("dtype", [np.int16, np.int64, np.uint8, np.bool_])
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int64, np.uint8, np.uint64, np.bool_])
 def test_pool_and_pad_promote_integers_to_float64(backend, dtype):
-    x = np.random.default_rng(4).integers(0, 2 if dtype == np.bool_ else 9, (1, 2, 5, 5)).astype(dtype)
-    xb = to_backend(x, backend)
-    assert_same(gpuconv.max_pool2d(xb, 2, backend=backend), ref.max_pool2d(x, 2)[0], np.float64, "max_pool2d")
-    assert_close(gpuconv.avg_pool2d(xb, 3, 1, 1, backend=backend), ref.avg_pool2d(x, 3, 1, 1), np.float64, "avg")
-    assert_same(gpuconv.pad2d(xb, 1, "circular", backend=backend), ref.pad2d(x, (1, 1, 1, 1), "circular"),
-                np.float64, "pad2d")
+    """Integer and bool x is read as float64 (the NumPy backend as it goes, without a whole copy): every
+    op and option against the float64 reference, outputs poisoned, ties frequent (few distinct values)."""
+    seed = stable_seed("integer pooling", np.dtype(dtype).name)
+    print(f"seed {seed}")
+    rng = np.random.default_rng(seed)
+    info = np.iinfo(dtype) if dtype != np.bool_ else None
+    for case in range(4):
+        shape = (int(rng.integers(1, 3)), int(rng.integers(1, 4)), int(rng.integers(5, 12)), int(rng.integers(5, 12)))
+        if info is None:
+            x = rng.integers(0, 2, shape).astype(dtype)
+        elif case == 0:  # the extremes of the type
+            x = rng.choice(np.array([info.min, info.max, 0, 1], dtype=dtype), shape)
+        else:
+            x = rng.integers(max(info.min, -4), 5, shape).astype(dtype)
+        xb, what = to_backend(x, backend), f"{np.dtype(dtype).name} case {case} (seed {seed})"
+        with poisoned_numpy_backend():
+            for k, stride, padding, dilation, ceil_mode in ((2, None, 0, 1, False), (3, 2, 1, 2, True)):
+                out, idx = gpuconv.max_pool2d(xb, k, stride, padding, dilation, ceil_mode, return_indices=True,
+                                              backend=backend)
+                expected, expected_idx = ref.max_pool2d(x, k, stride, padding, dilation, ceil_mode)
+                assert_same(out, expected, np.float64, f"max_pool2d {what}")
+                assert_same(idx, expected_idx, np.int64, f"max_pool2d indices {what}")
+                assert_same(gpuconv.max_pool2d(xb, k, stride, padding, dilation, ceil_mode, backend=backend),
+                            expected, np.float64, f"max_pool2d without indices {what}")
+            for k, stride, padding, ceil_mode, count_include_pad in ((2, None, 0, False, True), (3, 2, 1, True, True),
+                                                                     (3, 2, 1, True, False)):
+                # whole windows add two taps in one operation, partial ones tap by tap: both must read as float64
+                assert_close(gpuconv.avg_pool2d(xb, k, stride, padding, ceil_mode, count_include_pad, backend=backend),
+                             ref.avg_pool2d(x, k, stride, padding, ceil_mode, count_include_pad), np.float64,
+                             f"avg_pool2d {k} {padding} {what}")
+            for mode in ("constant", "reflect", "replicate", "circular"):
+                assert_same(gpuconv.pad2d(xb, ((1, 2), (3, 4)), mode, backend=backend),
+                            ref.pad2d(x, (1, 2, 3, 4), mode), np.float64, f"pad2d {mode} {what}")
 
 
 def test_python_lists_are_accepted():

@@ -38,7 +38,7 @@ def scratch_of(call):
 
 IMAGES = np.random.default_rng(31).standard_normal((2, 4, 300, 700))  # 13 MiB as float32
 WIDE_ROWS = {np.dtype(t): np.random.default_rng(32).standard_normal((1, 1, 1, 2_000_000)).astype(t)
-             for t in (np.float16, np.float32)}
+             for t in (np.float16, np.float32, np.uint8)}
 OPS = {
     "max_pool2d": lambda x: gpuconv.max_pool2d(x, 3, 2, 1),
     "max_pool2d indices": lambda x: gpuconv.max_pool2d(x, 3, 2, 1, return_indices=True),
@@ -59,7 +59,7 @@ OPS = {
 }
 
 
-@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.uint8])  # uint8: promoted to float64 as it is read
 @pytest.mark.parametrize("op", OPS)
 def test_every_op_keeps_its_scratch_under_the_cap(op, dtype, small_cap):
     x = IMAGES.astype(dtype)

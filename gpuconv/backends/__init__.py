@@ -5,7 +5,8 @@ conv2d(x, w, bias, spec, algorithm, precision=) (precision: "highest" or "tf32",
 max_pool2d(x, spec, return_indices), avg_pool2d(x, spec) and pad2d(x, spec). Inputs are 4-D arrays
 of one float dtype (float16/32/64); the result has x's array type and that dtype. A backend with
 `casts_x = True` also takes conv2d's x in any real dtype and computes in w's (the call's) dtype,
-casting x as it reads it. The gradients (spec is the forward op's; inputs of the call's dtype):
+casting x as it reads it, and pooling's and padding's x in any real dtype (integers and bool read as
+float64). The gradients (spec is the forward op's; inputs of the call's dtype):
 conv2d_input(grad_out, w, spec, algorithm), conv2d_weight(x, grad_out, spec, algorithm) (zero
 padding only: gpuconv._backward folds the other modes), max_pool2d_input(grad_out, x, indices,
 spec), avg_pool2d_input(grad_out, spec) and pad2d_input(grad_out, spec).

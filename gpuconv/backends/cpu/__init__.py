@@ -7,7 +7,9 @@ from . import conv, conv_grad, pad, pad_grad, pool, pool_grad
 class NumpyBackend:
     name = "numpy"
     algorithms = conv.ALGORITHMS
-    casts_x = True  # conv2d takes x in any real dtype and casts it tile by tile to w's (the call's) dtype
+    # conv2d takes x in any real dtype and casts it tile by tile to w's (the call's) dtype; pooling and
+    # padding read integer and bool x as float64 as they go (no whole copy)
+    casts_x = True
 
     # dtype and precision do not change what runs here: float32 is computed in float32 even when the
     # caller allows TF32 (precision="tf32"), i.e. more exactly than asked.

@@ -6,15 +6,17 @@ from __future__ import annotations
 import numpy as np
 
 from ..._geometry import PadSpec
+from ..._validate import float_dtype
 
 
 def pad2d(x: np.ndarray, spec: PadSpec) -> np.ndarray:
     t, b, l, r = spec.pads
+    dtype = float_dtype(x.dtype)  # integer x is read as float64 as it is copied in
     if spec.mode == "constant":
-        out = np.full(spec.out_shape, spec.value, dtype=x.dtype)
+        out = np.full(spec.out_shape, spec.value, dtype=dtype)
         out[..., t:t + spec.h, l:l + spec.w] = x
         return out
-    out = np.empty(spec.out_shape, dtype=x.dtype)
+    out = np.empty(spec.out_shape, dtype=dtype)
     out[..., t:t + spec.h, l:l + spec.w] = x
     _fill_sides(out[..., t:t + spec.h, :], l, spec.w, r, spec.mode)
     _fill_sides(out.swapaxes(-1, -2), t, spec.h, b, spec.mode)

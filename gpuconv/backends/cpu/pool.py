@@ -17,6 +17,7 @@ import numpy as np
 
 from ..._config import config
 from ..._geometry import PoolSpec
+from ..._validate import float_dtype
 from . import _plan_cache, _workspace
 from ._threads import parallel_items
 
@@ -108,6 +109,7 @@ class _SeparablePlan(NamedTuple):
     """What _separable derives from the spec and dtypes alone: the pass along the columns, the work
     items, and for average pooling the divisor (see _divisor)."""
 
+    out_dtype: np.dtype
     acc_dtype: np.dtype
     cols: _Reduction
     items: list
@@ -126,9 +128,10 @@ def _separable_plan(spec: PoolSpec, dtype: np.dtype, average: bool) -> _Separabl
 
 
 def _build_separable_plan(spec: PoolSpec, dtype: np.dtype, average: bool) -> _SeparablePlan:
+    out_dtype = float_dtype(dtype)
     # float16 sums in float32; max pooling's reduction is exact in any dtype
-    acc_dtype = np.dtype(np.float32) if average and dtype == np.float16 else dtype
-    in_place = acc_dtype == dtype
+    acc_dtype = np.dtype(np.float32) if average and out_dtype == np.float16 else out_dtype
+    in_place = acc_dtype == out_dtype
     cols = [(o, i) for _, o, i in _axis_taps(spec.ow, spec.stride[1], spec.dilation[1], spec.kw, spec.pads[2], spec.w)]
     (sh, dh), top = (spec.stride[0], spec.dilation[0]), spec.pads[0]
 
@@ -147,7 +150,7 @@ def _build_separable_plan(spec: PoolSpec, dtype: np.dtype, average: bool) -> _Se
         items.append(_Item(p0, p1, i0, i1, r_lo, r_hi, _reduction(rows, i1 - i0, along_rows=True), row_shape,
                            acc_shape, scratch < _workspace.SMALL_BYTES))
     divisor = _divisor(spec, acc_dtype) if average else None
-    return _SeparablePlan(acc_dtype, _reduction(cols, spec.ow, along_rows=False), items, divisor)
+    return _SeparablePlan(out_dtype, acc_dtype, _reduction(cols, spec.ow, along_rows=False), items, divisor)
 
 
 def _reduce_taps(src, reduction: _Reduction, dst, op, fill_value) -> None:
@@ -157,7 +160,7 @@ def _reduce_taps(src, reduction: _Reduction, dst, op, fill_value) -> None:
         np.copyto(dst, src[reduction.first])
     elif src.dtype == dst.dtype:  # in tap order, as below: the first tap wins ties
         op(src[reduction.first], src[reduction.second], out=dst)
-    else:  # in dst's dtype (float16 sums in float32)
+    else:  # in dst's dtype (float16 sums in float32; integers are read as float64)
         op(src[reduction.first], src[reduction.second], out=dst, dtype=dst.dtype)
     for o, i in reduction.rest:
         view = dst[o]
@@ -187,7 +190,7 @@ def _separable(planes: np.ndarray, spec: PoolSpec, op, fill_value, average: bool
     where it has none), divided by the divisor where average; work item by work item in the worker
     threads. The reduction runs in out itself where out has the accumulator's dtype."""
     plan = _separable_plan(spec, planes.dtype, average)
-    out = np.empty((planes.shape[0], spec.oh, spec.ow), dtype=planes.dtype)
+    out = np.empty((planes.shape[0], spec.oh, spec.ow), dtype=plan.out_dtype)
     if len(plan.items) == 1:  # a small plane: no thread pool (its bookkeeping costs more than the item)
         _run_item(plan, plan.items[0], planes, out, op, fill_value)
     else:
@@ -216,7 +219,7 @@ def _max_pool_with_indices(planes: np.ndarray, spec: PoolSpec):
     """The 2-D taps in PyTorch's row-major order. The index array first holds the winning tap's
     offset within its window (a scalar per tap), and the windows' start positions are added at
     the end: no array of indices per tap. Scratch: two masks per output of a work item."""
-    out = np.empty((planes.shape[0], spec.oh, spec.ow), dtype=planes.dtype)
+    out = np.empty((planes.shape[0], spec.oh, spec.ow), dtype=float_dtype(planes.dtype))
     idx = np.empty(out.shape, dtype=np.int64)
     (sh, sw), (dh, dw), (top, _, left, _) = spec.stride, spec.dilation, spec.pads
     # PyTorch starts each window at its first in-bounds tap; windows with none get -1.
