@@ -14,13 +14,18 @@
 // when ry == ra, and then oy = qy - qa: no division per element. Each output element is computed by
 // one block (per split), so there are no atomics.
 //
-// The weights arrive as (groups, K, M) so tile loads along M coalesce: forward wt[g][k][f], the
-// gradient wt[g][(fi, a, b)][ci].
+// The weights are read in their own layout w (F, C/groups, kh, kw), not transposed per call. Element
+// (k, m) of group g's weight matrix, with k = hi*taps + tap, is w[g*M*K + hi*hi_stride + m*m_stride +
+// tap]: forward, hi the channel (hi_stride = taps, m_stride = K: w[g*F/g + m][k]); gradient, hi the
+// filter (hi_stride = M*taps, m_stride = taps: w[g*F/g + hi][m][tap]). Either way runs of consecutive
+// k are consecutive in memory, so a weight tile load walks k fastest: 8 threads read 8 consecutive
+// k of one row m, a warp 4 rows (4 runs of 8 values).
 //
 // Tiling (template parameters, igemm_core.cuh): a block of (BM/TM) x (BN/TN) threads computes a
-// BM x BN tile; K is walked in steps of BK = threads/32 (one warp per k row of each tile load: 32
-// consecutive M values of the weights, 32 consecutive output pixels of the gather), double-buffered
-// in shared memory. Split-K: grid.z splits K (igemm_core.cuh); splitk_reduce.cu adds the partial
+// BM x BN tile; K is walked in steps of BK = threads/32 (one warp per k row of each gather load:
+// 32 consecutive output pixels), double-buffered in shared memory. The weight tile's shared rows
+// are padded by 32/BK values (W_PAD) so that a warp's stores (BK k rows x 32/BK columns) fall on
+// 32 distinct banks. Split-K: grid.z splits K (igemm_core.cuh); splitk_reduce.cu adds the partial
 // sums (and the bias) when there is more than one split.
 #include "igemm_core.cuh"
 
@@ -32,7 +37,7 @@
 // (kh, kw), stride, dilation, top/left pads. INPUT_GRAD selects the GEMM: src is x (forward) or dy
 // (gradient), dst is y or dx.
 template <typename T, typename I, int BM, int BN, int TM, int TN, bool INPUT_GRAD>
-__device__ __forceinline__ void conv_igemm(const T* __restrict__ src, const T* __restrict__ wt,
+__device__ __forceinline__ void conv_igemm(const T* __restrict__ src, const T* __restrict__ w,
                                            const T* __restrict__ bias, T* __restrict__ dst,
                                            typename Acc<T>::type* __restrict__ partial, I k_split, int has_bias,
                                            I n, I c, I h, I wd, I f, I oh, I ow, int kh, int kw, int groups, int sh,
@@ -40,20 +45,24 @@ __device__ __forceinline__ void conv_igemm(const T* __restrict__ src, const T* _
   typedef typename Acc<T>::type A;
   typedef TileMap<BM, BN, TM, TN> Map;
   constexpr int BK = Map::THREADS / 32;
+  constexpr int W_PAD = 32 / BK;
   constexpr int LOADS_M = BM / 32;  // weight values each thread loads per k step
   constexpr int LOADS_N = BN / 32;  // gathered values each thread loads per k step
-  __shared__ __align__(16) A s_w[2][BK][BM];
+  __shared__ __align__(16) A s_w[2][BK][BM + W_PAD];
   __shared__ __align__(16) A s_g[2][BK][BN];
 
   const int tid = threadIdx.x;
-  const int lane = tid % 32;    // this thread's column in the tile loads
-  const int k_row = tid / 32;   // this thread's k row in the tile loads
+  const int lane = tid % 32;    // this thread's column in the gather loads
+  const int k_row = tid / 32;   // this thread's k row in the gather loads
+  const int w_k = tid % BK;     // this thread's k row in the weight loads
+  const int w_m = tid / BK;     // and its first column (then every 32nd)
   // Gathered tensor (channels, plane) and result tensor (channels, plane).
   const I src_c = INPUT_GRAD ? f : c, src_h = INPUT_GRAD ? oh : h, src_w = INPUT_GRAD ? ow : wd;
   const I dst_c = INPUT_GRAD ? c : f, dst_w = INPUT_GRAD ? wd : ow, dst_pixels = INPUT_GRAD ? h * wd : oh * ow;
   const I kc = src_c / groups, mg = dst_c / groups;  // K channels and M rows per group
   const I taps = (I)kh * kw, k_total = kc * taps, src_plane = src_h * src_w;
   const I n_total = n * dst_pixels;
+  const I w_hi_stride = INPUT_GRAD ? mg * taps : taps, w_m_stride = INPUT_GRAD ? taps : k_total;
   int g;
   I m0, n0;
   tile_origin<I, BM, BN>(mg, g, m0, n0);
@@ -87,15 +96,24 @@ __device__ __forceinline__ void conv_igemm(const T* __restrict__ src, const T* _
   int a, b, step_a, step_b;
   split_index<I, int>(k, kh, kw, ci, a, b);
   split_index<I, int>(BK, kh, kw, step_ci, step_a, step_b);
+  // The weight loads' k as (hi, tap) (igemm_core.cuh's split with a middle digit of size 1).
+  I wk = k_begin + w_k, w_hi, step_w_hi;
+  int w_mid, w_tap, step_w_mid, step_w_tap;
+  split_index<I, int>(wk, 1, (int)taps, w_hi, w_mid, w_tap);
+  split_index<I, int>(BK, 1, (int)taps, step_w_hi, step_w_mid, step_w_tap);
+  const T* const w_group = w + (I)g * mg * k_total;
 
   A next_w[LOADS_M], next_g[LOADS_N];
   auto load = [&]() {  // global -> registers, zeros outside M, N and the split's k range; then advance k
-    const bool k_valid = k < k_end;
+    const bool w_valid = wk < k_end;
     #pragma unroll
     for (int j = 0; j < LOADS_M; ++j) {
-      const I m = m0 + lane + 32 * j;
-      next_w[j] = (k_valid && m < mg) ? to_acc(wt[((I)g * k_total + k) * mg + m]) : (A)0;
+      const I m = m0 + w_m + 32 * j;
+      next_w[j] = (w_valid && m < mg) ? to_acc(w_group[w_hi * w_hi_stride + m * w_m_stride + w_tap]) : (A)0;
     }
+    wk += BK;
+    advance_index<I, int>(w_hi, w_mid, w_tap, step_w_hi, step_w_mid, step_w_tap, 1, (int)taps);
+    const bool k_valid = k < k_end;
     const I channel = ci * src_plane;
     if (INPUT_GRAD) {
       const int qa = a * dh / sh, qb = b * dw / sw;
@@ -124,9 +142,9 @@ __device__ __forceinline__ void conv_igemm(const T* __restrict__ src, const T* _
     k += BK;
     advance_index<I, int>(ci, a, b, step_ci, step_a, step_b, kh, kw);
   };
-  auto store = [&](int buf) {  // registers -> shared: a warp writes 32 consecutive values
+  auto store = [&](int buf) {  // registers -> shared: 32 distinct banks per warp (W_PAD)
     #pragma unroll
-    for (int j = 0; j < LOADS_M; ++j) s_w[buf][k_row][lane + 32 * j] = next_w[j];
+    for (int j = 0; j < LOADS_M; ++j) s_w[buf][w_k][w_m + 32 * j] = next_w[j];
     #pragma unroll
     for (int j = 0; j < LOADS_N; ++j) s_g[buf][k_row][lane + 32 * j] = next_g[j];
   };
@@ -135,7 +153,7 @@ __device__ __forceinline__ void conv_igemm(const T* __restrict__ src, const T* _
   for (int i = 0; i < TM; ++i)
     #pragma unroll
     for (int j = 0; j < TN; ++j) acc[i][j] = 0;
-  auto multiply = [&](int buf) { multiply_tiles<BM, BN, TM, TN, BK, BM, BN>(acc, s_w[buf], s_g[buf], tid); };
+  auto multiply = [&](int buf) { multiply_tiles<BM, BN, TM, TN, BK, BM + W_PAD, BN>(acc, s_w[buf], s_g[buf], tid); };
   double_buffered_k_loop<I>(ceil_div<I>(k_end - k_begin, BK), load, store, multiply);
 
   // Epilogue: scatter into dst (n, dst_c, plane); consecutive threads write consecutive runs of 4
@@ -159,21 +177,21 @@ __device__ __forceinline__ void conv_igemm(const T* __restrict__ src, const T* _
 
 template <typename T, typename I, int BM, int BN, int TM, int TN>
 __global__ void __launch_bounds__((BM / TM) * (BN / TN), IGEMM_MIN_BLOCKS(T, I, TM, TN))
-conv2d_implicit_gemm(const T* __restrict__ x, const T* __restrict__ wt, const T* __restrict__ bias,
+conv2d_implicit_gemm(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
                      T* __restrict__ y, typename Acc<T>::type* __restrict__ partial, I k_split, int has_bias, I n,
                      I c, I h, I wd, I f, I oh, I ow, int kh, int kw, int groups, int sh, int sw, int dh, int dw,
                      int top, int left, int mode) {
-  conv_igemm<T, I, BM, BN, TM, TN, false>(x, wt, bias, y, partial, k_split, has_bias, n, c, h, wd, f, oh, ow, kh, kw,
+  conv_igemm<T, I, BM, BN, TM, TN, false>(x, w, bias, y, partial, k_split, has_bias, n, c, h, wd, f, oh, ow, kh, kw,
                                           groups, sh, sw, dh, dw, top, left, mode);
 }
 
-// dx (n, c, h, wd) of the zero-padded convolution whose output gradient is dy (n, f, oh, ow);
-// wt[g][(fi, a, b)][ci] = w[g*F/g + fi][ci][a][b].
+// dx (n, c, h, wd) of the zero-padded convolution whose output gradient is dy (n, f, oh, ow) and
+// whose weights are w (f, c/groups, kh, kw).
 template <typename T, typename I, int BM, int BN, int TM, int TN>
 __global__ void __launch_bounds__((BM / TM) * (BN / TN), IGEMM_MIN_BLOCKS(T, I, TM, TN))
-conv2d_grad_input(const T* __restrict__ dy, const T* __restrict__ wt, T* __restrict__ dx,
+conv2d_grad_input(const T* __restrict__ dy, const T* __restrict__ w, T* __restrict__ dx,
                   typename Acc<T>::type* __restrict__ partial, I k_split, I n, I c, I h, I wd, I f, I oh, I ow,
                   int kh, int kw, int groups, int sh, int sw, int dh, int dw, int top, int left) {
-  conv_igemm<T, I, BM, BN, TM, TN, true>(dy, wt, nullptr, dx, partial, k_split, 0, n, c, h, wd, f, oh, ow, kh, kw,
+  conv_igemm<T, I, BM, BN, TM, TN, true>(dy, w, nullptr, dx, partial, k_split, 0, n, c, h, wd, f, oh, ow, kh, kw,
                                          groups, sh, sw, dh, dw, top, left, PAD_ZEROS);
 }

@@ -123,11 +123,11 @@ CONV_DIRECT = KernelParams(
     "int tiles_y, int in_h, int in_w")
 CONV_IMPLICIT_GEMM = KernelParams(
     "conv_implicit_gemm.cu", "conv2d_implicit_gemm",
-    f"const T* x, const T* wt, const T* bias, T* y, A* partial, I k_split, int has_bias, I n, {_CONV_GEOMETRY}, "
+    f"const T* x, const T* w, const T* bias, T* y, A* partial, I k_split, int has_bias, I n, {_CONV_GEOMETRY}, "
     "int mode")
 CONV_GRAD_INPUT = KernelParams(
     "conv_implicit_gemm.cu", "conv2d_grad_input",
-    f"const T* dy, const T* wt, T* dx, A* partial, I k_split, I n, {_CONV_GEOMETRY}")
+    f"const T* dy, const T* w, T* dx, A* partial, I k_split, I n, {_CONV_GEOMETRY}")
 CONV_IMPLICIT_GEMM_TC = KernelParams(
     "conv_implicit_gemm_tc.cu", "conv2d_implicit_gemm_tc",
     f"const T* x, const T* wp, const T* bias, T* y, int has_bias, I n, {_CONV_GEOMETRY}, int mode")

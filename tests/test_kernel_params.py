@@ -95,7 +95,7 @@ def test_arguments_are_built_by_name_in_the_kernels_order():
 
 def test_tables_read_their_declarations():
     assert params.CONV_IMPLICIT_GEMM.params[:6] == (
-        ("x", "const T*"), ("wt", "const T*"), ("bias", "const T*"), ("y", "T*"), ("partial", "A*"), ("k_split", "I"))
+        ("x", "const T*"), ("w", "const T*"), ("bias", "const T*"), ("y", "T*"), ("partial", "A*"), ("k_split", "I"))
     assert params.MAX_POOL.params[2] == ("indices", "long long*")
     assert params.MAX_POOL.codes("__half", "long long")[:4] == ("*f16", "*f16", "*i64", "i64")
     assert params.SPLITK_REDUCE.codes("double", "int")[:3] == ("*f64", "*f64", "*f64")

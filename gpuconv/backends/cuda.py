@@ -315,10 +315,8 @@ class CudaBackend(CudaGradients):
             dev.launch(table.file, _kernels.implicit_gemm_tc_kernel(ctype, itype, plan.block_m), plan.grid,
                        plan.block, args, plan.shared)
         else:
-            wt = dev.xp.ascontiguousarray(  # (groups, K, F/groups)
-                wd.reshape(spec.groups, spec.filters_per_group, spec.reduction).transpose(0, 2, 1))
             scalars = _forward_scalars(params.CONV_IMPLICIT_GEMM, spec, I, has_bias, plan.k_split)
-            cuda_gemm.launch(dev, plan, itype, I, scalars, dict(x=xd, wt=wt, bias=bd, y=out), out, bias=bd,
+            cuda_gemm.launch(dev, plan, itype, I, scalars, dict(x=xd, w=wd, bias=bd, y=out), out, bias=bd,
                              bias_period=spec.out_pixels, bias_count=spec.f)
         return dev.like(out, x)
 

@@ -126,14 +126,11 @@ class CudaGradients:
         dev = self.device
         itype, I = _cuda._conv_index_type(spec, grad_out.dtype)
         ctype = _cuda._ctype(grad_out.dtype)
-        groups, cg, fg, taps = spec.groups, spec.channels_per_group, spec.filters_per_group, spec.taps
         plan = self._gemm_plan("input", spec, ctype, itype)
         dyd, wd = dev.to_work(grad_out), dev.to_work(w)
         dx = dev.xp.empty((spec.n, spec.c, spec.h, spec.w), dtype=dyd.dtype)
-        # wt[g][(fi, a, b)][ci] = w[g*fg + fi][ci][a][b]: loads along the M = C/groups rows coalesce.
-        wt = dev.xp.ascontiguousarray(wd.reshape(groups, fg, cg, taps).transpose(0, 1, 3, 2))
         cuda_gemm.launch(dev, plan, itype, I, _gemm_scalars(plan.params, spec, I, plan.k_split),
-                         dict(dy=dyd, wt=wt, dx=dx), dx)
+                         dict(dy=dyd, w=wd, dx=dx), dx)
         return dev.like(dx, grad_out)
 
     def _conv2d_input_direct(self, grad_out, w, spec):

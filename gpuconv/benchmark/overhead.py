@@ -46,7 +46,7 @@ class Op:
 
 
 # Tiny inputs: one 8x8 plane (conv, both pools, pad), and a 16-channel conv that the CUDA
-# backends run as an implicit GEMM (its weights are transposed per call).
+# backends run as an implicit GEMM.
 OPS = (
     Op("conv2d", (1, 1, 8, 8), (1, 1, 3, 3)),
     Op("conv2d+bias", (1, 1, 8, 8), (1, 1, 3, 3), bias=True),

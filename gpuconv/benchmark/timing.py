@@ -37,7 +37,7 @@ def cupy_kernel_clock() -> Callable[[Callable[[], object]], float]:
     """A clock for the device time of gpuconv's own kernels in a call, alone: CUDA events recorded
     right before and after each launch of the CUDA backends (every kernel is looked up through
     gpuconv._kernels.get_function, replaced for the call), summed. The rest a call queues (CuPy's
-    allocations and copies, the implicit GEMM's weight transpose) and its host time are left out."""
+    allocations and copies) and its host time are left out."""
     import cupy
 
     from .. import _kernels
