@@ -103,7 +103,7 @@ def test_max_pool_compares_float32_subnormals_exactly_on_the_cpu_paths(backend):
 
 def flushed_rule(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Max pooling of 2x2 windows with every comparison made on subnormals flushed to signed zero
-    (-0 == 0) and the value itself moved unflushed: the prediction of ../shared/GPU.md for -ftz=true."""
+    (-0 == 0) and the value itself moved unflushed: what CuPy's -ftz=true predicts (README, max pooling row)."""
     flushed = np.where(np.abs(x) < np.finfo(np.float32).tiny, np.float32(0), x)
     n, c = x.shape[:2]
     planes, keys = x.reshape(n * c, 4), flushed.reshape(n * c, 4)
@@ -114,7 +114,7 @@ def flushed_rule(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.gpu
 def test_gpu_max_pool_float32_subnormals():
-    """On the GPU, CuPy compiles with -ftz=true: ../shared/GPU.md predicts that comparisons then see
+    """On the GPU, CuPy compiles with -ftz=true: the README predicts that comparisons then see
     float32 subnormals as zero, so a window of subnormals ties and its first element wins. The GPU
     must follow either that rule or the exact one; which one it follows is reported as a warning
     (the README states it)."""
