@@ -198,7 +198,7 @@ def test_bench_writes_the_json_after_every_case(monkeypatch, tmp_path):
 
 def test_overhead_command_measures_every_op_and_states_the_goals(tmp_path, capsys):
     """`bench --overhead --smoke` here: gpuconv/numpy always; the launch path with stubbed kernels
-    (one launch per call) where the emulator's backend is available; torch-cpu where installed."""
+    (op.launches per call) where the emulator's backend is available; torch-cpu where installed."""
     out = tmp_path / "overhead.json"
     assert main(["bench", "--overhead", "--smoke", "--backend", "numpy", "--json", str(out)]) == 0
     document = json.loads(out.read_text())
@@ -216,8 +216,9 @@ def test_overhead_command_measures_every_op_and_states_the_goals(tmp_path, capsy
             ratio = entry["results"]["gpuconv/numpy"]["us_per_call"] / entry["results"]["torch-cpu"]["us_per_call"]
             assert goals["gpuconv/numpy <= 5x torch-cpu"]["value"] == pytest.approx(ratio)
         if overhead.LAUNCH_STUB in measured:
-            assert goals[f"{overhead.LAUNCH_STUB} <= 15 us"]["met"] == (
-                entry["results"][overhead.LAUNCH_STUB]["us_per_call"] <= 15)
+            launches = next(op.launches for op in overhead.OPS if op.name == entry["op"])
+            per_launch = entry["results"][overhead.LAUNCH_STUB]["us_per_call"] / launches
+            assert goals[f"{overhead.LAUNCH_STUB} <= 15 us per launch"]["value"] == pytest.approx(per_launch)
     text = capsys.readouterr().out
     assert "Host CPU time per call" in text and "conv2d 16ch" in text
 
@@ -228,7 +229,9 @@ def test_goals_from_synthetic_figures():
     goals = {g["goal"]: g for g in overhead.goals(results)}
     assert goals["gpuconv/numpy <= 5x torch-cpu"]["value"] == pytest.approx(6.0)
     assert not goals["gpuconv/numpy <= 5x torch-cpu"]["met"]
-    assert goals[f"{overhead.LAUNCH_STUB} <= 15 us"]["met"]
+    assert goals[f"{overhead.LAUNCH_STUB} <= 15 us per launch"]["met"]
+    split = {g["goal"]: g for g in overhead.goals({overhead.LAUNCH_STUB: {"us_per_call": 28.0}}, launches=2)}
+    assert split[f"{overhead.LAUNCH_STUB} <= 15 us per launch"]["value"] == pytest.approx(14.0)
 
 
 def test_the_stubbed_launch_path_launches_once_per_call_and_restores_the_kernels():
@@ -244,5 +247,5 @@ def test_the_stubbed_launch_path_launches_once_per_call_and_restores_the_kernels
             call = overhead.gpuconv_call(op, "cuda-emu")
             call()
             call()
-        assert stub.launches == 2, op.name
+        assert stub.launches == 2 * op.launches, op.name
     assert _kernels.get_function is real
