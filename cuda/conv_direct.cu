@@ -5,6 +5,10 @@
 // For few input channels per group (image filtering, depthwise/grouped layers, small stems):
 // no GEMM reshaping, any stride and dilation.
 //
+// w_transposed = 1 runs the data gradient of a stride-1 convolution (the transposed convolution)
+// on that convolution's own weights w0 (c, f/groups, kh, kw), read flipped and transposed in place:
+// w[f, ci, a, b] = w0[g*cg + ci, f - g*fg, kh-1-a, kw-1-b] (no flipped copy per call).
+//
 // Tiling: a block of DIRECT_BLOCK_X x DIRECT_BLOCK_Y threads computes an output tile of
 // DIRECT_TILE_H x DIRECT_TILE_W pixels of one image for FB filters of one group. Each thread
 // owns DIRECT_ROWS_PER_THREAD output rows (DIRECT_BLOCK_Y apart) x FB filters in registers, so
@@ -32,7 +36,7 @@
 template <typename T, typename I, int FB, bool STAGED>
 __global__ void __launch_bounds__(DIRECT_THREADS, FB == 1 ? 4 : 2)
 conv2d_direct(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
-              T* __restrict__ y, int has_bias, I c, I h, I wd, I f, I oh, I ow, int kh, int kw,
+              T* __restrict__ y, int has_bias, int w_transposed, I c, I h, I wd, I f, I oh, I ow, int kh, int kw,
               int groups, int sh, int sw, int dh, int dw, int top, int left, int mode, int tiles_x,
               int tiles_y, int in_h, int in_w) {
   typedef typename Acc<T>::type A;
@@ -50,6 +54,9 @@ conv2d_direct(const T* __restrict__ x, const T* __restrict__ w, const T* __restr
   const I cg = c / groups, fg = f / groups;
   const int taps = kh * kw;
   const int batches = (int)ceil_div<I>(fg, FB);
+  // Where weight (filter, channel, tap) of a group is, from the group's first weight.
+  const I w_filter_stride = w_transposed ? (I)taps : cg * taps, w_channel_stride = w_transposed ? fg * taps : (I)taps;
+  auto w_tap = [&](int t) { return w_transposed ? taps - 1 - t : t; };
 
   for (int gb = blockIdx.y; gb < groups * batches; gb += gridDim.y) {
     const int g = gb / batches;
@@ -62,7 +69,7 @@ conv2d_direct(const T* __restrict__ x, const T* __restrict__ w, const T* __restr
 
     for (I ci = 0; ci < cg; ++ci) {
       const T* plane = x + (img * c + g * cg + ci) * h * wd;
-      const T* wc = w + ((g * fg + f0) * cg + ci) * taps;  // filter f0's taps for channel ci
+      const T* wc = w + (I)g * fg * cg * taps + f0 * w_filter_stride + ci * w_channel_stride;  // filter f0, channel ci
       if (STAGED) {
         for (int r = ty; r < in_h; r += DIRECT_BLOCK_Y) {
           const I sy = source_index<I>(iy0 + r, h, mode);
@@ -73,7 +80,7 @@ conv2d_direct(const T* __restrict__ x, const T* __restrict__ w, const T* __restr
         }
         for (int i = tid; i < FB * taps; i += DIRECT_THREADS) {
           const int q = i / taps;
-          s_w[i] = f0 + q < fg ? to_acc(wc[(I)q * cg * taps + (i - q * taps)]) : (A)0;
+          s_w[i] = f0 + q < fg ? to_acc(wc[(I)q * w_filter_stride + w_tap(i - q * taps)]) : (A)0;
         }
         __syncthreads();
       }
@@ -83,7 +90,7 @@ conv2d_direct(const T* __restrict__ x, const T* __restrict__ w, const T* __restr
           #pragma unroll
           for (int q = 0; q < FB; ++q)
             wv[q] = STAGED ? s_w[q * taps + a * kw + b]
-                           : (f0 + q < fg ? to_acc(wc[(I)q * cg * taps + a * kw + b]) : (A)0);
+                           : (f0 + q < fg ? to_acc(wc[(I)q * w_filter_stride + w_tap(a * kw + b)]) : (A)0);
           #pragma unroll
           for (int r = 0; r < DIRECT_ROWS_PER_THREAD; ++r) {
             const int ty_r = ty + r * DIRECT_BLOCK_Y;  // this row's offset in the tile

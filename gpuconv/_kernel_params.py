@@ -119,7 +119,8 @@ _WGRAD_GEOMETRY = _CONV_GEOMETRY.replace("int dh, int dw", "int dil_h, int dil_w
 
 CONV_DIRECT = KernelParams(
     "conv_direct.cu", "conv2d_direct",
-    f"const T* x, const T* w, const T* bias, T* y, int has_bias, {_CONV_GEOMETRY}, int mode, int tiles_x, "
+    f"const T* x, const T* w, const T* bias, T* y, int has_bias, int w_transposed, {_CONV_GEOMETRY}, int mode, "
+    "int tiles_x, "
     "int tiles_y, int in_h, int in_w")
 CONV_IMPLICIT_GEMM = KernelParams(
     "conv_implicit_gemm.cu", "conv2d_implicit_gemm",

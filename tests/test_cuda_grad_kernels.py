@@ -114,6 +114,20 @@ def test_input_gradient_tile_edges(emu, force, tiling, channels):
     check_input(emu, (2, channels, 5, 13), (2, channels, 3, 3), padding=1, stride=(1, 2))
 
 
+@pytest.mark.parametrize("w_shape, groups", [((6, 4, 3, 2), 2), ((3, 1, 2, 3), 3)])  # batches of 4 filters; of 1
+def test_direct_input_gradient_from_global_memory(emu, monkeypatch, w_shape, groups):
+    """The direct data gradient reads w flipped and transposed in place: also on the kernel's
+    global-memory path (no shared memory for the staged tile), with taps that are not square."""
+    from gpuconv.backends import cuda
+    from gpuconv.backends.cuda_grad import transposed_spec
+
+    monkeypatch.setattr(cuda._Device, "max_shared_bytes", lambda self: 0)
+    x_shape = (2, w_shape[1] * groups, 7, 6)
+    spec = conv_spec(x_shape, w_shape, 1, ((1, 0), (2, 1)), 1, groups, "zeros")
+    assert not emu._plan(transposed_spec(spec), "direct", np.float32).staged
+    check_input(emu, x_shape, w_shape, algorithm="direct", groups=groups, padding=((1, 0), (2, 1)))
+
+
 # ---- weight gradient -----------------------------------------------------------------------------
 @pytest.mark.parametrize("case", CONV_CASES)
 def test_weight_gradient_geometry(emu, case):

@@ -199,12 +199,13 @@ def conv_geometry(spec) -> dict[str, int]:
 
 # The scalar arguments of each launch, built once per spec, index type I and plan (host cost per call).
 @functools.lru_cache(maxsize=1024)
-def _direct_scalars(spec, I, has_bias: bool, tiles: tuple[int, int, int, int]) -> tuple:
+def _direct_scalars(spec, I, has_bias: bool, w_transposed: bool, tiles: tuple[int, int, int, int]) -> tuple:
     geometry = conv_geometry(spec)
     del geometry["n"]  # the grid's x dimension covers the images
     tiles_x, tiles_y, in_h, in_w = tiles
-    return params.CONV_DIRECT.scalars(I, has_bias=has_bias, **geometry, mode=MODE_CODES[spec.padding_mode],
-                                      tiles_x=tiles_x, tiles_y=tiles_y, in_h=in_h, in_w=in_w)
+    return params.CONV_DIRECT.scalars(I, has_bias=has_bias, w_transposed=w_transposed, **geometry,
+                                      mode=MODE_CODES[spec.padding_mode], tiles_x=tiles_x, tiles_y=tiles_y, in_h=in_h,
+                                      in_w=in_w)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -320,11 +321,13 @@ class CudaBackend(CudaGradients):
                              bias_period=spec.out_pixels, bias_count=spec.f)
         return dev.like(out, x)
 
-    def _launch_direct(self, plan, spec, xd, wd, bd, out, itype, I):
-        """conv2d_direct of spec (bd: the bias, or None)."""
+    def _launch_direct(self, plan, spec, xd, wd, bd, out, itype, I, w_transposed=False):
+        """conv2d_direct of spec (bd: the bias, or None); w_transposed: wd is the weights of the
+        convolution whose data gradient spec is, read flipped and transposed (conv_direct.cu)."""
         name = _kernels.direct_kernel(_ctype(xd.dtype), itype, plan.filter_batch, plan.staged)
         table = params.CONV_DIRECT
-        args = table.pack(_direct_scalars(spec, I, bd is not None, plan.tiles), x=xd, w=wd, bias=bd, y=out)
+        args = table.pack(_direct_scalars(spec, I, bd is not None, w_transposed, plan.tiles), x=xd, w=wd, bias=bd,
+                          y=out)
         self.device.launch(table.file, name, plan.grid, plan.block, args, plan.shared)
 
     # ---- pooling and padding (and their gradients): one thread per output element -----------------

@@ -6,7 +6,8 @@ respect to the forward's input (or weights) in the input's array type and dtype.
 
 - conv2d_input: "implicit_gemm" (conv2d_grad_input in conv_implicit_gemm.cu, any stride), or
   "direct" for stride 1, where the data gradient is itself a forward convolution of grad_out with
-  the flipped, transposed weights and pads (k-1)*d - pad: conv_direct.cu runs it, as it runs
+  the flipped, transposed weights (which conv_direct.cu reads in place from w) and pads
+  (k-1)*d - pad: conv_direct.cu runs it, as it runs
   depthwise and few-channel forward layers where a GEMM tile would be mostly padding. "auto" asks
   the forward's rule (CudaBackend.choose_algorithm) about that convolution.
 - conv2d_weight: "implicit_gemm" (conv2d_grad_weight in conv_grad_weight.cu), or "direct"
@@ -139,13 +140,9 @@ class CudaGradients:
         itype, I = _cuda._conv_index_type(tspec, grad_out.dtype)
         plan = self._plan(tspec, "direct", grad_out.dtype)
         dyd, wd = dev.to_work(grad_out), dev.to_work(w)
-        groups, cg, fg = spec.groups, spec.channels_per_group, spec.filters_per_group
-        # (c, f/groups, kh, kw): w[g*fg + fi][ci] flipped in both taps, as filter g*cg + ci, channel fi.
-        flipped = dev.xp.ascontiguousarray(
-            wd.reshape(groups, fg, cg, spec.kh, spec.kw).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
-            .reshape(spec.c, fg, spec.kh, spec.kw))
         dx = dev.xp.empty(tspec.out_shape, dtype=dyd.dtype)
-        self._launch_direct(plan, tspec, dyd, flipped, None, dx, itype, I)
+        # tspec's weights are w flipped in both taps and transposed: the kernel reads them in place
+        self._launch_direct(plan, tspec, dyd, wd, None, dx, itype, I, w_transposed=True)
         return dev.like(dx, grad_out)
 
     def conv2d_weight(self, x, grad_out, spec, algorithm="auto"):
