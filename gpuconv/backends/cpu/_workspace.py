@@ -44,7 +44,7 @@ def arrays(*specs: tuple[tuple[int, ...], np.dtype], slot: str = "tile") -> list
         storage["registered"] = True
     buffer = storage.get(slot)  # a view of the allocation that starts on an _ALIGN boundary
     if buffer is None or buffer.nbytes < sum(sizes):
-        storage[slot] = None  # free the old one first: it is too small
+        buffer = storage[slot] = None  # free the old one first (this local held it too): it is too small
         raw = np.empty(sum(sizes) + _ALIGN, dtype=np.uint8)
         buffer = raw[-raw.ctypes.data % _ALIGN:]
         with _held_lock:  # consistent with release()'s scan
