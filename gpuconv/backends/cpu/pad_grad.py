@@ -1,12 +1,28 @@
 """pad2d's gradient on NumPy arrays: pad.py's slice copies run backwards. pad2d fills the pad
 columns of the input rows, then the pad rows over the whole width; its gradient first folds the
 pad rows (whole width) onto the rows they copied, then the pad columns of the input rows onto
-the columns they copied, one slice add per side and axis, and crops the input's part."""
+the columns they copied, and crops the input's part. It runs in bands of the input's rows
+(several planes, or one plane in bands of rows) under the workspace cap, in the compute dtype
+(float16 in float32, rounded once)."""
 from __future__ import annotations
 
 import numpy as np
 
 from ..._geometry import PadSpec
+from ._threads import parallel_items
+from . import _workspace
+from .pool import row_items
+
+
+def pad_sources(before: int, size: int, after: int, mode: str) -> tuple[list[int], list[int]]:
+    """The input index that each pad element copies: of the `before` pads, then of the `after` pads."""
+    if mode == "replicate":
+        return [0] * before, [size - 1] * after
+    if mode == "circular":
+        return [size - before + p for p in range(before)], list(range(after))
+    if mode == "reflect":
+        return [before - p for p in range(before)], [size - 2 - q for q in range(after)]
+    raise ValueError(f"unknown padding mode {mode!r}")
 
 
 def pad2d_input(grad: np.ndarray, spec: PadSpec) -> np.ndarray:
@@ -14,10 +30,32 @@ def pad2d_input(grad: np.ndarray, spec: PadSpec) -> np.ndarray:
     if spec.mode == "constant":
         return grad[..., t:t + spec.h, l:l + spec.w].copy()
     compute = np.dtype(np.float32 if grad.dtype == np.float16 else grad.dtype)
-    folded = grad.astype(compute)  # a copy
-    _fold_sides(folded.swapaxes(-1, -2), t, spec.h, b, spec.mode)
-    _fold_sides(folded[..., t:t + spec.h, :], l, spec.w, r, spec.mode)
-    return folded[..., t:t + spec.h, l:l + spec.w].astype(grad.dtype)
+    n_planes, wp = spec.n * spec.c, grad.shape[-1]
+    planes = grad.reshape(n_planes, grad.shape[-2], wp)
+    dx = np.empty((n_planes, spec.h, spec.w), dtype=grad.dtype)
+    above, below = pad_sources(t, spec.h, b, spec.mode)
+    # a band, one row of replicate's pad sums, and the column pads that _fold_sides adds as a copy
+    items = row_items(n_planes, spec.h, lambda rows: compute.itemsize * (rows + 1) * (wp + l + r),
+                      f"the gradient of padding one row of width {wp}")
+
+    def run(item: int) -> None:
+        p0, p1, a, e = items[item]
+        (band,) = _workspace.arrays(((p1 - p0, e - a, wp), compute), slot="pool")
+        np.copyto(band, planes[p0:p1, t + a:t + e])
+        for pads, first in ((above, 0), (below, t + spec.h)):
+            if spec.mode == "replicate":
+                if pads and a <= pads[0] < e:
+                    band[:, pads[0] - a] += planes[p0:p1, first:first + len(pads)].sum(axis=1, dtype=compute)
+                continue
+            for p, source in enumerate(pads):
+                if a <= source < e:
+                    band[:, source - a] += planes[p0:p1, first + p]
+        _fold_sides(band, l, spec.w, r, spec.mode)
+        np.copyto(dx[p0:p1, a:e], band[..., l:l + spec.w], casting="unsafe")
+
+    parallel_items(run, len(items), uses_blas=False)
+    _workspace.release()
+    return dx.reshape(spec.n, spec.c, spec.h, spec.w)
 
 
 def _fold_sides(a: np.ndarray, before: int, size: int, after: int, mode: str) -> None:

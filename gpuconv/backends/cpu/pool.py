@@ -51,19 +51,26 @@ def _item_budget() -> int:
 def _work_items(spec: PoolSpec, plane_bytes) -> list[tuple[int, int, int, int]]:
     """(planes p0:p1, output rows i0:i1) per work item: several whole planes when the scratch of
     a plane (plane_bytes(output rows)) fits the item budget, else one plane in bands of output rows."""
-    n_planes = spec.n * spec.c
+    return row_items(spec.n * spec.c, spec.oh, plane_bytes,
+                     f"pooling one output row of a {spec.h}x{spec.w} plane")
+
+
+def row_items(n_planes: int, n_rows: int, band_bytes, what: str) -> list[tuple[int, int, int, int]]:
+    """(planes p0:p1, rows r0:r1) per work item: several whole planes when the scratch of a plane's
+    n_rows rows (band_bytes(rows)) fits the item budget, else one plane in bands of rows; MemoryError
+    where one row (`what`) does not fit."""
     budget = _item_budget()
-    if plane_bytes(spec.oh) <= budget:
-        chunk = budget // max(1, plane_bytes(spec.oh))
-        return [(p0, min(n_planes, p0 + chunk), 0, spec.oh) for p0 in range(0, n_planes, chunk)]
-    if 2 * plane_bytes(1) > config.workspace_bytes:
-        raise MemoryError(f"pooling one output row of a {spec.h}x{spec.w} plane needs {plane_bytes(1)} bytes "
-                          f"of workspace, more than the cap of {config.workspace_bytes} bytes "
-                          f"(gpuconv.set_workspace_limit or GPUCONV_WORKSPACE_MB raise it)")
+    if band_bytes(n_rows) <= budget:
+        chunk = budget // max(1, band_bytes(n_rows))
+        return [(p0, min(n_planes, p0 + chunk), 0, n_rows) for p0 in range(0, n_planes, chunk)]
+    if 2 * band_bytes(1) > config.workspace_bytes:
+        raise MemoryError(f"{what} needs {band_bytes(1)} bytes of workspace, more than the cap of "
+                          f"{config.workspace_bytes} bytes (gpuconv.set_workspace_limit or GPUCONV_WORKSPACE_MB "
+                          f"raise it)")
     band = 1
-    while band < spec.oh and plane_bytes(band + 1) <= budget:
+    while band < n_rows and band_bytes(band + 1) <= budget:
         band += 1
-    return [(p, p + 1, i0, min(spec.oh, i0 + band)) for p in range(n_planes) for i0 in range(0, spec.oh, band)]
+    return [(p, p + 1, r0, min(n_rows, r0 + band)) for p in range(n_planes) for r0 in range(0, n_rows, band)]
 
 
 class _Reduction(NamedTuple):
