@@ -228,37 +228,48 @@ def _max_pool_with_indices(planes: np.ndarray, spec: PoolSpec):
     the end: no array of indices per tap. Scratch: two masks per output of a work item."""
     out = np.empty((planes.shape[0], spec.oh, spec.ow), dtype=float_dtype(planes.dtype))
     idx = np.empty(out.shape, dtype=np.int64)
-    (sh, sw), (dh, dw), (top, _, left, _) = spec.stride, spec.dilation, spec.pads
-    # PyTorch starts each window at its first in-bounds tap; windows with none get -1.
-    first_row = _first_tap(spec.oh, sh, dh, spec.kh, top, spec.h)
-    first_col = _first_tap(spec.ow, sw, dw, spec.kw, left, spec.w)
-    row_start, col_start = np.arange(spec.oh) * sh - top, np.arange(spec.ow) * sw - left
-    cols = _axis_taps(spec.ow, sw, dw, spec.kw, left, spec.w)
+    geometry = index_geometry(spec)
     items = _work_items(spec, lambda rows: 2 * rows * spec.ow)
 
     def run(item):
         p0, p1, i0, i1 = items[item]
-        o, ix, src = out[p0:p1, i0:i1], idx[p0:p1, i0:i1], planes[p0:p1]
         shape = (p1 - p0, i1 - i0, spec.ow)
-        better, nan = _workspace.arrays((shape, np.bool_), (shape, np.bool_), slot="pool")
-        o.fill(-np.inf)
-        ix[...] = first_row[i0:i1, None] * spec.w
-        ix += first_col
-        for a, orow, irow in _axis_taps(i1 - i0, sh, dh, spec.kh, top - i0 * sh, spec.h):
-            for b, ocol, icol in cols:
-                v, view, mask, isnan = src[:, irow, icol], o[:, orow, ocol], better[:, orow, ocol], nan[:, orow, ocol]
-                np.greater(v, view, out=mask)  # PyTorch's rule: strictly greater, or NaN
-                np.logical_or(mask, np.isnan(v, out=isnan), out=mask)
-                np.copyto(view, v, where=mask)
-                np.copyto(ix[:, orow, ocol], a * dh * spec.w + b * dw, where=mask)
-        ix += row_start[i0:i1, None] * spec.w
-        ix += col_start
-        ix[:, first_row[i0:i1] < 0] = -1
-        ix[:, :, first_col < 0] = -1
+        masks = _workspace.arrays((shape, np.bool_), (shape, np.bool_), slot="pool")
+        max_with_indices(planes[p0:p1], spec, geometry, i0, i1, out[p0:p1, i0:i1], idx[p0:p1, i0:i1], *masks)
 
     parallel_items(run, len(items))
     _workspace.release()
     return out.reshape(spec.out_shape), idx.reshape(spec.out_shape)
+
+
+def index_geometry(spec: PoolSpec) -> tuple:
+    """What max_with_indices needs of the spec: each window's first in-bounds tap (PyTorch starts
+    each window there; windows with none get -1) and start, per axis, and the column taps."""
+    (sh, sw), (dh, dw), (top, _, left, _) = spec.stride, spec.dilation, spec.pads
+    return (_first_tap(spec.oh, sh, dh, spec.kh, top, spec.h), _first_tap(spec.ow, sw, dw, spec.kw, left, spec.w),
+            np.arange(spec.oh) * sh - top, np.arange(spec.ow) * sw - left,
+            _axis_taps(spec.ow, sw, dw, spec.kw, left, spec.w))
+
+
+def max_with_indices(src, spec: PoolSpec, geometry, i0: int, i1: int, o, ix, better, nan) -> None:
+    """Output rows i0:i1 of the planes src: their maxima into o and flat indices into ix; better and
+    nan: boolean scratch of o's shape."""
+    first_row, first_col, row_start, col_start, cols = geometry
+    sh, dh, top = spec.stride[0], spec.dilation[0], spec.pads[0]
+    o.fill(-np.inf)
+    ix[...] = first_row[i0:i1, None] * spec.w
+    ix += first_col
+    for a, orow, irow in _axis_taps(i1 - i0, sh, dh, spec.kh, top - i0 * sh, spec.h):
+        for b, ocol, icol in cols:
+            v, view, mask, isnan = src[:, irow, icol], o[:, orow, ocol], better[:, orow, ocol], nan[:, orow, ocol]
+            np.greater(v, view, out=mask)  # PyTorch's rule: strictly greater, or NaN
+            np.logical_or(mask, np.isnan(v, out=isnan), out=mask)
+            np.copyto(view, v, where=mask)
+            np.copyto(ix[:, orow, ocol], a * dh * spec.w + b * spec.dilation[1], where=mask)
+    ix += row_start[i0:i1, None] * spec.w
+    ix += col_start
+    ix[:, first_row[i0:i1] < 0] = -1
+    ix[:, :, first_col < 0] = -1
 
 
 def divisor_factors(spec: PoolSpec) -> tuple[np.ndarray, np.ndarray]:
