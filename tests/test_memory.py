@@ -4,6 +4,7 @@ raises MemoryError naming the cap and how to raise it."""
 from __future__ import annotations
 
 import tracemalloc
+from functools import partial
 
 import numpy as np
 import pytest
@@ -83,3 +84,80 @@ def test_work_that_cannot_fit_the_cap_is_a_memory_error_saying_how_to_raise_it(o
             "correlate2d": lambda: gpuconv.correlate2d(wide[0, 0], np.ones((3, 3)))}[op]
     with pytest.raises(MemoryError, match=HOW_TO_RAISE):
         call()
+
+
+# ---- gradients -------------------------------------------------------------------------------
+
+GRAD_X = IMAGES[:, :, :200, :500]  # 3 MiB as float32
+WEIGHTS = np.random.default_rng(33).standard_normal((3, 4, 3, 3))
+BIAS = np.arange(4.0)
+
+
+def _conv_grad(x, stride=1):
+    return np.ones((x.shape[0], 3, -(-x.shape[2] // stride), -(-x.shape[3] // stride)), x.dtype)
+
+
+def _pool_grad(x):
+    return np.ones(x.shape[:2] + (100, 250), x.dtype)  # kernel 3, stride 2, padding 1
+
+
+GRAD_OPS = {  # x -> the call, its arguments made before tracing
+    **{f"conv2d_input {algorithm} {mode}": lambda x, a=algorithm, m=mode: partial(
+        gpuconv.grad.conv2d_input, x.shape, WEIGHTS.astype(x.dtype), _conv_grad(x), padding=1, padding_mode=m,
+        algorithm=a)
+       for algorithm in ("auto", "col2im", "im2col", "winograd", "shifted", "direct")
+       for mode in ("zeros", "reflect", "circular")},
+    **{f"conv2d_input {algorithm} stride 2": lambda x, a=algorithm: partial(
+        gpuconv.grad.conv2d_input, x.shape, WEIGHTS.astype(x.dtype), _conv_grad(x, 2), stride=2, padding=1,
+        algorithm=a)
+       for algorithm in ("auto", "col2im")},
+    **{f"conv2d_weight {algorithm} {mode}": lambda x, a=algorithm, m=mode: partial(
+        gpuconv.grad.conv2d_weight, x, WEIGHTS.shape, _conv_grad(x), padding=1, padding_mode=m, algorithm=a)
+       for algorithm in ("auto", "im2col", "shifted") for mode in ("zeros", "reflect")},
+    "conv2d_bias": lambda x: partial(gpuconv.grad.conv2d_bias, _conv_grad(x) / 1024),  # float16 sums stay finite
+    "conv_transpose2d": lambda x: partial(gpuconv.conv_transpose2d, _conv_grad(x), WEIGHTS.astype(x.dtype),
+                                          padding=1),
+    "conv_transpose2d bias": lambda x: partial(gpuconv.conv_transpose2d, _conv_grad(x), WEIGHTS.astype(x.dtype),
+                                               BIAS.astype(x.dtype), padding=1),
+    "max_pool2d_input": lambda x: partial(gpuconv.grad.max_pool2d_input, _pool_grad(x), x, 3, 2, 1),
+    "max_pool2d_input indices": lambda x: partial(gpuconv.grad.max_pool2d_input, _pool_grad(x), x, 3, 2, 1,
+                                                  indices=gpuconv.max_pool2d(x, 3, 2, 1, return_indices=True)[1]),
+    "avg_pool2d_input": lambda x: partial(gpuconv.grad.avg_pool2d_input, _pool_grad(x), x.shape, 3, 2, 1),
+    **{f"pad2d_input {mode}": lambda x, m=mode: partial(
+        gpuconv.grad.pad2d_input, np.ones(x.shape[:2] + (x.shape[2] + 5, x.shape[3] + 5), x.dtype),
+        ((2, 3), (4, 1)), m)
+       for mode in ("constant", "reflect", "replicate", "circular")},
+}
+
+
+FOLD = ("_backward.conv_input folds a padding mode over the whole padded input gradient (the backend's whole dx, "
+        "then pad2d_input; float16 on whole float32 copies of grad_output and w): not yet banded")
+KNOWN = {  # (op, dtype or None for both): why it still allocates beyond the cap
+    **{(f"conv2d_input {a} {m}", None): FOLD for a in ("auto", "col2im", "im2col", "winograd", "shifted", "direct")
+       for m in ("reflect", "circular")},
+    **{(op, np.float16): "conv_grad.conv2d_input runs col2im of float16 on whole float32 copies of grad_output "
+                         "and w and a whole float32 dx, cast at the end"
+       for op in ("conv2d_input col2im zeros", "conv2d_input auto stride 2", "conv2d_input col2im stride 2")},
+    **{(op, np.float32): "col2im plans its tiles up to the whole cap without NumPy's ufunc buffers for its "
+                         "strided adds at stride > 1 (about 64 KiB per thread); counting them in its tile bytes "
+                         "leaves test_grad's small inputs one tile (the cap / 8 partition threads is too small)"
+       for op in ("conv2d_input auto stride 2", "conv2d_input col2im stride 2")},
+    **{(f"conv2d_weight {a} reflect", None): "_backward.conv_weight pads the whole x (pad2d) for a padding mode"
+       for a in ("auto", "im2col", "shifted")},
+    ("conv_transpose2d bias", np.float16): "_backward.conv_input adds a float16 bias on whole float32 copies of "
+                                           "grad_output and w and a whole float32 dx",
+}
+
+
+def _known(op, dtype):
+    reason = KNOWN.get((op, dtype)) or KNOWN.get((op, None))
+    return pytest.param(op, dtype, marks=pytest.mark.xfail(strict=True, reason=reason)) if reason else (op, dtype)
+
+
+@pytest.mark.parametrize("op, dtype", [_known(op, dtype) for op in GRAD_OPS for dtype in (np.float16, np.float32)])
+def test_every_gradient_keeps_its_scratch_under_the_cap(op, dtype, small_cap):
+    call = GRAD_OPS[op](GRAD_X.astype(dtype))
+    call()  # plans and imports made once: not scratch
+    _workspace.release()
+    result, scratch = scratch_of(call)
+    assert scratch <= CAP + SLACK, f"{op}: {scratch >> 10} KiB of scratch under a {CAP >> 10} KiB cap"
