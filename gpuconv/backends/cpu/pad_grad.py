@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..._geometry import PadSpec
-from ._threads import parallel_items
 from . import _workspace
+from ._threads import parallel_items
 from .pool import row_items
 
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..._geometry import PoolSpec
+from ..._validate import float_dtype
 from . import _workspace
 from ._threads import parallel_items
-from ..._validate import float_dtype
 from .pool import _axis_taps, _divisor, index_geometry, max_with_indices, row_items
 
 
