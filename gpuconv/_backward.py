@@ -9,12 +9,15 @@ conv is a zero-padded conv of the explicitly padded input, so here
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
 from . import _geometry as geometry
+from ._config import config
 from ._validate import array_module
 from .backends import select
+from .backends.cpu._stride_phases import source_index
 
 
 def _zeros(like, shape, dtype):
@@ -58,8 +61,53 @@ def conv_weight(x, grad_out, spec: geometry.ConvSpec, algorithm: str, backend):
     """Gradient of conv2d (spec) with respect to its weights, shape (f, c/groups, kh, kw)."""
     if spec.n == 0:
         return _zeros(x, (spec.f, spec.channels_per_group, spec.kh, spec.kw), x.dtype)
-    chosen, pad = select(x, backend), _mode_pad(spec)
-    return chosen.conv2d_weight(x if pad is None else chosen.pad2d(x, pad), grad_out, backend_spec(spec), algorithm)
+    chosen, pad, bspec = select(x, backend), _mode_pad(spec), backend_spec(spec)
+    if pad is None:
+        return chosen.conv2d_weight(x, grad_out, bspec, algorithm)
+    padded_bytes = x.dtype.itemsize * math.prod(pad.out_shape)
+    if array_module(x) is not np:  # device memory: the padded input whole
+        return chosen.conv2d_weight(chosen.pad2d(x, pad), grad_out, bspec, algorithm)
+    if padded_bytes <= config.workspace_bytes // 4:
+        padded = chosen.pad2d(x, pad)
+        with config.reserve(padded_bytes):  # the backend's scratch and the padded input: under the cap together
+            return chosen.conv2d_weight(padded, grad_out, bspec, algorithm)
+    return _banded_conv_weight(x, grad_out, spec, bspec, chosen, algorithm)
+
+
+def _banded_conv_weight(x, grad_out, spec, bspec, chosen, algorithm):
+    """conv_weight of a padding mode whose padded input exceeds a quarter of the workspace cap (NumPy
+    arrays): the padded input built band by band of output rows (its rows gathered by the mode's
+    index map, then its columns padded), each band's weight gradient in float32 for float16, added
+    up in band order and rounded once."""
+    (sh, _), (dh, _), (top, _, left, right) = spec.stride, spec.dilation, spec.pads
+    compute = np.dtype(np.float32) if x.dtype == np.float16 else x.dtype
+    padded_w = spec.w + left + right
+    # per output row: its share of the padded band (3 copies at most: a float16 gather, its float32 cast,
+    # the padded rows) and of dy's band
+    row_bytes = compute.itemsize * spec.n * (3 * spec.c * padded_w * sh + spec.f * spec.ow)
+    halo_bytes = 3 * compute.itemsize * spec.n * spec.c * padded_w * (spec.kh - 1) * dh
+    band = (config.workspace_bytes // 4 - halo_bytes) // row_bytes
+    if band < 1:
+        raise MemoryError(f"the weight gradient of one output row with padding_mode={spec.padding_mode!r} needs "
+                          f"{row_bytes + halo_bytes} bytes of padded input, more than a quarter of the cap of "
+                          f"{config.workspace_bytes} bytes (gpuconv.set_workspace_limit or GPUCONV_WORKSPACE_MB "
+                          f"raise it)")
+    if algorithm == "auto":  # one method for every band: the whole convolution's
+        algorithm = chosen.choose_grad_algorithms(bspec)[1]
+    dw = np.zeros((spec.f, spec.channels_per_group, spec.kh, spec.kw), dtype=compute)
+    with config.reserve(band * row_bytes + halo_bytes):
+        for o0 in range(0, spec.oh, band):
+            o1 = min(spec.oh, o0 + band)
+            r0, r1 = o0 * sh, (o1 - 1) * sh + (spec.kh - 1) * dh + 1  # the band's rows of the padded input
+            rows = x[:, :, source_index(np.arange(r0, r1) - top, spec.h, spec.padding_mode)].astype(compute,
+                                                                                                     copy=False)
+            padded = chosen.pad2d(rows, geometry.PadSpec(spec.n, spec.c, r1 - r0, spec.w, (0, 0, left, right),
+                                                         spec.padding_mode, 0.0))
+            del rows
+            band_spec = dataclasses.replace(bspec, h=r1 - r0, oh=o1 - o0)
+            dw += chosen.conv2d_weight(padded, grad_out[:, :, o0:o1].astype(compute), band_spec, algorithm)
+            del padded
+    return dw.astype(x.dtype, copy=False)
 
 
 def max_pool_input(grad_out, x, indices, spec: geometry.PoolSpec, backend):

@@ -17,8 +17,8 @@ from gpuconv._config import config
 from gpuconv._geometry import conv_spec
 from gpuconv.backends import get_backend
 from gpuconv.backends.cpu import _tiles
-from support import (DTYPES, as_reference_input, assert_close, poisoned_numpy_backend, random_array, to_backend,
-                     to_numpy)
+from support import (DTYPES, as_reference_input, assert_close, poisoned_numpy_backend, random_array, stable_seed,
+                     to_backend, to_numpy)
 from test_conv import EDGE_CASES, conv_cases, run_in_a_fresh_thread
 from test_pool import pool_cases, pool_data
 
@@ -441,3 +441,41 @@ def test_workspace_cap_bounds_gradient_memory():
             grad.avg_pool2d_input(np.ones((1, 1, 1, 150_000), np.float32), x.shape, (1, 2), backend="numpy")
     finally:
         config.workspace_bytes = saved
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_weight_gradient_of_a_padding_mode_in_bands(mode, dtype, monkeypatch):
+    """Under a cap too small for the whole padded input, conv2d_weight of a padding mode builds it
+    band by band of output rows: the bands cover every output row once (stride 2 and dilation
+    across band edges), the sum matches the reference, the same bits for every thread count."""
+    seed = stable_seed("weight gradient in bands", mode, np.dtype(dtype).name)
+    print(f"seed {seed}")
+    rng = np.random.default_rng(seed)
+    params = dict(stride=(2, 1), padding=((3, 1), (2, 3)), dilation=(2, 1), padding_mode=mode, groups=2)
+    x, w, go = _conv_data(rng, (2, 4, 101, 29), (6, 2, 3, 4), dtype, params)
+    expected = ref.conv2d_weight(as_reference_input(x), w.shape, as_reference_input(go), **params)
+    bands = []
+    real = get_backend("numpy").conv2d_weight
+
+    def counting(x_band, *args, **kwargs):
+        bands.append(x_band.shape[2])
+        return real(x_band, *args, **kwargs)
+
+    monkeypatch.setattr(type(get_backend("numpy")), "conv2d_weight", lambda self, *a, **k: counting(*a, **k))
+    monkeypatch.setattr(config, "workspace_bytes", 8 * x.nbytes)  # whole: one band
+    whole = grad.conv2d_weight(x, w.shape, go, **params, backend="numpy")
+    assert len(bands) == 1
+    # a quarter of it: the padded rows of about 5 of the 51 output rows, in float32 for float16
+    monkeypatch.setattr(config, "workspace_bytes", (210 << 10) * max(1, x.itemsize // 4))
+    results = []
+    for threads in (1, 2):
+        monkeypatch.setattr(config, "num_threads", threads)
+        bands.clear()
+        with poisoned_numpy_backend():
+            results.append(grad.conv2d_weight(x, w.shape, go, **params, backend="numpy"))
+        assert len(bands) >= 3, f"{bands}: the cap should split the padded input into bands"
+    what = f"conv2d_weight {mode} {np.dtype(dtype).name} in bands (seed {seed})"
+    assert_close(results[0], expected, dtype, what)
+    assert_close(whole, expected, dtype, what + ", whole")
+    assert np.array_equal(results[0], results[1]), f"{what}: 2 threads differ from 1"
