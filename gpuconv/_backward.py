@@ -5,6 +5,9 @@ Backends compute convolution gradients for zero padding only; a reflect/replicat
 conv is a zero-padded conv of the explicitly padded input, so here
     dx = pad2d_input(conv2d_input over the padded input)      (the pads fold back)
     dw = conv2d_weight(pad2d(x), ...)
+On NumPy arrays, where the padded input (or its gradient) would take more than a quarter of the
+workspace cap, both run band by band of rows instead (the backend's calls on each band's geometry),
+so that their scratch stays under the cap.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from ._config import config
 from ._validate import array_module
 from .backends import select
 from .backends.cpu._stride_phases import source_index
+from .backends.cpu.pad_grad import fold_band
 
 
 def _zeros(like, shape, dtype):
@@ -46,15 +50,69 @@ def conv_input(grad_out, w, spec: geometry.ConvSpec, algorithm: str, backend, bi
     if spec.n == 0:
         return _zeros(grad_out, (spec.n, spec.c, spec.h, spec.w), grad_out.dtype)
     chosen, pad, dtype = select(grad_out, backend), _mode_pad(spec), grad_out.dtype
-    if dtype == np.float16 and (pad is not None or bias is not None):
-        # steps after the backend's add to its result: all in float32, float16 rounded once at the end
-        grad_out, w = grad_out.astype(np.float32), w.astype(np.float32)
-    dx = chosen.conv2d_input(grad_out, w, backend_spec(spec), algorithm)
-    if pad is not None:
-        dx = chosen.pad2d_input(dx, pad)
+    # steps after the backend's add to its result: all in float32, float16 rounded once at the end
+    compute = np.dtype(np.float32) if dtype == np.float16 and (pad is not None or bias is not None) else dtype
+    # scratch beside the backend's: float32 copies of a float16 grad_out, the padded input's gradient
+    whole_bytes = ((4 * grad_out.size if compute != dtype else 0)
+                   + (compute.itemsize * math.prod(pad.out_shape) if pad is not None else 0))
+    fits = whole_bytes <= config.workspace_bytes // 4
+    if array_module(grad_out) is np and pad is not None and not fits:  # (no bias: conv_transpose2d pads zeros)
+        return _banded_conv_input(grad_out, w, spec, pad, compute, algorithm, chosen)
+    # (a float16 bias without a padding mode that does not fit goes over the cap: not banded yet)
+    with config.reserve(whole_bytes if fits and array_module(grad_out) is np else 0):
+        dx = chosen.conv2d_input(grad_out.astype(compute, copy=False), w.astype(compute, copy=False),
+                                 backend_spec(spec), algorithm)
+        if pad is not None:
+            dx = chosen.pad2d_input(dx, pad)
     if bias is not None:
         dx += bias.astype(dx.dtype, copy=False)[:, None, None]
     return dx.astype(dtype, copy=False)
+
+
+def _banded_conv_input(grad_out, w, spec, pad, compute, algorithm, chosen):
+    """conv_input of a padding mode whose padded input's gradient exceeds a quarter of the workspace
+    cap (NumPy arrays), band by band of input rows. The gradient of a band of padded-input rows comes
+    from the output rows that reach it, by the backend on that band's geometry; the pad rows' come
+    first and are held (they fold onto rows of other bands); each band is then folded as
+    pad2d_input folds, cropped and rounded once."""
+    (sh, _), (dh, _), (t, b, l, _) = spec.stride, spec.dilation, spec.pads
+    bspec = backend_spec(spec)
+    if algorithm == "auto":  # one method for every band: the whole convolution's
+        algorithm = chosen.choose_grad_algorithms(bspec)[0]
+    w = w.astype(compute, copy=False)
+    reach = (spec.kh - 1) * dh  # padded rows below an output row's first that its window reads
+
+    def padded_rows(r0: int, r1: int):
+        """The gradient of padded-input rows r0:r1, (n, c, r1 - r0, padded width)."""
+        out = np.zeros((spec.n, spec.c, r1 - r0, bspec.w), dtype=compute)
+        o0, o1 = max(0, -(-(r0 - reach) // sh)), min(spec.oh, (r1 - 1) // sh + 1)
+        if o0 < o1:
+            i0, i1 = o0 * sh, (o1 - 1) * sh + reach + 1  # the rows those output rows read
+            part = chosen.conv2d_input(grad_out[:, :, o0:o1].astype(compute), w,
+                                       dataclasses.replace(bspec, h=i1 - i0, oh=o1 - o0), algorithm)
+            lo, hi = max(r0, i0), min(r1, i1)
+            out[:, :, lo - r0:hi - r0] = part[:, :, lo - i0:hi - i0]
+        return out
+
+    # per input row: its band row, the backend's result row, a row of grad_out (at most); beside them
+    # the pad rows' gradients, the result's and grad_out's rows past the band (its halo)
+    row_bytes = compute.itemsize * spec.n * (2 * spec.c * bspec.w + spec.f * spec.ow)
+    fixed = compute.itemsize * spec.n * (spec.c * bspec.w * (t + b + reach + sh) + spec.f * spec.ow * (reach // sh + 1))
+    rows = (config.workspace_bytes // 4 - fixed) // row_bytes
+    if rows < 1:
+        raise MemoryError(f"the input gradient of one row with padding_mode={spec.padding_mode!r} needs "
+                          f"{row_bytes + fixed} bytes of scratch, more than a quarter of the cap of "
+                          f"{config.workspace_bytes} bytes (gpuconv.set_workspace_limit or GPUCONV_WORKSPACE_MB "
+                          f"raise it)")
+    dx = np.empty((spec.n, spec.c, spec.h, spec.w), dtype=grad_out.dtype)
+    with config.reserve(rows * row_bytes + fixed):
+        above, below = padded_rows(0, t), padded_rows(t + spec.h, t + spec.h + b)
+        for a in range(0, spec.h, rows):
+            e = min(spec.h, a + rows)
+            band = padded_rows(t + a, t + e)
+            fold_band(band, a, above, below, pad)
+            np.copyto(dx[:, :, a:e], band[..., l:l + spec.w], casting="unsafe")
+    return dx
 
 
 def conv_weight(x, grad_out, spec: geometry.ConvSpec, algorithm: str, backend):

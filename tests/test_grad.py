@@ -443,39 +443,47 @@ def test_workspace_cap_bounds_gradient_memory():
         config.workspace_bytes = saved
 
 
+@pytest.mark.parametrize("which", ["input", "weight"])
 @pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_weight_gradient_of_a_padding_mode_in_bands(mode, dtype, monkeypatch):
-    """Under a cap too small for the whole padded input, conv2d_weight of a padding mode builds it
-    band by band of output rows: the bands cover every output row once (stride 2 and dilation
-    across band edges), the sum matches the reference, the same bits for every thread count."""
-    seed = stable_seed("weight gradient in bands", mode, np.dtype(dtype).name)
+def test_gradients_of_a_padding_mode_in_bands(which, mode, dtype, monkeypatch):
+    """Under a cap too small for the whole padded input (or its gradient), the gradients of a padding
+    mode run band by band of rows: the bands cover every row once (stride 2 and dilation across band
+    edges, pads that fold onto other bands), the result matches the reference, the same bits for
+    every thread count."""
+    seed = stable_seed("gradients in bands", which, mode, np.dtype(dtype).name)
     print(f"seed {seed}")
     rng = np.random.default_rng(seed)
     params = dict(stride=(2, 1), padding=((3, 1), (2, 3)), dilation=(2, 1), padding_mode=mode, groups=2)
     x, w, go = _conv_data(rng, (2, 4, 101, 29), (6, 2, 3, 4), dtype, params)
-    expected = ref.conv2d_weight(as_reference_input(x), w.shape, as_reference_input(go), **params)
-    bands = []
-    real = get_backend("numpy").conv2d_weight
+    if which == "input":
+        call = lambda: grad.conv2d_input(x.shape, w, go, **params, backend="numpy")  # noqa: E731
+        expected = ref.conv2d_input(x.shape, as_reference_input(w), as_reference_input(go), **params)
+    else:
+        call = lambda: grad.conv2d_weight(x, w.shape, go, **params, backend="numpy")  # noqa: E731
+        expected = ref.conv2d_weight(as_reference_input(x), w.shape, as_reference_input(go), **params)
+    method = f"conv2d_{which}"
+    calls = []
+    real = getattr(get_backend("numpy"), method)
 
-    def counting(x_band, *args, **kwargs):
-        bands.append(x_band.shape[2])
-        return real(x_band, *args, **kwargs)
+    def counting(self, *args, **kwargs):
+        calls.append(args[2].h)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(type(get_backend("numpy")), "conv2d_weight", lambda self, *a, **k: counting(*a, **k))
-    monkeypatch.setattr(config, "workspace_bytes", 8 * x.nbytes)  # whole: one band
-    whole = grad.conv2d_weight(x, w.shape, go, **params, backend="numpy")
-    assert len(bands) == 1
-    # a quarter of it: the padded rows of about 5 of the 51 output rows, in float32 for float16
+    monkeypatch.setattr(type(get_backend("numpy")), method, counting)
+    monkeypatch.setattr(config, "workspace_bytes", 64 << 20)  # whole: one call
+    whole = call()
+    assert len(calls) == 1
+    # a quarter of it: the rows of about 5 of the 51 output rows, in float32 for float16
     monkeypatch.setattr(config, "workspace_bytes", (210 << 10) * max(1, x.itemsize // 4))
     results = []
     for threads in (1, 2):
         monkeypatch.setattr(config, "num_threads", threads)
-        bands.clear()
+        calls.clear()
         with poisoned_numpy_backend():
-            results.append(grad.conv2d_weight(x, w.shape, go, **params, backend="numpy"))
-        assert len(bands) >= 3, f"{bands}: the cap should split the padded input into bands"
-    what = f"conv2d_weight {mode} {np.dtype(dtype).name} in bands (seed {seed})"
+            results.append(call())
+        assert len(calls) >= 3, f"{calls}: the cap should split the rows into bands"
+    what = f"conv2d_{which} {mode} {np.dtype(dtype).name} in bands (seed {seed})"
     assert_close(results[0], expected, dtype, what)
     assert_close(whole, expected, dtype, what + ", whole")
     assert np.array_equal(results[0], results[1]), f"{what}: 2 threads differ from 1"

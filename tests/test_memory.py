@@ -131,11 +131,7 @@ GRAD_OPS = {  # x -> the call, its arguments made before tracing
 }
 
 
-FOLD = ("_backward.conv_input folds a padding mode over the whole padded input gradient (the backend's whole dx, "
-        "then pad2d_input; float16 on whole float32 copies of grad_output and w): not yet banded")
 KNOWN = {  # (op, dtype or None for both): why it still allocates beyond the cap
-    **{(f"conv2d_input {a} {m}", None): FOLD for a in ("auto", "col2im", "im2col", "winograd", "direct")
-       for m in ("reflect", "circular")},
     **{(op, np.float16): "conv_grad.conv2d_input runs col2im of float16 on whole float32 copies of grad_output "
                          "and w and a whole float32 dx, cast at the end"
        for op in ("conv2d_input col2im zeros", "conv2d_input auto stride 2", "conv2d_input col2im stride 2")},
@@ -143,8 +139,8 @@ KNOWN = {  # (op, dtype or None for both): why it still allocates beyond the cap
                          "strided adds at stride > 1 (about 64 KiB per thread); counting them in its tile bytes "
                          "leaves test_grad's small inputs one tile (the cap / 8 partition threads is too small)"
        for op in ("conv2d_input auto stride 2", "conv2d_input col2im stride 2")},
-    ("conv_transpose2d bias", np.float16): "_backward.conv_input adds a float16 bias on whole float32 copies of "
-                                           "grad_output and w and a whole float32 dx",
+    ("conv_transpose2d bias", np.float16): "_backward.conv_input adds a float16 bias without a padding mode on "
+                                           "whole float32 copies of grad_output and w and a whole float32 dx",
 }
 
 

@@ -42,20 +42,29 @@ def pad2d_input(grad: np.ndarray, spec: PadSpec) -> np.ndarray:
         p0, p1, a, e = items[item]
         (band,) = _workspace.arrays(((p1 - p0, e - a, wp), compute), slot="pool")
         np.copyto(band, planes[p0:p1, t + a:t + e])
-        for pads, first in ((above, 0), (below, t + spec.h)):
-            if spec.mode == "replicate":
-                if pads and a <= pads[0] < e:
-                    band[:, pads[0] - a] += planes[p0:p1, first:first + len(pads)].sum(axis=1, dtype=compute)
-                continue
-            for p, source in enumerate(pads):
-                if a <= source < e:
-                    band[:, source - a] += planes[p0:p1, first + p]
-        _fold_sides(band, l, spec.w, r, spec.mode)
+        fold_band(band, a, planes[p0:p1, :t], planes[p0:p1, t + spec.h:], spec)
         np.copyto(dx[p0:p1, a:e], band[..., l:l + spec.w], casting="unsafe")
 
     parallel_items(run, len(items), uses_blas=False)
     _workspace.release()
     return dx.reshape(spec.n, spec.c, spec.h, spec.w)
+
+
+def fold_band(band: np.ndarray, a: int, above: np.ndarray, below: np.ndarray, spec: PadSpec) -> None:
+    """Fold into band (..., e - a, padded width), the padded gradient's rows of input rows a:e, the
+    gradients of the pad rows above and below the input (..., top or bottom, padded width) that
+    copied those rows, then the pad columns of every row (in pad2d_input's order)."""
+    t, b, l, r = spec.pads
+    e = a + band.shape[-2]
+    for pads, rows in zip(pad_sources(t, spec.h, b, spec.mode), (above, below)):
+        if spec.mode == "replicate":
+            if pads and a <= pads[0] < e:
+                band[..., pads[0] - a, :] += rows.sum(axis=-2, dtype=band.dtype)
+            continue
+        for p, source in enumerate(pads):
+            if a <= source < e:
+                band[..., source - a, :] += rows[..., p, :]
+    _fold_sides(band, l, spec.w, r, spec.mode)
 
 
 def _fold_sides(a: np.ndarray, before: int, size: int, after: int, mode: str) -> None:
