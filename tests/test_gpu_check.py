@@ -122,6 +122,40 @@ def test_summary_checks_the_benchmark_against_the_targets(tmp_path):
     assert lines[3] == "pooling vs device-to-device copy: max3_128 75%, avg3_128 50% [target >= 70%: MISSED]"
 
 
+def test_readme_section_from_a_benchmark_document(tmp_path):
+    """The README's GPU section: hardware and versions, a row per layer with gpuconv's times, each peer's
+    time and ratio (! where they disagree), a failed layer, and the targets as the summary states them."""
+    from gpucheck import readme_section
+
+    cases = [_case(name, "conv2d", 0.002, 0.003, kernel_share=0.75) for name in ("B128", "C128", "D128")]
+    cases[0]["results"]["gpuconv/cuda"].update(algorithm="implicit_gemm", kernel={"time_s": 0.0015,
+                                                                                 "ceiling_share": 0.75})
+    cases[1]["disagreements"] = {"torch-cuda": 0.1}
+    failed = {"layer": "H", "dtype": "float32", "shape": "8x64x56x56 g64", "results": {"torch-cuda": {"time_s": 1e-3}},
+              "ratios": {}, "errors": {"gpuconv/cuda": "CUDADriverError: launch failed\ntraceback"}}
+    for case in cases:
+        case.setdefault("disagreements", {})
+        case.update(shape=f"{case['layer']} shape", errors={})
+    document = {"environment": {"date_utc": "2026-12-06T10:00:00+00:00", "versions": {"cupy": "14.2.0"},
+                                "gpu": {"name": "NVIDIA H200", "compute_capability": "9.0",
+                                        "driver_cuda_version": "13.0", "runtime_cuda_version": "13.0",
+                                        "cudnn_version": 91000}},
+                "cases": cases + [failed], "contenders": {"measured": ["gpuconv/cuda", "torch-cuda"]}, "problems": []}
+    path = tmp_path / "h200.json"
+    path.write_text(json.dumps(document))
+    text = readme_section.section(document, str(path))
+    assert text.startswith("### NVIDIA H200, 2026-12-06\n")
+    assert "compute capability 9.0, driver CUDA 13.0, runtime CUDA 13.0, cuDNN 91000; cupy 14.2.0." in text
+    assert ("| layer | shape | algorithm | gpuconv ms | kernel ms | kernel of ceiling | torch-cuda ms | x torch-cuda |"
+            in text)
+    assert "| B128 | B128 shape | implicit_gemm | 2 | 1.5 | 75% | 3 | 1.50 |" in text
+    assert "| C128 | C128 shape | - | 2 | - | 75% | 3 | 1.50! |" in text
+    assert "| H | 8x64x56x56 g64 | failed: CUDADriverError: launch failed |  |  |  |  |  |" in text
+    assert "- per call vs torch-cuda, B-D batch 128: geomean 1.50x, min 1.50x (B128) [target >= 1.0x" in text
+    assert "- kernel-only implicit GEMM vs cuBLAS: B128 75%, C128 75%, D128 75% [target >= 70%: met]" in text
+    assert readme_section.main([str(path)]) == 0
+
+
 @pytest.mark.slow  # about 50 s (15 s of CPU): every step of the dry run runs for real
 def test_the_dry_run_end_to_end(tmp_path):
     """No GPU here (or --dry-run): it says so, runs every step a CPU can, writes its 8 files into the
