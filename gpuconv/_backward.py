@@ -69,6 +69,16 @@ def conv_input(grad_out, w, spec: geometry.ConvSpec, algorithm: str, backend, bi
     return dx.astype(dtype, copy=False)
 
 
+def _band_rows(row_bytes: int, fixed_bytes: int, what: str) -> int:
+    """Rows per band whose scratch, fixed_bytes + rows * row_bytes, fits a quarter of the cap."""
+    rows = (config.workspace_bytes // 4 - fixed_bytes) // row_bytes
+    if rows < 1:
+        raise MemoryError(f"{what} needs {row_bytes + fixed_bytes} bytes of scratch, more than a quarter of the "
+                          f"cap of {config.workspace_bytes} bytes (gpuconv.set_workspace_limit or "
+                          f"GPUCONV_WORKSPACE_MB raise it)")
+    return rows
+
+
 def _banded_conv_input(grad_out, w, spec, pad, compute, algorithm, chosen):
     """conv_input of a padding mode whose padded input's gradient exceeds a quarter of the workspace
     cap (NumPy arrays), band by band of input rows. The gradient of a band of padded-input rows comes
@@ -98,12 +108,7 @@ def _banded_conv_input(grad_out, w, spec, pad, compute, algorithm, chosen):
     # the pad rows' gradients, the result's and grad_out's rows past the band (its halo)
     row_bytes = compute.itemsize * spec.n * (2 * spec.c * bspec.w + spec.f * spec.ow)
     fixed = compute.itemsize * spec.n * (spec.c * bspec.w * (t + b + reach + sh) + spec.f * spec.ow * (reach // sh + 1))
-    rows = (config.workspace_bytes // 4 - fixed) // row_bytes
-    if rows < 1:
-        raise MemoryError(f"the input gradient of one row with padding_mode={spec.padding_mode!r} needs "
-                          f"{row_bytes + fixed} bytes of scratch, more than a quarter of the cap of "
-                          f"{config.workspace_bytes} bytes (gpuconv.set_workspace_limit or GPUCONV_WORKSPACE_MB "
-                          f"raise it)")
+    rows = _band_rows(row_bytes, fixed, f"the input gradient of one row with padding_mode={spec.padding_mode!r}")
     dx = np.empty((spec.n, spec.c, spec.h, spec.w), dtype=grad_out.dtype)
     with config.reserve(rows * row_bytes + fixed):
         above, below = padded_rows(0, t), padded_rows(t + spec.h, t + spec.h + b)
@@ -144,12 +149,8 @@ def _banded_conv_weight(x, grad_out, spec, bspec, chosen, algorithm):
     # the padded rows) and of dy's band
     row_bytes = compute.itemsize * spec.n * (3 * spec.c * padded_w * sh + spec.f * spec.ow)
     halo_bytes = 3 * compute.itemsize * spec.n * spec.c * padded_w * (spec.kh - 1) * dh
-    band = (config.workspace_bytes // 4 - halo_bytes) // row_bytes
-    if band < 1:
-        raise MemoryError(f"the weight gradient of one output row with padding_mode={spec.padding_mode!r} needs "
-                          f"{row_bytes + halo_bytes} bytes of padded input, more than a quarter of the cap of "
-                          f"{config.workspace_bytes} bytes (gpuconv.set_workspace_limit or GPUCONV_WORKSPACE_MB "
-                          f"raise it)")
+    band = _band_rows(row_bytes, halo_bytes,
+                      f"the weight gradient of one output row with padding_mode={spec.padding_mode!r}")
     if algorithm == "auto":  # one method for every band: the whole convolution's
         algorithm = chosen.choose_grad_algorithms(bspec)[1]
     dw = np.zeros((spec.f, spec.channels_per_group, spec.kh, spec.kw), dtype=compute)

@@ -71,7 +71,8 @@ def test_every_op_keeps_its_scratch_under_the_cap(op, dtype, small_cap):
 HOW_TO_RAISE = r"cap of \d+ bytes.*set_workspace_limit.*GPUCONV_WORKSPACE_MB"
 
 
-@pytest.mark.parametrize("op", ["conv2d", "max_pool2d", "max_pool2d indices", "avg_pool2d", "correlate2d"])
+@pytest.mark.parametrize("op", ["conv2d", "max_pool2d", "max_pool2d indices", "avg_pool2d", "correlate2d",
+                                "conv2d_input reflect", "conv2d_weight reflect"])
 def test_work_that_cannot_fit_the_cap_is_a_memory_error_saying_how_to_raise_it(op, small_cap):
     """One tile, one pooled output row or one band of padded rows larger than the cap."""
     wide = np.ones((1, 1, 3, 400_000), np.float32)
@@ -81,7 +82,14 @@ def test_work_that_cannot_fit_the_cap_is_a_memory_error_saying_how_to_raise_it(o
             "max_pool2d indices": lambda: gpuconv.max_pool2d(np.ones((1, 1, 2, 1_200_000), np.float32), 2,
                                                              return_indices=True),
             "avg_pool2d": lambda: gpuconv.avg_pool2d(wide, 3),
-            "correlate2d": lambda: gpuconv.correlate2d(wide[0, 0], np.ones((3, 3)))}[op]
+            "correlate2d": lambda: gpuconv.correlate2d(wide[0, 0], np.ones((3, 3))),
+            # a padded row of 64 channels: 5 MiB, twice over a quarter of the cap
+            "conv2d_input reflect": lambda: gpuconv.grad.conv2d_input(
+                (1, 64, 3, 20_000), np.ones((1, 64, 3, 3), np.float32), np.ones((1, 1, 3, 20_000), np.float32),
+                padding=1, padding_mode="reflect"),
+            "conv2d_weight reflect": lambda: gpuconv.grad.conv2d_weight(
+                np.ones((1, 64, 3, 20_000), np.float32), (1, 64, 3, 3), np.ones((1, 1, 3, 20_000), np.float32),
+                padding=1, padding_mode="reflect")}[op]
     with pytest.raises(MemoryError, match=HOW_TO_RAISE):
         call()
 
