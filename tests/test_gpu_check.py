@@ -143,7 +143,7 @@ def test_readme_section_from_a_benchmark_document(tmp_path):
                 "cases": cases + [failed], "contenders": {"measured": ["gpuconv/cuda", "torch-cuda"]}, "problems": []}
     path = tmp_path / "h200.json"
     path.write_text(json.dumps(document))
-    text = readme_section.section(document, str(path))
+    text = readme_section.section(path)
     assert text.startswith("### NVIDIA H200, 2026-12-06\n")
     assert "compute capability 9.0, driver CUDA 13.0, runtime CUDA 13.0, cuDNN 91000; cupy 14.2.0." in text
     assert ("| layer | shape | algorithm | gpuconv ms | kernel ms | kernel of ceiling | torch-cuda ms | x torch-cuda |"

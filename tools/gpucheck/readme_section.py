@@ -48,11 +48,12 @@ def _row(case: dict, peers: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def section(document: dict, source: str) -> str:
+def section(path: Path) -> str:
+    document = json.loads(path.read_text())
     env, gpu = document["environment"], document["environment"]["gpu"]
     versions = ", ".join(f"{name} {version}" for name, version in env["versions"].items())
     lines = [f"### {gpu.get('name', 'no GPU')}, {env['date_utc'][:10]}", "",
-             f"Measured by `make gpu-check` ({source}): {gpu.get('name', 'no GPU')}, compute capability "
+             f"Measured by `make gpu-check` ({path}): {gpu.get('name', 'no GPU')}, compute capability "
              f"{gpu.get('compute_capability', '?')}, driver CUDA {gpu.get('driver_cuda_version', '?')}, runtime "
              f"CUDA {gpu.get('runtime_cuda_version', '?')}" + (f", cuDNN {gpu['cudnn_version']}" if "cudnn_version"
                                                                in gpu else "") + f"; {versions}.",
@@ -67,7 +68,7 @@ def section(document: dict, source: str) -> str:
         header += [cell for p in peers for cell in (f"{p} ms", f"x {p}")]
         lines += [f"{dtype}:", "", "| " + " | ".join(header) + " |", "|---|---|---|" + "---:|" * (len(header) - 3)]
         lines += [_row(case, peers) for case in cases] + [""]
-    lines += ["Targets (issue 9):", ""] + [f"- {line.strip()}" for line in bench_lines(Path(source))]
+    lines += ["Targets (issue 9):", ""] + [f"- {line.strip()}" for line in bench_lines(path)]
     return "\n".join(lines) + "\n"
 
 
@@ -75,7 +76,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print(__doc__, file=sys.stderr)
         return 2
-    print(section(json.loads(Path(argv[0]).read_text()), argv[0]), end="")
+    print(section(Path(argv[0])), end="")
     return 0
 
 
