@@ -18,7 +18,7 @@ import numpy as np
 
 from . import _geometry as geometry
 from ._config import config
-from ._validate import array_module
+from ._validate import accumulation_dtype, array_module
 from .backends import select
 from .backends.cpu._stride_phases import source_index
 from .backends.cpu.pad_grad import fold_band
@@ -51,7 +51,7 @@ def conv_input(grad_out, w, spec: geometry.ConvSpec, algorithm: str, backend, bi
         return _zeros(grad_out, (spec.n, spec.c, spec.h, spec.w), grad_out.dtype)
     chosen, pad, dtype = select(grad_out, backend), _mode_pad(spec), grad_out.dtype
     # steps after the backend's add to its result: all in float32, float16 rounded once at the end
-    compute = np.dtype(np.float32) if dtype == np.float16 and (pad is not None or bias is not None) else dtype
+    compute = accumulation_dtype(dtype) if pad is not None or bias is not None else dtype
     # scratch beside the backend's: float32 copies of a float16 grad_out, the padded input's gradient
     whole_bytes = ((4 * grad_out.size if compute != dtype else 0)
                    + (compute.itemsize * math.prod(pad.out_shape) if pad is not None else 0))
@@ -143,7 +143,7 @@ def _banded_conv_weight(x, grad_out, spec, bspec, chosen, algorithm):
     index map, then its columns padded), each band's weight gradient in float32 for float16, added
     up in band order and rounded once."""
     (sh, _), (dh, _), (top, _, left, right) = spec.stride, spec.dilation, spec.pads
-    compute = np.dtype(np.float32) if x.dtype == np.float16 else x.dtype
+    compute = accumulation_dtype(x.dtype)
     padded_w = spec.w + left + right
     # per output row: its share of the padded band (3 copies at most: a float16 gather, its float32 cast,
     # the padded rows) and of dy's band

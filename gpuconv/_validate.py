@@ -86,6 +86,11 @@ def float_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float64) if dtype.kind in "biu" else dtype
 
 
+def accumulation_dtype(dtype) -> np.dtype:
+    """The dtype sums of dtype values run in: float32 for float16 (rounded once at the end), else dtype."""
+    return np.dtype(np.float32) if dtype == np.float16 else np.dtype(dtype)
+
+
 def result_dtype(*arrays) -> np.dtype:
     """NumPy's promotion of the inputs; integers and bool become float64, as `x / 1` would."""
     dtype = arrays[0].dtype

@@ -25,7 +25,7 @@ from . import _backward
 from . import _geometry as geometry
 from ._api import _check_algorithm, _input, _on_device_of
 from ._torch_interop import accepts_torch
-from ._validate import as_array, check_bool, check_ndim, result_dtype
+from ._validate import accumulation_dtype, as_array, check_bool, check_ndim, result_dtype
 from .backends import is_dask_array
 
 __all__ = ["conv2d_input", "conv2d_weight", "conv2d_bias", "max_pool2d_input", "avg_pool2d_input", "pad2d_input",
@@ -176,8 +176,7 @@ def conv1d_bias(grad_output):
 def _bias(grad_output):
     dtype = result_dtype(grad_output)
     axes = (0, 2, 3) if grad_output.ndim == 4 else (1, 2)
-    accumulate = np.float32 if dtype == np.float16 else dtype
-    return grad_output.sum(axis=axes, dtype=accumulate).astype(dtype, copy=False)
+    return grad_output.sum(axis=axes, dtype=accumulation_dtype(dtype)).astype(dtype, copy=False)
 
 
 # ---- pooling and padding ---------------------------------------------------------------------

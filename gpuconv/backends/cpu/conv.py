@@ -16,6 +16,7 @@ import functools
 import numpy as np
 
 from ..._geometry import ConvSpec
+from ..._validate import accumulation_dtype
 from . import direct, im2col, shifted, winograd
 
 _MODULES = {module.NAME: module for module in (im2col, winograd, shifted, direct)}
@@ -65,7 +66,7 @@ def conv2d(x: np.ndarray, w: np.ndarray, bias, spec: ConvSpec, algorithm: str) -
         if rule is not None:
             raise ValueError(f"algorithm={algorithm!r} cannot run this convolution: {rule}")
     # w has the call's dtype; x may have another real dtype, cast while the tiles are gathered
-    compute = np.dtype(np.float32 if w.dtype == np.float16 else w.dtype)
+    compute = accumulation_dtype(w.dtype)
     wmat = w.astype(compute, copy=False).reshape(spec.groups, spec.filters_per_group, spec.reduction)
     bias = None if bias is None else bias.astype(compute, copy=False)
     out = np.empty(spec.out_shape, dtype=w.dtype)

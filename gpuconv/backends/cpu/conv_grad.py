@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..._geometry import ConvSpec, conv_spec
+from ..._validate import accumulation_dtype
 from . import _tiles, col2im, conv, weight_grad
 
 FORWARD_ALGORITHMS = tuple(name for name in conv.ALGORITHMS if name != "auto")
@@ -65,7 +66,7 @@ def conv2d_input(grad: np.ndarray, w: np.ndarray, spec: ConvSpec, algorithm: str
     name = choose_input(spec) if algorithm == "auto" else algorithm
     if name == col2im.NAME:
         # float16 runs in float32 (tiles add into one another: float16 would round twice there)
-        compute = np.float32 if grad.dtype == np.float16 else grad.dtype
+        compute = accumulation_dtype(grad.dtype)
         dx = col2im.conv2d_input(grad.astype(compute, copy=False), w.astype(compute, copy=False), spec)
         return dx.astype(grad.dtype, copy=False)
     rows, cols, flipped = _correlation(spec)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..._geometry import PadSpec
+from ..._validate import accumulation_dtype
 from . import _workspace
 from ._threads import parallel_items
 from .pool import row_items
@@ -29,7 +30,7 @@ def pad2d_input(grad: np.ndarray, spec: PadSpec) -> np.ndarray:
     t, b, l, r = spec.pads
     if spec.mode == "constant":
         return grad[..., t:t + spec.h, l:l + spec.w].copy()
-    compute = np.dtype(np.float32 if grad.dtype == np.float16 else grad.dtype)
+    compute = accumulation_dtype(grad.dtype)
     n_planes, wp = spec.n * spec.c, grad.shape[-1]
     planes = grad.reshape(n_planes, grad.shape[-2], wp)
     dx = np.empty((n_planes, spec.h, spec.w), dtype=grad.dtype)

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..._config import config
 from ..._geometry import PoolSpec
-from ..._validate import float_dtype
+from ..._validate import accumulation_dtype, float_dtype
 from . import _plan_cache, _workspace
 from ._threads import parallel_items
 
@@ -137,7 +137,7 @@ def _separable_plan(spec: PoolSpec, dtype: np.dtype, average: bool) -> _Separabl
 def _build_separable_plan(spec: PoolSpec, dtype: np.dtype, average: bool) -> _SeparablePlan:
     out_dtype = float_dtype(dtype)
     # float16 sums in float32; max pooling's reduction is exact in any dtype
-    acc_dtype = np.dtype(np.float32) if average and out_dtype == np.float16 else out_dtype
+    acc_dtype = accumulation_dtype(out_dtype) if average else out_dtype
     in_place = acc_dtype == out_dtype
     cols = [(o, i) for _, o, i in _axis_taps(spec.ow, spec.stride[1], spec.dilation[1], spec.kw, spec.pads[2], spec.w)]
     (sh, dh), top = (spec.stride[0], spec.dilation[0]), spec.pads[0]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..._geometry import PoolSpec
-from ..._validate import float_dtype
+from ..._validate import accumulation_dtype, float_dtype
 from . import _workspace
 from ._threads import parallel_items
 from .pool import _axis_taps, _divisor, index_geometry, max_with_indices, row_items
@@ -75,7 +75,7 @@ def max_pool2d_input(grad: np.ndarray, x: np.ndarray, indices, spec: PoolSpec) -
 
 
 def avg_pool2d_input(grad: np.ndarray, spec: PoolSpec) -> np.ndarray:
-    compute = np.dtype(np.float32 if grad.dtype == np.float16 else grad.dtype)
+    compute = accumulation_dtype(grad.dtype)
     planes, (sh, sw), top = spec.n * spec.c, spec.stride, spec.pads[0]
     flat_grad = grad.reshape(planes, spec.oh, spec.ow)
     dx = np.empty((planes, spec.h, spec.w), dtype=grad.dtype)

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..._config import config
 from ..._geometry import ConvSpec
+from ..._validate import accumulation_dtype
 from . import _tiles, _workspace, shifted
 from ._threads import parallel_items
 from ._tap_windows import tap_windows
@@ -67,7 +68,7 @@ def _accumulate(partial: np.ndarray, a: np.ndarray, b: np.ndarray, temp: np.ndar
 
 def conv2d_weight(x: np.ndarray, grad: np.ndarray, spec: ConvSpec, name: str) -> np.ndarray:
     """dw (f, c/groups, kh, kw) of a zero-padded conv2d (spec) of x, from its output gradient grad."""
-    compute = np.dtype(np.float32 if x.dtype == np.float16 else x.dtype)
+    compute = accumulation_dtype(x.dtype)
     grad = np.ascontiguousarray(grad)
     run = _im2col if name == "im2col" else _shifted
     result = run(x, grad, spec, compute)
