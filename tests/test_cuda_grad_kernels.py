@@ -63,12 +63,14 @@ def weight_grad(emu, x_shape, w_shape, dtype=np.float32, algorithm="implicit_gem
 
 def check_input(emu, x_shape, w_shape, dtype=np.float32, algorithm="implicit_gemm", seed=0, **conv):
     dx, expected = input_grad(emu, x_shape, w_shape, dtype, algorithm, seed, **conv)
-    assert_close(dx, expected, dtype, f"cuda-emu conv2d_input[{algorithm}] x={x_shape} w={w_shape} {conv}")
+    assert_close(dx, expected, dtype,
+                 f"cuda-emu conv2d_input[{algorithm}] x={x_shape} w={w_shape} {conv} (seed {seed})")
 
 
 def check_weight(emu, x_shape, w_shape, dtype=np.float32, algorithm="implicit_gemm", seed=0, **conv):
     dw, expected = weight_grad(emu, x_shape, w_shape, dtype, algorithm, seed, **conv)
-    assert_close(dw, expected, dtype, f"cuda-emu conv2d_weight[{algorithm}] x={x_shape} w={w_shape} {conv}")
+    assert_close(dw, expected, dtype,
+                 f"cuda-emu conv2d_weight[{algorithm}] x={x_shape} w={w_shape} {conv} (seed {seed})")
 
 
 # Geometry every gradient must handle: stride > 1 with dilation (the phase test of the data
